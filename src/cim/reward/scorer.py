@@ -1,0 +1,194 @@
+"""The CIM scorer: captions -> text embeddings -> top-K corpus rows -> image embeddings -> GRC, QIR, reward.
+
+One text-encoder call and one search per batch. Per-item problems (empty or non-UTF-8 captions, unknown
+image ids, unreadable images) become an ``error`` on that item; the rest of the batch is scored.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from cim.reward.equations import cim_reward, grc, qir
+
+# Longer captions are cut before tokenising: every encoder truncates far below this (MiniLM at 256 word
+# pieces, MPNet at 384), so the cut only saves tokenizer time on pathological inputs.
+MAX_CAPTION_CHARS = 20_000
+
+RESULT_KEYS = ("score", "grc", "qir", "retrieved", "source_rank", "truncated", "error")
+
+
+@dataclass
+class _Prepared:
+    position: int
+    caption: str
+    truncated: bool
+    image_id: Optional[str] = None
+    image_path: Optional[str] = None
+
+
+def _empty_result(error: str | None = None) -> dict[str, Any]:
+    return {"score": None, "grc": None, "qir": None, "retrieved": [], "source_rank": None,
+            "truncated": False, "error": error}
+
+
+def _caption_text(raw: Any) -> str:
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"caption is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if not isinstance(raw, str):
+        raise ValueError(f"caption must be a string, got {type(raw).__name__}")
+    if not raw.strip():
+        raise ValueError("caption is empty or whitespace only")
+    return raw
+
+
+class Scorer:
+    """Scores (caption, source image) pairs against a loaded :class:`cim.index.CorpusIndex`.
+
+    ``image_encoder`` may be a callable returning the encoder, so it is only built when an item comes with
+    an image path instead of an image id.
+    """
+
+    def __init__(self, index, text_encoder, image_encoder=None, *, top_k: int = 5, decay: float = 0.5,
+                 beta: float = 1.0, mode: str = "both", exclude_source: bool = True):
+        if len(index.ids) < top_k + (1 if exclude_source else 0):
+            raise ValueError(f"corpus has {len(index.ids)} rows; top_k={top_k} needs more")
+        self.index, self.text_encoder = index, text_encoder
+        self._image_encoder = image_encoder
+        self.top_k, self.decay, self.beta, self.mode = top_k, decay, beta, mode
+        self.exclude_source = exclude_source
+        self.calls = 0  # number of batched scoring calls (observable batching)
+
+    @classmethod
+    def from_config(cls, cfg, index_dir: str | None = None, device: str | None = None) -> "Scorer":
+        from cim.encoders import build_image_encoder, build_text_encoder
+        from cim.index import CorpusIndex
+
+        text_encoder = build_text_encoder(cfg.encoders.text)
+        index = CorpusIndex.load(index_dir or cfg.index.out_dir, expect={"text": text_encoder.describe()},
+                                 device=device or cfg.index.device)
+        r = cfg.reward
+        return cls(index, text_encoder, lambda: build_image_encoder(cfg.encoders.image), top_k=r.top_k,
+                   decay=r.decay, beta=r.beta, mode=r.mode, exclude_source=r.exclude_source)
+
+    # -- public -------------------------------------------------------------------------------------
+    def score(self, items: Sequence[dict]) -> list[dict[str, Any]]:
+        """Score a batch; returns one dict per item with the keys in :data:`RESULT_KEYS`."""
+        self.calls += 1
+        results = [_empty_result() for _ in items]
+        prepared: list[_Prepared] = []
+        for pos, item in enumerate(items):
+            try:
+                prepared.append(self._prepare(pos, item))
+            except ValueError as exc:
+                results[pos]["error"] = str(exc)
+        sources = self._source_embeddings(prepared, results)
+        prepared = [p for p in prepared if results[p.position]["error"] is None]
+        if not prepared:
+            return results
+        queries = self.text_encoder.encode([p.caption for p in prepared])
+        extra = 1 if self.exclude_source else 0
+        _, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), self.top_k + extra)
+        chosen, source_ranks = self._choose_rows(prepared, rows)
+        retrieved = torch.from_numpy(self.index.image_table[chosen.reshape(-1)].astype(np.float32))
+        retrieved = retrieved.view(len(prepared), self.top_k, -1)
+        src = torch.from_numpy(np.stack([sources[p.position] for p in prepared]))
+        g = grc(retrieved)
+        q = qir(src, retrieved, decay=self.decay)
+        s = cim_reward(g, q, beta=self.beta, mode=self.mode)
+        for i, p in enumerate(prepared):
+            results[p.position].update(
+                score=float(s[i]), grc=float(g[i]), qir=float(q[i]), truncated=p.truncated,
+                retrieved=[self.index.ids[r] for r in chosen[i]], source_rank=source_ranks[i])
+        return results
+
+    def score_iter(self, items: Iterable[dict], batch_size: int = 512,
+                   progress: Callable[[int], None] | None = None) -> Iterable[dict]:
+        """Score a stream in batches of ``batch_size`` (for files larger than memory)."""
+        batch: list[dict] = []
+        for item in items:
+            batch.append(item)
+            if len(batch) == batch_size:
+                yield from self.score(batch)
+                if progress:
+                    progress(len(batch))
+                batch = []
+        if batch:
+            yield from self.score(batch)
+            if progress:
+                progress(len(batch))
+
+    # -- steps ----------------------------------------------------------------------------------------
+    def _prepare(self, pos: int, item: dict) -> _Prepared:
+        if not isinstance(item, dict):
+            raise ValueError(f"item must be an object with 'caption' and 'image_id' or 'image', got {item!r:.80}")
+        if "caption" not in item:
+            raise ValueError("item has no 'caption'")
+        caption = _caption_text(item["caption"])
+        truncated = len(caption) > MAX_CAPTION_CHARS
+        caption = caption[:MAX_CAPTION_CHARS]
+        image_id, image_path = item.get("image_id"), item.get("image")
+        if image_id is None and image_path is None:
+            raise ValueError("item needs 'image_id' or 'image'")
+        return _Prepared(pos, caption, truncated,
+                         str(image_id) if image_id is not None else None,
+                         str(image_path) if image_id is None else None)
+
+    def _source_embeddings(self, prepared: list[_Prepared], results: list[dict]) -> dict[int, np.ndarray]:
+        out: dict[int, np.ndarray] = {}
+        by_id = [p for p in prepared if p.image_id is not None]
+        if by_id:
+            emb, found = self.index.source_embeddings([p.image_id for p in by_id])
+            for p, e, ok in zip(by_id, emb, found):
+                if ok:
+                    out[p.position] = e
+                else:
+                    results[p.position]["error"] = f"unknown image_id {p.image_id!r} (no source embedding in the index)"
+        by_path = [p for p in prepared if p.image_path is not None]
+        if by_path:
+            out.update(self._embed_paths(by_path, results))
+        return out
+
+    def _embed_paths(self, prepared: list[_Prepared], results: list[dict]) -> dict[int, np.ndarray]:
+        from PIL import Image
+
+        images, keep = [], []
+        for p in prepared:
+            try:
+                with Image.open(p.image_path) as im:
+                    images.append(im.convert("RGB"))
+                keep.append(p)
+            except (OSError, ValueError) as exc:
+                results[p.position]["error"] = f"cannot read image {p.image_path!r}: {exc}"
+        if not images:
+            return {}
+        if callable(self._image_encoder) and not hasattr(self._image_encoder, "encode"):
+            self._image_encoder = self._image_encoder()
+        if self._image_encoder is None:
+            for p in keep:
+                results[p.position]["error"] = "no image encoder configured: pass image_id instead of image"
+            return {}
+        raw = self._image_encoder.encode(images)
+        emb = self.index.transform_images(raw)
+        return {p.position: e.astype(np.float32) for p, e in zip(keep, emb)}
+
+    def _choose_rows(self, prepared: list[_Prepared], rows: np.ndarray) -> tuple[np.ndarray, list]:
+        """Drop the source's own corpus row when excluding; record the rank it was found at (monitor)."""
+        chosen = np.empty((len(prepared), self.top_k), dtype=np.int64)
+        ranks: list[Optional[int]] = []
+        row_of = self.index.row_of
+        for i, p in enumerate(prepared):
+            own = row_of.get(p.image_id) if p.image_id is not None else None
+            hits = [int(r) for r in rows[i] if r >= 0]
+            ranks.append(hits.index(own) + 1 if own is not None and own in hits else None)
+            if self.exclude_source and own is not None:
+                hits = [r for r in hits if r != own]
+            if len(hits) < self.top_k:
+                raise RuntimeError(f"search returned {len(hits)} rows, fewer than top_k={self.top_k}")
+            chosen[i] = hits[: self.top_k]
+        return chosen, ranks

@@ -1,0 +1,138 @@
+"""`cim verify`: does the reward measure caption quality? (the premise of the paper's Fig. 1 / Fig. 2)
+
+Scores the demo world's benchmark captions of known quality (detailed-correct 3, coarse-correct 2,
+partly-wrong 1, wrong 0) and reports, for the reward and each of its terms: the mean per level, the
+Spearman correlation with quality over all captions (pooled) and within each image (averaged), and the
+share of images whose detailed-correct caption outscores each other level.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from cim.config import load_config
+
+METRICS = ("score", "grc", "qir")
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--captions", help="jsonl with image_id, caption, level, quality "
+                        "(default: <world.out_dir>/bench_captions.jsonl)")
+    parser.add_argument("--index", help="index directory (default: index.out_dir)")
+    parser.add_argument("--out", help="report directory (default: verify.out_dir)")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def summarise(rows: list[dict]) -> dict:
+    """rows: scored captions with image_id, level, quality, score, grc, qir (None where failed)."""
+    ok = [r for r in rows if r.get("error") is None]
+    quality = np.array([r["quality"] for r in ok], dtype=float)
+    out: dict = {"n_captions": len(rows), "n_failed": len(rows) - len(ok)}
+    levels = sorted({(r["quality"], r["level"]) for r in ok}, reverse=True)
+    by_image: dict[str, dict[int, dict]] = defaultdict(dict)
+    for r in ok:
+        by_image[r["image_id"]][r["quality"]] = r
+    top = max(q for q, _ in levels)
+    for m in METRICS:
+        values = np.array([r[m] for r in ok], dtype=float)
+        rho = spearmanr(values, quality).statistic
+        per_image = [spearmanr([r[m] for r in caps.values()], list(caps)).statistic
+                     for caps in by_image.values() if len(caps) > 2]
+        per_image = [x for x in per_image if np.isfinite(x)]
+        out[m] = {
+            "spearman_pooled": float(rho),
+            "spearman_per_image_mean": float(np.mean(per_image)) if per_image else None,
+            "mean_by_level": {lvl: float(values[quality == q].mean()) for q, lvl in levels},
+            "std_by_level": {lvl: float(values[quality == q].std()) for q, lvl in levels},
+            "top_beats_level": {lvl: float(np.mean([caps[top][m] > caps[q][m] for caps in by_image.values()
+                                                    if top in caps and q in caps]))
+                                for q, lvl in levels if q != top},
+        }
+    return out
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r.get("error") is None]
+    levels = sorted({(r["quality"], r["level"]) for r in ok}, reverse=True)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.8))
+    titles = {"score": "reward Υ = GRC + β·QIR", "grc": "GRC (Eq. 1)", "qir": "QIR (Eq. 2)"}
+    for ax, m in zip(axes, METRICS):
+        data = [[r[m] for r in ok if r["quality"] == q] for q, _ in levels]
+        ax.boxplot(data, showfliers=False)
+        ax.set_xticks(range(1, len(levels) + 1), [lvl for _, lvl in levels], rotation=20, fontsize=8)
+        ax.set_title(titles[m])
+        ax.grid(alpha=0.3)
+    fig.suptitle("CIM scores of demo-world captions by known quality")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(args) -> int:
+    cfg = load_config(args.params, args.overrides)
+    from cim.reward.scorer import Scorer
+
+    captions_path = Path(args.captions or Path(cfg.world.out_dir) / "bench_captions.jsonl")
+    out_dir = Path(args.out or cfg.verify.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    items = _read_jsonl(captions_path)
+    scorer = Scorer.from_config(cfg, index_dir=args.index)
+    results = scorer.score(items)  # one batch: one encoder call, one search
+    rows = [{**{k: it[k] for k in ("image_id", "level", "quality")}, **res} for it, res in zip(items, results)]
+    summary = summarise(rows)
+    summary["reward"] = {k: getattr(cfg.reward, k) for k in ("top_k", "decay", "beta", "mode", "exclude_source")}
+    summary["encoders"] = {"text": cfg.encoders.text.model, "image": cfg.encoders.image.model,
+                           "center_images": cfg.index.center_images}
+    _write_json(out_dir / "metrics.json", summary)
+    with open(out_dir / "scores.csv.tmp", "w") as fh:  # for `dvc plots`
+        fh.write("image_id,level,quality,score,grc,qir\n")
+        for r in rows:
+            if r["error"] is None:
+                fh.write(f"{r['image_id']},{r['level']},{r['quality']},{r['score']:.6f},{r['grc']:.6f},{r['qir']:.6f}\n")
+    os.replace(out_dir / "scores.csv.tmp", out_dir / "scores.csv")
+    plot(rows, out_dir / "scores_by_level.png")
+    if not args.no_mlflow:
+        _log_mlflow(cfg, summary, out_dir)
+    print(json.dumps({m: {"spearman": round(summary[m]["spearman_pooled"], 3),
+                          "mean_by_level": {k: round(v, 3) for k, v in summary[m]["mean_by_level"].items()}}
+                      for m in METRICS}, indent=1))
+    return 0
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def _log_mlflow(cfg, summary: dict, out_dir: Path) -> None:
+    import mlflow
+
+    from cim.tracking import start_run
+
+    with start_run(cfg, "verify"):
+        metrics = {}
+        for m in METRICS:
+            metrics[f"{m}.spearman_pooled"] = summary[m]["spearman_pooled"]
+            if summary[m]["spearman_per_image_mean"] is not None:
+                metrics[f"{m}.spearman_per_image"] = summary[m]["spearman_per_image_mean"]
+            for lvl, v in summary[m]["mean_by_level"].items():
+                metrics[f"{m}.mean.{lvl}"] = v
+        metrics["n_failed"] = summary["n_failed"]
+        mlflow.log_metrics(metrics)
+        mlflow.log_artifacts(str(out_dir), artifact_path="verify")
