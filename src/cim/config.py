@@ -104,6 +104,101 @@ class TrackingConfig:
 
 
 @dataclass
+class RewardServiceConfig:
+    """The reward service (``cim serve``) and the client inside verl's reward function."""
+
+    host: str = "127.0.0.1"       # bind address; anything but loopback should set a token
+    port: int = 8750
+    url: str = ""                 # where verl's reward function sends captions; "" = score in-process
+    token_env: str = "CIM_REWARD_TOKEN"   # env var holding the bearer token (unset or empty: no auth)
+    max_batch: int = 2560         # dynamic batching: most captions in one scorer call
+    batch_window_ms: float = 5.0  # how long a batch waits for more requests after its first one
+    max_request_items: int = 4096     # per POST /score (413 above)
+    max_request_mb: float = 16.0      # request body limit (413 above)
+    timeout_s: float = 120.0      # client: per request
+    retries: int = 3              # client: retries on connection errors and 5xx
+    fallback_score: float = 0.0   # reward of an item that could not be scored (counted and logged)
+    client_window_ms: float = 50.0    # verl reward function: gather concurrent calls this long
+    start: bool = True            # `cim train`: start the service when `url` is on loopback and down
+    startup_timeout_s: float = 300.0
+
+
+@dataclass
+class VerlTrainConfig:
+    """`cim train --backend verl`: the paper's GRPO settings (§4.1) as verl 0.9.1 overrides."""
+
+    preset: str = "qwen2_5_vl_7b"   # configs/train/<preset>.yaml
+    setting: str = "base"           # base | sft   (the paper's two settings)
+    model_path: str = ""            # overrides the preset's model (hub name or local path)
+    sft_checkpoint: str = ""        # setting=sft: the SFT model to start from
+    rollout_n: int = 5              # G captions per image
+    train_batch_size: int = 256     # prompts per step
+    ppo_mini_batch_size: int = 64   # prompts per update (verl multiplies by rollout_n)
+    optimizer: str = "Adam"
+    lr: float = 1.0e-6
+    weight_decay: float = 0.0
+    total_epochs: int = 2
+    kl: str = "loss"                # loss (actor.use_kl_loss) | reward (algorithm.use_kl_in_reward) | none
+    kl_coef: float = 0.01
+    kl_type: str = "low_var_kl"
+    entropy_coeff: float = 0.0
+    temperature: float = 1.0
+    max_prompt_length: int = 1024
+    max_response_length: int = 512
+    rollout_engine: str = "vllm"
+    nnodes: int = 1
+    n_gpus_per_node: int = 8
+    reward_workers: int = 8
+    save_freq: int = 50
+    test_freq: int = 25
+    val_before_train: bool = True
+    checkpoint_dir: str = "checkpoints/verl"
+    ray_address: str = ""           # set: `ray job submit --address ...` instead of a local run
+    extra: list[str] = field(default_factory=list)   # raw verl overrides, applied last
+
+
+@dataclass
+class LocalTrainConfig:
+    """`cim train --backend local`: a small captioner trained with the same reward on CPU."""
+
+    lm: str = "tiny"                # tiny (random init) | smollm2-135m (pretrained, from its package)
+    out_dir: str = "checkpoints/local"
+    d_model: int = 128              # tiny LM
+    n_layers: int = 2
+    sft_steps: int = 300
+    sft_lr: float = 2.0e-3
+    sft_batch: int = 32
+    grpo_steps: int = 60
+    prompts_per_step: int = 8       # images per GRPO step (x group_size captions)
+    group_size: int = 5
+    lr: float = 1.0e-4
+    kl_coef: float = 0.01
+    kl_type: str = "low_var_kl"
+    clip_ratio: float = 0.2
+    max_new_tokens: int = 40
+    temperature: float = 1.0
+    save_every: int = 20
+    eval_every: int = 20
+    n_eval: int = 64
+
+
+@dataclass
+class TrainConfig:
+    """GRPO with the CIM reward (stages ``prepare-train`` and ``train``)."""
+
+    backend: str = "local"          # local | verl
+    manifest: str = "data/world/train.jsonl"   # training images: jsonl {"id", "image", ...}
+    val_manifest: str = ""          # "" = hold out `val_size` rows of the training manifest
+    val_size: int = 32
+    data_dir: str = "data/train"    # prepare-train writes train.parquet / val.parquet here
+    prompt: str = "Describe this image in detail."
+    run_name: str = "grpo"
+    service: RewardServiceConfig = field(default_factory=RewardServiceConfig)
+    verl: VerlTrainConfig = field(default_factory=VerlTrainConfig)
+    local: LocalTrainConfig = field(default_factory=LocalTrainConfig)
+
+
+@dataclass
 class Config:
     seed: int = 0
     world: WorldConfig = field(default_factory=WorldConfig)
@@ -112,11 +207,16 @@ class Config:
     reward: RewardConfig = field(default_factory=RewardConfig)
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 _CHOICES = {
     "index.kind": ("exact", "ivf", "hnsw"),
     "reward.mode": ("both", "grc", "qir"),
+    "train.backend": ("local", "verl"),
+    "train.verl.setting": ("base", "sft"),
+    "train.verl.kl": ("loss", "reward", "none"),
+    "train.local.lm": ("tiny", "smollm2-135m"),
 }
 
 
