@@ -16,7 +16,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from prefect import flow, task
-from prefect.cache_policies import INPUTS
 
 from cim.config import load_config, to_dict
 
@@ -25,7 +24,16 @@ def _cfg(params: str, overrides: list[str]):
     return load_config(params, overrides)
 
 
-@task(retries=1, cache_policy=INPUTS, cache_expiration=timedelta(days=7), persist_result=True)
+def _world_cache_key(context, arguments) -> str:
+    """The world's config and its completion marker: a deleted or regenerated world is not a cache hit."""
+    cfg = _cfg(arguments["params"], arguments["overrides"])
+    marker = Path(cfg.world.out_dir) / "world.json"
+    stamp = marker.read_bytes() if marker.exists() else b"absent"
+    payload = json.dumps(to_dict(cfg.world), sort_keys=True).encode() + stamp
+    return "world-" + hashlib.sha256(payload).hexdigest()
+
+
+@task(retries=1, cache_key_fn=_world_cache_key, cache_expiration=timedelta(days=7), persist_result=True)
 def prepare_world(params: str, overrides: list[str]) -> str:
     from cim.data.world import generate_world
 
