@@ -1,0 +1,146 @@
+"""The scorer against a real tiny index: values equal the equations, batching, bad input per item."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from cim.reward import cim_reward, grc, qir
+from cim.reward.scorer import RESULT_KEYS, Scorer
+
+
+def _bench_items(world, n=6):
+    rows = [json.loads(line) for line in open(world / "bench_captions.jsonl")]
+    return [{"caption": r["caption"], "image_id": r["image_id"]} for r in rows[:n]]
+
+
+def test_scores_equal_equations_by_hand(tiny_scorer, tiny_world):
+    items = _bench_items(tiny_world)
+    results = tiny_scorer.score(items)
+    index, text = tiny_scorer.index, tiny_scorer.text_encoder
+    for item, res in zip(items, results):
+        assert res["error"] is None and set(res) == set(RESULT_KEYS)
+        q = text.encode([item["caption"]])[0]
+        sims = index.text_vectors() @ q                     # brute force over every corpus text
+        top = np.argsort(-sims, kind="stable")[:5]
+        assert [index.ids[r] for r in top] == res["retrieved"]
+        imgs = torch.from_numpy(index.image_table[top].astype(np.float32))
+        src = torch.from_numpy(index.source_embeddings([item["image_id"]])[0][0])
+        assert res["grc"] == pytest.approx(grc(imgs).item(), abs=1e-5)
+        assert res["qir"] == pytest.approx(qir(src, imgs).item(), abs=1e-5)
+        assert res["score"] == pytest.approx(res["grc"] + res["qir"], abs=1e-5)
+
+
+def test_batch_result_equals_single_results(tiny_scorer, tiny_world):
+    items = _bench_items(tiny_world, 8)
+    batched = tiny_scorer.score(items)
+    for item, res in zip(items, batched):
+        single = tiny_scorer.score([item])[0]
+        assert single["retrieved"] == res["retrieved"]
+        assert single["score"] == pytest.approx(res["score"], abs=1e-5)
+
+
+def test_one_encoder_call_and_one_search_per_batch(tiny_scorer, tiny_world):
+    calls = {"encode": 0, "search": 0}
+    text, index = tiny_scorer.text_encoder, tiny_scorer.index
+    real_encode, real_search = text.encode, index.search
+
+    def encode(texts):
+        calls["encode"] += 1
+        return real_encode(texts)
+
+    def search(q, k):
+        calls["search"] += 1
+        return real_search(q, k)
+
+    text.encode, index.search = encode, search
+    try:
+        tiny_scorer.score(_bench_items(tiny_world, 10))
+    finally:
+        del text.encode, index.search
+    assert calls == {"encode": 1, "search": 1}
+
+
+def test_exclude_source_drops_own_corpus_row(tiny_cfg, tiny_scorer, tiny_world):
+    train = [json.loads(line) for line in open(tiny_world / "train.jsonl")][:4]
+    corpus = {r["id"]: r["text"] for r in map(json.loads, open(tiny_world / "corpus.jsonl"))}
+    items = [{"caption": corpus[r["id"]], "image_id": r["id"]} for r in train]   # the corpus text itself
+    excluded = tiny_scorer.score(items)
+    included = Scorer(tiny_scorer.index, tiny_scorer.text_encoder, exclude_source=False).score(items)
+    for item, ex, inc in zip(items, excluded, included):
+        assert item["image_id"] not in ex["retrieved"]
+        assert inc["retrieved"][0] == item["image_id"] and inc["source_rank"] == 1
+        assert ex["source_rank"] == 1          # the monitor still says where it was found
+        assert inc["qir"] > ex["qir"]          # recalling the corpus text pays when the source is allowed
+
+
+def test_modes_and_beta(tiny_scorer, tiny_world):
+    items = _bench_items(tiny_world, 4)
+    base = tiny_scorer.score(items)
+    idx, enc = tiny_scorer.index, tiny_scorer.text_encoder
+    for mode, beta in (("grc", 1.0), ("qir", 1.0), ("both", 0.25)):
+        out = Scorer(idx, enc, mode=mode, beta=beta).score(items)
+        for b, o in zip(base, out):
+            expected = cim_reward(torch.tensor(b["grc"]), torch.tensor(b["qir"]), beta=beta, mode=mode).item()
+            assert o["score"] == pytest.approx(expected, abs=1e-5)
+
+
+def test_bad_inputs_are_per_item(tiny_scorer, tiny_world):
+    good = _bench_items(tiny_world, 1)[0]
+    items = [
+        {"caption": "", "image_id": good["image_id"]},
+        {"caption": "   \n\t", "image_id": good["image_id"]},
+        {"caption": b"\xff\xfe caption", "image_id": good["image_id"]},
+        {"caption": "a red circle", "image_id": "no-such-image"},
+        {"caption": "a red circle", "image": str(tiny_world / "absent.png")},
+        {"caption": "a red circle"},
+        {"image_id": good["image_id"]},
+        {"caption": 42, "image_id": good["image_id"]},
+        good,
+        {"caption": "a large red striped circle " * 4000, "image_id": good["image_id"]},
+    ]
+    res = tiny_scorer.score(items)
+    assert "empty" in res[0]["error"] and "empty" in res[1]["error"]
+    assert "UTF-8" in res[2]["error"]
+    assert "unknown image_id" in res[3]["error"]
+    assert "cannot read image" in res[4]["error"]
+    assert "image_id" in res[5]["error"] and "caption" in res[6]["error"]
+    assert "string" in res[7]["error"]
+    for r in res[:8]:
+        assert r["score"] is None and set(r) == set(RESULT_KEYS)
+    assert res[8]["error"] is None and res[8]["score"] == pytest.approx(tiny_scorer.score([good])[0]["score"],
+                                                                         abs=1e-5)
+    assert res[9]["error"] is None and res[9]["truncated"] is True and np.isfinite(res[9]["score"])
+
+
+def test_image_path_input_matches_image_id(tiny_scorer, tiny_world):
+    bench = [json.loads(line) for line in open(tiny_world / "bench.jsonl")][:2]
+    by_id = tiny_scorer.score([{"caption": b["reference"], "image_id": b["id"]} for b in bench])
+    by_path = tiny_scorer.score([{"caption": b["reference"], "image": str(tiny_world / b["image"])} for b in bench])
+    for a, b in zip(by_id, by_path):
+        assert b["error"] is None
+        assert b["qir"] == pytest.approx(a["qir"], abs=2e-3)   # fp16 source table vs fresh fp32 embedding
+
+
+def test_cim_score_cli(tiny_cfg, tiny_index_dir, tiny_world, tmp_path):
+    items = _bench_items(tiny_world, 3)
+    src = tmp_path / "in.jsonl"
+    with open(src, "wb") as fh:
+        for it in items:
+            fh.write((json.dumps(it) + "\n").encode())
+        fh.write(b'{"caption": "\xff bad", "image_id": "x"}\n')
+        fh.write(b"not json\n")
+        fh.write(b'{"caption": "", "image_id": "b00000"}\n')
+    out = tmp_path / "out.jsonl"
+    overrides = [f"encoders.image.image_size=64", f"index.out_dir={tiny_index_dir}"]
+    proc = subprocess.run([sys.executable, "-m", "cim.cli", "score", "--params", "/nonexistent.yaml",
+                           "--input", str(src), "--output", str(out), *overrides],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in open(out)]
+    assert len(rows) == 6
+    assert all(r["error"] is None for r in rows[:3])
+    assert "UTF-8" in rows[3]["error"] and "not JSON" in rows[4]["error"] and "empty" in rows[5]["error"]
+    assert [r["line"] for r in rows] == [1, 2, 3, 4, 5, 6]
