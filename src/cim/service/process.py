@@ -1,0 +1,101 @@
+"""Start, check and stop a reward service in a child process (what `cim train` and the Prefect flow use)."""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import Optional, Sequence
+from urllib.parse import urlparse
+
+from cim.service.client import RewardClient, ServiceError
+from cim.service.server import read_token
+
+log = logging.getLogger(__name__)
+
+
+def is_loopback_url(url: str) -> bool:
+    host = urlparse(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class ServiceHandle:
+    url: str
+    process: Optional[subprocess.Popen] = None   # None: the service was already up (not ours to stop)
+    health: Optional[dict] = None
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=timeout_s)
+
+
+def check(url: str, token_env: str = "", timeout_s: float = 5.0) -> Optional[dict]:
+    """``/health`` of the service at ``url``, or None when nothing answers."""
+    with RewardClient(url, token=read_token(token_env), timeout_s=timeout_s, retries=0) as client:
+        try:
+            return client.health()
+        except ServiceError:
+            return None
+
+
+def start(params: str, overrides: Sequence[str], host: str, port: int, *, token_env: str = "",
+          startup_timeout_s: float = 300.0, log_path: Optional[str] = None) -> ServiceHandle:
+    """``python -m cim.service`` in a child process; returns once ``/health`` answers (bounded wait)."""
+    cmd = [sys.executable, "-m", "cim.service", "--params", params, "--host", host, "--port", str(port),
+           *overrides]
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if log_path else None, env=os.environ.copy())
+    url = f"http://{host}:{port}"
+    handle = ServiceHandle(url, proc)
+    client = RewardClient(url, token=read_token(token_env), timeout_s=5.0, retries=0)
+    try:
+        import time
+
+        deadline = time.monotonic() + startup_timeout_s
+        while True:
+            if proc.poll() is not None:
+                raise ServiceError(f"reward service exited with code {proc.returncode} while starting"
+                                   + (f" (log: {log_path})" if log_path else ""))
+            try:
+                handle.health = client.health()
+                return handle
+            except ServiceError:
+                if time.monotonic() > deadline:
+                    handle.stop()
+                    raise ServiceError(f"reward service not ready after {startup_timeout_s:.0f} s") from None
+                time.sleep(0.5)
+    finally:
+        client.close()
+
+
+def ensure(cfg, params: str, overrides: Sequence[str], log_path: Optional[str] = None) -> ServiceHandle:
+    """The service at ``train.service.url`` if it answers; else start it there when the URL is on loopback
+    and ``train.service.start`` is set; else raise."""
+    s = cfg.train.service
+    if not s.url:
+        raise ValueError("train.service.url is empty: the reward is computed in-process, no service needed")
+    health = check(s.url, s.token_env)
+    if health is not None:
+        log.info("reward service up at %s (corpus %s)", s.url, health.get("corpus_size"))
+        return ServiceHandle(s.url, None, health)
+    if not (s.start and is_loopback_url(s.url)):
+        raise ServiceError(f"no reward service at {s.url} (start it with `cim serve`, or set train.service.start "
+                           "with a loopback URL)")
+    parsed = urlparse(s.url)
+    return start(params, overrides, parsed.hostname or "127.0.0.1", parsed.port or s.port, token_env=s.token_env,
+                 startup_timeout_s=s.startup_timeout_s, log_path=log_path)

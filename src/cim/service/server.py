@@ -1,0 +1,241 @@
+"""The reward service: one :class:`cim.reward.scorer.Scorer` behind HTTP, with dynamic batching.
+
+Why aiohttp (not FastAPI + uvicorn): one library gives the server *and* the async client that runs inside
+verl's reward workers (verl itself uses aiohttp there), it is already installed with mlflow, it has a request
+body limit that answers 413 by itself (``client_max_size``), and the hot path has no per-request validation
+layer: a request is a JSON list that goes straight into the batcher. The service is small enough that
+FastAPI's schema machinery would be weight without benefit.
+
+API (JSON):
+- ``POST /score``   ``{"items": [{"caption": str, "image_id": str, "id"?: any}, ...]}``
+  -> ``{"results": [{"score", "grc", "qir", "error", "retrieved", "source_rank", "id"?}, ...]}`` in order.
+  A bad item gets an ``error`` and ``null`` scores; the rest are scored. A malformed body is 400, too many
+  items or bytes 413, a missing or wrong bearer token 401.
+- ``GET /health``   model names, corpus size, index checksum, reward settings, batching counters.
+
+Concurrent requests are gathered by :class:`cim.service.batching.MicroBatcher` into one scorer call, run on
+one worker thread (the scorer owns one device; the event loop keeps accepting while it works).
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Optional
+
+from aiohttp import web
+
+from cim.service.batching import MicroBatcher
+
+log = logging.getLogger(__name__)
+
+SERVICE_KEY = web.AppKey("cim_service", object)
+RESULT_FIELDS = ("score", "grc", "qir", "error", "retrieved", "source_rank")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def scorer_info(scorer) -> dict:
+    """What ``/health`` reports about the scorer: encoders, corpus size, index checksum, reward settings."""
+    info: dict[str, Any] = {}
+    text = getattr(scorer, "text_encoder", None)
+    info["text_encoder"] = getattr(text, "name", type(text).__name__ if text is not None else None)
+    index = getattr(scorer, "index", None)
+    meta = dict(getattr(index, "meta", None) or {})
+    image = meta.get("encoders", {}).get("image") if isinstance(meta.get("encoders"), dict) else None
+    if isinstance(image, dict):
+        image = image.get("name") or image.get("model")
+    info["image_encoder"] = image
+    ids = getattr(index, "ids", None)
+    info["corpus_size"] = len(ids) if ids is not None else None
+    checksum = meta.get("checksum")
+    if checksum is None and meta.get("checksums") is not None:
+        checksum = hashlib.sha256(json.dumps(meta["checksums"], sort_keys=True).encode()).hexdigest()[:16]
+    if checksum is None and ids is not None:
+        checksum = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+    info["index_checksum"] = checksum
+    info["reward"] = {k: getattr(scorer, k, None) for k in ("top_k", "decay", "beta", "mode", "exclude_source")}
+    return info
+
+
+class RewardService:
+    """Holds the scorer, its worker thread and the batcher; knows nothing about HTTP."""
+
+    def __init__(self, scorer, max_batch: int = 2560, window_s: float = 0.005, info: Optional[dict] = None):
+        self.scorer = scorer
+        self.info = info if info is not None else scorer_info(scorer)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cim-scorer")
+        self.batcher = MicroBatcher(self._score_batch, max_batch=max_batch, window_s=window_s)
+        self.started = time.time()
+        self.scored_items = 0
+        self.failed_items = 0
+
+    async def _score_batch(self, items: list[dict]) -> list[dict]:
+        loop = asyncio.get_running_loop()
+        results = await loop.run_in_executor(self._executor, self.scorer.score, items)
+        failed = sum(1 for r in results if r.get("error"))
+        self.scored_items += len(results) - failed
+        self.failed_items += failed
+        return results
+
+    async def score(self, items: list[dict]) -> list[dict]:
+        return await self.batcher.submit(items)
+
+    def health(self) -> dict:
+        return {"status": "ok", **self.info, "uptime_s": round(time.time() - self.started, 1),
+                "scored_items": self.scored_items, "failed_items": self.failed_items,
+                "batching": {"max_batch": self.batcher.max_batch, "window_ms": self.batcher.window_s * 1e3,
+                             **self.batcher.stats.as_dict()}}
+
+    async def aclose(self) -> None:
+        await self.batcher.aclose()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _validate(body: Any, max_items: int) -> list[dict]:
+    """Raises ``web.HTTPException`` for a body that is not ``{"items": [...]}``; items are checked lightly
+    here (type of the container) and fully by the scorer, which reports per-item errors."""
+    if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+        raise web.HTTPBadRequest(text=json.dumps({"error": 'body must be {"items": [...]}'}),
+                                 content_type="application/json")
+    items = body["items"]
+    if len(items) > max_items:
+        raise web.HTTPRequestEntityTooLarge(max_size=max_items, actual_size=len(items),
+                                            text=json.dumps({"error": f"{len(items)} items > {max_items}"}),
+                                            content_type="application/json")
+    return items
+
+
+def _clean_item(item: Any) -> dict:
+    """Only ``caption`` and ``image_id`` reach the scorer: the service never opens paths sent by a client."""
+    if not isinstance(item, dict):
+        return {"caption": None, "image_id": None, "_bad": f"item must be an object, got {type(item).__name__}"}
+    out = {"caption": item.get("caption"), "image_id": item.get("image_id")}
+    if out["image_id"] is None:
+        out["_bad"] = "item needs 'image_id'"
+    elif not isinstance(out["image_id"], str):
+        out["image_id"] = str(out["image_id"])
+    return out
+
+
+def build_app(service: RewardService, token: Optional[str] = None, max_request_bytes: int = 16 << 20,
+              max_request_items: int = 4096) -> web.Application:
+    expected = f"Bearer {token}".encode() if token else None
+
+    @web.middleware
+    async def auth(request: web.Request, handler):
+        if expected is not None and request.path != "/health":
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                raise web.HTTPUnauthorized(headers={"WWW-Authenticate": "Bearer"},
+                                           text=json.dumps({"error": "missing or wrong bearer token"}),
+                                           content_type="application/json")
+        return await handler(request)
+
+    async def score(request: web.Request) -> web.Response:
+        try:
+            body = await request.json(loads=json.loads)
+        except web.HTTPException:
+            raise
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise web.HTTPBadRequest(text=json.dumps({"error": f"invalid JSON: {exc}"}),
+                                     content_type="application/json")
+        items = _validate(body, max_request_items)
+        cleaned = [_clean_item(it) for it in items]
+        good = [c for c in cleaned if "_bad" not in c]
+        scored = iter(await service.score(good) if good else [])
+        results = []
+        for raw, c in zip(items, cleaned):
+            if "_bad" in c:
+                r = {"score": None, "grc": None, "qir": None, "error": c["_bad"], "retrieved": [],
+                     "source_rank": None}
+            else:
+                full = next(scored)
+                r = {k: _finite(full.get(k)) for k in RESULT_FIELDS}
+            if isinstance(raw, dict) and "id" in raw:
+                r["id"] = raw["id"]
+            results.append(r)
+        return web.json_response({"results": results})
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response(service.health())
+
+    async def on_cleanup(app: web.Application) -> None:
+        await service.aclose()
+
+    app = web.Application(client_max_size=int(max_request_bytes), middlewares=[auth])
+    app[SERVICE_KEY] = service
+    app.router.add_post("/score", score)
+    app.router.add_get("/health", health)
+    app.on_cleanup.append(on_cleanup)
+    return app
+
+
+def read_token(token_env: str) -> Optional[str]:
+    value = os.environ.get(token_env, "") if token_env else ""
+    return value or None
+
+
+class ServerHandle:
+    """A service running in this process on its own event loop thread (tests, benchmarks, notebooks)."""
+
+    def __init__(self, app: web.Application, host: str = "127.0.0.1", port: int = 0):
+        import threading
+
+        self.app, self.host = app, host
+        self._loop = asyncio.new_event_loop()
+        self._runner = web.AppRunner(app, access_log=None)
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._serve, args=(port,), daemon=True, name="cim-service")
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("reward service did not start within 30 s")
+        if self._error:
+            raise self._error
+
+    def _serve(self, port: int) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._runner.setup())
+            site = web.TCPSite(self._runner, self.host, port)
+            self._loop.run_until_complete(site.start())
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        except BaseException as exc:  # noqa: BLE001 - reported to the starting thread
+            self._error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self._runner.cleanup())
+        self._loop.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def close(self) -> None:
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=30)
+
+    def __enter__(self) -> "ServerHandle":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def serve_forever(app: web.Application, host: str, port: int) -> None:
+    """Blocking: what ``cim serve`` runs."""
+    web.run_app(app, host=host, port=port, access_log=None, print=lambda msg: log.info(msg))

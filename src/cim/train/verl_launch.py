@@ -1,0 +1,171 @@
+"""`cim train --backend verl`: the ``python -m verl.trainer.main_ppo`` command from params and a preset.
+
+Layers, last wins: the paper's GRPO settings from ``train.verl`` (n=5, batch 256, mini-batch 64, Adam
+lr 1e-6 without weight decay, 2 epochs, a KL choice) -> the model preset (``configs/train/<preset>.yaml``:
+model, parallelism, micro-batches; its ``settings.<base|sft>`` block) -> ``train.verl.extra``.
+The reward goes through the ``reward.``-prefixed keys of verl 0.9.1 (the legacy top-level
+``custom_reward_function.*`` keys are silently ignored by ``main_ppo``).
+"""
+from __future__ import annotations
+
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+REWARD_FN = "pkg://cim.train.verl_reward"
+PRESET_DIR = Path(__file__).resolve().parents[3] / "configs" / "train"
+
+
+class PresetError(ValueError):
+    pass
+
+
+def preset_path(name: str) -> Path:
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") and p.exists():
+        return p
+    candidate = PRESET_DIR / f"{name}.yaml"
+    if not candidate.exists():
+        known = ", ".join(sorted(x.stem for x in PRESET_DIR.glob("*.yaml"))) or "none"
+        raise PresetError(f"unknown train preset {name!r} (known: {known}; or pass a .yaml path)")
+    return candidate
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> dict:
+    import yaml
+
+    data = yaml.safe_load(preset_path(name).read_text()) or {}
+    for key in ("model", "overrides"):
+        if key not in data:
+            raise PresetError(f"preset {name!r} has no {key!r}")
+    return data
+
+
+_SIMPLE = re.compile(r"^[A-Za-z0-9_.\-/~+:@]*$")
+
+
+def hydra_value(value: Any) -> str:
+    """A Python value as a Hydra override value (strings quoted when they hold grammar characters)."""
+    if isinstance(value, bool):
+        return "True" if value else "False"
+    if value is None:
+        return "null"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
+    text = str(value)
+    if text and _SIMPLE.match(text) and text.lower() not in ("true", "false", "null", "none"):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _kv(key: str, value: Any) -> str:
+    return f"{key}={hydra_value(value)}"
+
+
+def build_overrides(cfg, *, train_files: str, val_files: str, params_snapshot: str = "",
+                    service_url: Optional[str] = None, preset: Optional[dict] = None,
+                    experiment_name: Optional[str] = None) -> list[str]:
+    """The verl overrides for one run (a list of ``key=value`` strings, in order; later ones win)."""
+    v, s = cfg.train.verl, cfg.train.service
+    preset = preset if preset is not None else load_preset(v.preset)
+    setting = (preset.get("settings") or {}).get(v.setting) or {}
+    if v.setting == "sft":
+        model = v.model_path or v.sft_checkpoint or setting.get("model")
+        if not model:
+            raise PresetError("train.verl.setting=sft needs train.verl.sft_checkpoint (the SFT model to start from)")
+    else:
+        model = v.model_path or setting.get("model") or preset["model"]
+    url = s.url if service_url is None else service_url
+    ov: dict[str, Any] = {
+        "algorithm.adv_estimator": "grpo",
+        "data.train_files": train_files,
+        "data.val_files": val_files,
+        "data.train_batch_size": v.train_batch_size,
+        "data.max_prompt_length": v.max_prompt_length,
+        "data.max_response_length": v.max_response_length,
+        "data.image_key": "images",
+        "data.filter_overlong_prompts": True,
+        "data.truncation": "error",
+        "actor_rollout_ref.model.path": model,
+        "actor_rollout_ref.actor.optim.optimizer": v.optimizer,
+        "actor_rollout_ref.actor.optim.lr": v.lr,
+        "actor_rollout_ref.actor.optim.weight_decay": v.weight_decay,
+        "actor_rollout_ref.actor.ppo_mini_batch_size": v.ppo_mini_batch_size,
+        "actor_rollout_ref.actor.entropy_coeff": v.entropy_coeff,
+        "actor_rollout_ref.actor.use_kl_loss": v.kl == "loss",
+        "algorithm.use_kl_in_reward": v.kl == "reward",
+        "actor_rollout_ref.rollout.name": v.rollout_engine,
+        "actor_rollout_ref.rollout.n": v.rollout_n,
+        "actor_rollout_ref.rollout.temperature": v.temperature,
+        "reward.reward_manager.name": "naive",
+        "reward.num_workers": v.reward_workers,
+        "reward.custom_reward_function.path": REWARD_FN,
+        "reward.custom_reward_function.name": "compute_score",
+        "+reward.custom_reward_function.reward_kwargs.service_url": url,
+        "+reward.custom_reward_function.reward_kwargs.token_env": s.token_env,
+        "+reward.custom_reward_function.reward_kwargs.params": params_snapshot,
+        "+reward.custom_reward_function.reward_kwargs.fallback_score": float(s.fallback_score),
+        "+reward.custom_reward_function.reward_kwargs.window_ms": float(s.client_window_ms),
+        "+reward.custom_reward_function.reward_kwargs.timeout_s": float(s.timeout_s),
+        "+reward.custom_reward_function.reward_kwargs.retries": int(s.retries),
+        "trainer.logger": ["console", "mlflow"],
+        "trainer.project_name": cfg.tracking.experiment,
+        "trainer.experiment_name": experiment_name or cfg.train.run_name,
+        "trainer.nnodes": v.nnodes,
+        "trainer.n_gpus_per_node": v.n_gpus_per_node,
+        "trainer.total_epochs": v.total_epochs,
+        "trainer.save_freq": v.save_freq,
+        "trainer.test_freq": v.test_freq,
+        "trainer.val_before_train": v.val_before_train,
+        "trainer.resume_mode": "auto",
+        "trainer.default_local_dir": str(Path(v.checkpoint_dir).resolve()),
+    }
+    if v.kl == "loss":
+        ov["actor_rollout_ref.actor.kl_loss_coef"] = v.kl_coef
+        ov["actor_rollout_ref.actor.kl_loss_type"] = v.kl_type
+    elif v.kl == "reward":
+        ov["algorithm.kl_ctrl.kl_coef"] = v.kl_coef
+        ov["algorithm.kl_penalty"] = v.kl_type
+    for block in (preset.get("overrides") or {}, setting.get("overrides") or {}):
+        for key, value in block.items():
+            ov[key] = value
+    out = [_kv(k, val) for k, val in ov.items()]
+    out.extend(v.extra)
+    return out
+
+
+def main_ppo_command(overrides: list[str], python: str = sys.executable) -> list[str]:
+    return [python, "-m", "verl.trainer.main_ppo", *overrides]
+
+
+def ray_submit_command(address: str, overrides: list[str], working_dir: Optional[str] = None,
+                       env: Optional[dict] = None) -> list[str]:
+    """``ray job submit --address ... -- python -m verl.trainer.main_ppo ...`` for a Ray cluster."""
+    import json
+
+    runtime_env: dict[str, Any] = {}
+    if env:
+        runtime_env["env_vars"] = env
+    cmd = ["ray", "job", "submit", "--address", address]
+    if working_dir:
+        cmd += ["--working-dir", working_dir]
+    if runtime_env:
+        cmd += ["--runtime-env-json", json.dumps(runtime_env)]
+    return cmd + ["--", "python", "-m", "verl.trainer.main_ppo", *overrides]
+
+
+def format_command(cmd: list[str], env: Optional[dict] = None) -> str:
+    """Shell form for reading and pasting: the launcher on one line, then one override per line."""
+    prefix = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in (env or {}).items())
+    split = cmd.index("verl.trainer.main_ppo") + 1 if "verl.trainer.main_ppo" in cmd else 1
+    head = " ".join(shlex.quote(c) for c in cmd[:split])
+    body = "".join(f" \\\n    {shlex.quote(c)}" for c in cmd[split:])
+    return (prefix + " " if prefix else "") + head + body

@@ -1,0 +1,234 @@
+"""Our verl plumbing against verl 0.9.1 itself, on CPU.
+
+- the generated overrides compose against verl's own ``ppo_trainer.yaml`` and pass its ``validate_config``;
+- our reward function loads through verl's own loader and scores a hand-built ``DataProto`` through
+  ``RewardLoopWorker``, with the batching observed (one scorer call for many samples), in-process and via the
+  service;
+- our parquet goes through verl's ``RLHFDataset`` (with a real Qwen2-VL processor) and ``image_id`` reaches
+  the reward.
+"""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from test_train_support import captions_for, config, index_dir, params_file, scorer, tiny_vl_model, world
+
+import verl
+from hydra import compose, initialize_config_dir
+
+from cim.train import verl_reward
+from cim.train.verl_launch import build_overrides, list_presets, load_preset
+
+VERL_CONFIG = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
+
+
+def compose_ppo(overrides):
+    with initialize_config_dir(config_dir=VERL_CONFIG, version_base=None):
+        return compose("ppo_trainer", overrides=list(overrides))
+
+
+def our_overrides(*cim_overrides, service_url="", window_ms=500.0, **kwargs):
+    cfg = config("train.verl.sft_checkpoint=/ckpt/sft", f"train.service.client_window_ms={window_ms}",
+                 *cim_overrides)
+    return build_overrides(cfg, train_files="/data/train.parquet", val_files="/data/val.parquet",
+                           params_snapshot=str(params_file()), service_url=service_url, **kwargs)
+
+
+# -- overrides ----------------------------------------------------------------------------------------
+def test_presets_exist_for_the_papers_models():
+    assert {"qwen2_5_vl_7b", "qwen2_vl_7b", "internvl2_8b", "internvl2_5_8b", "internvl3_8b",
+            "llava1_5_7b"} <= set(list_presets())
+
+
+@pytest.mark.parametrize("setting", ["base", "sft"])
+def test_overrides_compose_and_validate_for_every_preset(setting):
+    from verl.trainer.main_ppo import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    for preset in list_presets():
+        c = compose_ppo(our_overrides(f"train.verl.preset={preset}", f"train.verl.setting={setting}"))
+        validate_config(c, use_reference_policy=need_reference_policy(c), use_critic=need_critic(c))
+        expected_model = "/ckpt/sft" if setting == "sft" else load_preset(preset)["model"]
+        assert c.actor_rollout_ref.model.path == expected_model
+        # the paper's settings
+        assert c.algorithm.adv_estimator == "grpo" and c.actor_rollout_ref.rollout.n == 5
+        assert c.data.train_batch_size == 256 and c.actor_rollout_ref.actor.ppo_mini_batch_size == 64
+        optim = c.actor_rollout_ref.actor.optim
+        assert optim.optimizer == "Adam" and optim.lr == 1e-6 and optim.weight_decay == 0.0
+        assert c.trainer.total_epochs == 2 and list(c.trainer.logger) == ["console", "mlflow"]
+        # the reward goes through the reward.-prefixed keys (the legacy top-level ones stay unset)
+        assert c.reward.custom_reward_function.path == "pkg://cim.train.verl_reward"
+        assert c.reward.custom_reward_function.name == "compute_score"
+        assert c.reward.custom_reward_function.reward_kwargs.params == str(params_file())
+        assert c.custom_reward_function.path is None
+        assert c.reward.reward_manager.name == "naive"
+
+
+def test_kl_choice():
+    loss = compose_ppo(our_overrides("train.verl.kl=loss", "train.verl.kl_coef=0.02"))
+    assert loss.actor_rollout_ref.actor.use_kl_loss and loss.actor_rollout_ref.actor.kl_loss_coef == 0.02
+    assert not loss.algorithm.use_kl_in_reward
+    reward = compose_ppo(our_overrides("train.verl.kl=reward"))
+    assert reward.algorithm.use_kl_in_reward and not reward.actor_rollout_ref.actor.use_kl_loss
+    none = compose_ppo(our_overrides("train.verl.kl=none"))
+    assert not none.algorithm.use_kl_in_reward and not none.actor_rollout_ref.actor.use_kl_loss
+
+
+def test_service_url_and_extra_overrides_land():
+    c = compose_ppo(our_overrides("train.verl.extra=[trainer.save_freq=7]", service_url="http://127.0.0.1:8750"))
+    assert c.reward.custom_reward_function.reward_kwargs.service_url == "http://127.0.0.1:8750"
+    assert c.trainer.save_freq == 7
+
+
+# -- reward function through verl's loader and RewardLoopWorker ----------------------------------------
+def _worker_config(service_url=""):
+    ov = our_overrides(service_url=service_url) + [f"actor_rollout_ref.model.path={tiny_vl_model()}"]
+    return compose_ppo(ov)
+
+
+def _rollouts(worker, rows_items, n=1):
+    """A DataProto as the rollout produces it: prompts, responses, attention mask, and the dataset's fields."""
+    from verl import DataProto
+
+    tok = worker.input_tokenizer
+    prompt_len, resp_len = 8, 24
+    prompts, responses, masks, non_tensor = [], [], [], {"data_source": [], "reward_model": [],
+                                                          "extra_info": [], "uid": []}
+    for i, (extra, caption) in enumerate(rows_items):
+        ids = tok(caption, add_special_tokens=False)["input_ids"][:resp_len - 1] + [tok.eos_token_id]
+        resp = ids + [tok.pad_token_id] * (resp_len - len(ids))
+        prompts.append([tok.pad_token_id] * prompt_len)
+        responses.append(resp)
+        masks.append([1] * prompt_len + [1] * len(ids) + [0] * (resp_len - len(ids)))
+        non_tensor["data_source"].append("cim_caption")
+        non_tensor["reward_model"].append({"style": "model", "ground_truth": extra.get("image_id")})
+        non_tensor["extra_info"].append(dict(extra))
+        non_tensor["uid"].append(f"u{i // n}")
+    return DataProto.from_dict(
+        tensors={"prompts": torch.tensor(prompts), "responses": torch.tensor(responses),
+                 "attention_mask": torch.tensor(masks)},
+        non_tensors={k: np.array(v, dtype=object) for k, v in non_tensor.items()})
+
+
+def _run(worker, data):
+    return worker.loop.run_until_complete(worker.compute_score_batch(data))
+
+
+def _check_outputs(outputs, items):
+    keys = list(outputs[0]["reward_extra_info"].keys())
+    assert set(keys) == set(verl_reward.KEYS)
+    for out in outputs:   # verl stacks extras by the first sample's keys: every sample must have them all
+        assert list(out["reward_extra_info"].keys()) == keys
+    direct = scorer().score(items)
+    for out, d in zip(outputs, direct):
+        assert out["reward_score"] == pytest.approx(d["score"], abs=1e-5)
+        assert out["reward_extra_info"]["grc"] == pytest.approx(d["grc"], abs=1e-5)
+        assert out["reward_extra_info"]["qir"] == pytest.approx(d["qir"], abs=1e-5)
+        assert out["reward_extra_info"]["failed"] == 0.0
+
+
+def test_reward_fn_in_process_one_scorer_call_for_many_samples():
+    from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
+    from verl.experimental.reward_loop.reward_manager.naive import NaiveRewardManager
+
+    index_dir()                                              # the tiny index exists
+    worker = RewardLoopWorker(_worker_config())
+    assert isinstance(worker.reward_manager, NaiveRewardManager)
+    assert worker.reward_manager.is_async_reward_score       # our async function was detected
+    items = captions_for(world()["rows"][:15])
+    data = _rollouts(worker, [({"image_id": it["image_id"], "split": "train"}, it["caption"]) for it in items], n=5)
+    outputs = _run(worker, data)
+    _check_outputs(outputs, items)
+    in_process = verl_reward._SCORERS[str(params_file())]    # built from the params file by the function itself
+    assert in_process.calls == 1, f"15 samples took {in_process.calls} scorer calls"
+    # verl assembles the token-level reward from our scores (last valid response token)
+    rm = NaiveRewardManager.assemble_rm_scores(data, [o["reward_score"] for o in outputs])
+    assert rm.sum(dim=1).tolist() == pytest.approx([o["reward_score"] for o in outputs], abs=1e-5)
+
+
+def test_reward_fn_via_service_and_failures_fall_back():
+    from cim.service.server import RewardService, ServerHandle, build_app
+    from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
+
+    service = RewardService(scorer(), max_batch=4096, window_s=0.0)
+    with ServerHandle(build_app(service)) as handle:
+        worker = RewardLoopWorker(_worker_config(service_url=handle.url))
+        items = captions_for(world()["rows"][1:13])
+        data = _rollouts(worker, [({"image_id": it["image_id"]}, it["caption"]) for it in items])
+        before = verl_reward.stats()
+        outputs = _run(worker, data)
+        _check_outputs(outputs, items)
+        assert verl_reward.stats()["batches"] - before["batches"] == 1
+        assert service.batcher.stats.batches == 1 and service.batcher.stats.items == len(items)
+
+        # an unknown image id and an empty caption: fallback score, failed=1, same keys, no exception
+        bad = _rollouts(worker, [({"image_id": "no-such-image"}, "a red circle"),
+                                 ({"image_id": items[0]["image_id"]}, "")])
+        before_failed = verl_reward.stats()["failed"]
+        out_bad = _run(worker, bad)
+        assert [o["reward_score"] for o in out_bad] == [0.0, 0.0]
+        assert all(o["reward_extra_info"]["failed"] == 1.0 for o in out_bad)
+        assert set(out_bad[0]["reward_extra_info"]) == set(verl_reward.KEYS)
+        assert verl_reward.stats()["failed"] - before_failed == 2
+        url = handle.url
+    # the service is gone: every item falls back, the step goes on
+    worker = RewardLoopWorker(_worker_config(service_url=url))
+    cfg = worker.config.reward.custom_reward_function.reward_kwargs
+    assert cfg.retries == 3
+    from omegaconf import open_dict
+    with open_dict(worker.config):
+        worker.config.reward.custom_reward_function.reward_kwargs.retries = 0
+        worker.config.reward.custom_reward_function.reward_kwargs.fallback_score = -1.0
+    worker._init_reward_fn()
+    out = _run(worker, _rollouts(worker, [({"image_id": items[0]["image_id"]}, "a red circle")] * 3))
+    assert [o["reward_score"] for o in out] == [-1.0] * 3
+    assert all(o["reward_extra_info"]["failed"] == 1.0 for o in out)
+
+
+# -- parquet -> RLHFDataset -> reward --------------------------------------------------------------------
+def test_parquet_through_rlhfdataset_and_image_id_reaches_the_reward(tmp_path):
+    from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
+    from verl.utils import hf_processor, hf_tokenizer
+    from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn
+    from verl import DataProto
+
+    from cim.train.data import prepare_train
+
+    index_dir()
+    cfg = config(f"train.data_dir={tmp_path}")
+    info = prepare_train(cfg)
+    assert info["train_rows"] + info["val_rows"] == len(world()["train_rows"])
+    vcfg = _worker_config()
+    tokenizer = hf_tokenizer(str(tiny_vl_model()))
+    processor = hf_processor(str(tiny_vl_model()))
+    assert type(processor).__name__ == "Qwen2VLProcessor"
+    from omegaconf import open_dict
+
+    data_cfg = vcfg.data.copy()
+    with open_dict(data_cfg):
+        data_cfg.cache_dir = str(tmp_path / "cache")
+        data_cfg.filter_overlong_prompts_workers = 1
+    ds = RLHFDataset(info["train_files"], tokenizer, data_cfg, processor=processor)
+    assert len(ds) == info["train_rows"]          # the overlong filter ran the processor on every image
+    rows = [ds[i] for i in range(len(ds))]
+    assert rows[0]["raw_prompt"][0]["content"][0]["type"] == "image"
+    assert rows[0]["raw_prompt"][0]["content"][1]["text"] == cfg.train.prompt
+    batch = DataProto.from_single_dict(collate_fn(rows))
+    ids = [e["image_id"] for e in batch.non_tensor_batch["extra_info"]]
+    assert ids == [r["reward_model"]["ground_truth"] for r in rows]
+    assert set(ids) <= {r["id"] for r in world()["train_rows"]}
+
+    # rollouts for these rows: the caption of each row's own image, n=2 per prompt; the reward must use the
+    # row's image id (a caption scored against another image would score differently)
+    worker = RewardLoopWorker(vcfg)
+    text_of = {r["id"]: r["text"] for r in world()["rows"]}
+    extras = list(batch.non_tensor_batch["extra_info"])
+    pairs = [(e, text_of[e["image_id"]]) for e in extras for _ in range(2)]
+    outputs = _run(worker, _rollouts(worker, pairs, n=2))
+    expected = scorer().score([{"caption": c, "image_id": e["image_id"]} for e, c in pairs])
+    assert [o["reward_score"] for o in outputs] == pytest.approx([x["score"] for x in expected], abs=1e-5)
+    shifted = scorer().score([{"caption": c, "image_id": pairs[(i + 2) % len(pairs)][0]["image_id"]}
+                              for i, (_, c) in enumerate(pairs)])
+    assert [o["reward_score"] for o in outputs] != pytest.approx([x["score"] for x in shifted], abs=1e-5)
