@@ -45,8 +45,10 @@ class TextEncoderConfig:
 class ImageEncoderConfig:
     name: str = "efficientnet-lite"       # registry key: efficientnet-lite | open_clip
     model: str = "efficientnet-lite0"     # open_clip: an architecture such as ViT-H-14
-    pretrained: str = "embedded"          # open_clip: a pinned tag (laion2b_s32b_b79k) or a checkpoint path
-    image_size: int = 224
+    # efficientnet-lite: embedded (the registry package) | a .pth path | none (random, seeded)
+    # open_clip: a pinned tag (laion2b_s32b_b79k, from the local cache only) | a checkpoint path | none
+    pretrained: str = "embedded"
+    image_size: int = 224                 # efficientnet-lite input side; open_clip uses the model's own size
     batch_size: int = 32
     device: str = "auto"
 
@@ -70,6 +72,8 @@ class IndexConfig:
     nprobe: int = 8              # ivf
     hnsw_m: int = 32             # hnsw
     ef_search: int = 64          # hnsw
+    ef_construction: int = 40    # hnsw (build-time beam width)
+    on_bad_image: str = "error"  # unreadable corpus/source image: error (name it and stop) | skip (leave the row out)
     center_images: bool = False  # subtract the corpus mean image embedding before normalising
     device: str = "auto"         # where search runs: auto | cpu | cuda
 

