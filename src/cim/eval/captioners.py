@@ -1,0 +1,285 @@
+"""Captioners behind one interface: ``captioner.caption(images, prompt) -> list[str]``.
+
+``images`` are :class:`ImageItem` (id + path), benchmark :class:`~cim.eval.benchmarks.Sample` objects,
+``(id, path)`` pairs or bare paths (id = file stem). :func:`generate_captions` runs a captioner over a
+benchmark and writes jsonl, one row per image: ``id, image, caption, prompt, captioner, decoding, error``.
+A missing image or a failed generation is an ``error`` on its row (caption ``""``), counted, never a crash
+of the whole run.
+
+Implementations:
+
+- :class:`HFVLMCaptioner` — Hugging Face vision-language models through ``AutoModelForImageTextToText`` and
+  the model's own chat template: Qwen2.5-VL, Qwen2-VL, LLaVA / LLaVA-NeXT and InternVL in its HF format
+  (``OpenGVLab/InternVL3-8B-hf``); a hub name (local cache only) or a local folder; GPU when present.
+- :class:`VLLMCaptioner` — the same models through vLLM, when vLLM is installed.
+- :class:`FileCaptioner` — "captions from a file": any external model's output (jsonl rows with
+  ``id``/``image_id`` and ``caption``, or a JSON ``{id: caption}``), so it can be scored like the rest.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Optional, Protocol, Sequence
+
+from cim.eval.parsers import ModelNotAvailable
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    id: str
+    path: Optional[Path]
+
+
+@dataclass(frozen=True)
+class Decoding:
+    max_new_tokens: int = 512
+    do_sample: bool = False          # greedy by default: deterministic evaluation
+    temperature: float = 1.0
+    top_p: float = 1.0
+    num_beams: int = 1
+    seed: int = 0
+
+
+def as_items(images: Iterable[Any]) -> list[ImageItem]:
+    out = []
+    for x in images:
+        if isinstance(x, ImageItem):
+            out.append(x)
+        elif hasattr(x, "id") and hasattr(x, "image"):              # a benchmark Sample
+            out.append(ImageItem(str(x.id), Path(x.image) if x.image else None))
+        elif isinstance(x, tuple) and len(x) == 2:
+            out.append(ImageItem(str(x[0]), Path(x[1]) if x[1] else None))
+        else:
+            out.append(ImageItem(Path(x).stem, Path(x)))
+    return out
+
+
+class Captioner(Protocol):
+    name: str
+
+    def caption(self, images: Sequence[Any], prompt: str) -> list[str]: ...
+
+    def describe(self) -> dict: ...
+
+
+# ---------------------------------------------------------------------------------------------- from file
+class FileCaptioner:
+    """Captions written by something else: jsonl rows ``{"id" | "image_id": .., "caption": ..}`` or a JSON
+    object ``{id: caption}``. Ids absent from the file get ``""`` and are listed in ``missing``."""
+
+    def __init__(self, path: str | Path, field: str = "caption"):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"captions file {self.path} not found")
+        text = self.path.read_text(encoding="utf-8")
+        self.captions: dict[str, str] = {}
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and field not in data:
+            self.captions = {str(k): (v if isinstance(v, str) else v[0]) for k, v in data.items()}
+        else:
+            for n, line in enumerate(text.splitlines(), 1):
+                if not line.strip():
+                    continue
+                row = json.loads(line)
+                key = row.get("id", row.get("image_id"))
+                if key is None or field not in row:
+                    raise ValueError(f"{self.path}:{n}: a row needs 'id' (or 'image_id') and {field!r}")
+                self.captions[str(key)] = row[field] or ""
+        self.missing: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return f"file:{self.path.name}"
+
+    def describe(self) -> dict:
+        return {"name": self.name, "kind": "file", "path": str(self.path), "decoding": None}
+
+    def caption(self, images: Sequence[Any], prompt: str) -> list[str]:
+        out = []
+        for item in as_items(images):
+            if item.id not in self.captions:
+                self.missing.append(item.id)
+            out.append(self.captions.get(item.id, ""))
+        return out
+
+
+# ----------------------------------------------------------------------------------------- transformers
+def _open_rgb(path: Path):
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+class HFVLMCaptioner:
+    """A transformers vision-language model with its chat template (see the module docstring)."""
+
+    def __init__(self, model: str, device: str = "auto", dtype: str = "auto", batch_size: int = 8,
+                 decoding: Decoding = Decoding(), processor_kwargs: Optional[dict] = None):
+        self.model_name, self.device, self.dtype, self.batch_size = model, device, dtype, batch_size
+        self.decoding = decoding
+        self.processor_kwargs = processor_kwargs or {}
+        self._model = self._proc = None
+
+    @property
+    def name(self) -> str:
+        return f"hf:{self.model_name}"
+
+    def describe(self) -> dict:
+        return {"name": self.name, "kind": "hf-vlm", "model": self.model_name, "dtype": self.dtype,
+                "decoding": asdict(self.decoding), "processor_kwargs": self.processor_kwargs}
+
+    def _load(self):
+        if self._model is not None:
+            return
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        try:
+            proc = AutoProcessor.from_pretrained(self.model_name, local_files_only=True, **self.processor_kwargs)
+            model = AutoModelForImageTextToText.from_pretrained(self.model_name, local_files_only=True,
+                                                                dtype=self.dtype)
+        except (OSError, ValueError) as exc:
+            raise ModelNotAvailable(
+                f"captioner {self.model_name!r} is not on this machine (local files only): copy its hub cache "
+                f"or pass a local folder; InternVL needs its -hf checkpoint (e.g. OpenGVLab/InternVL3-8B-hf); "
+                f"to score an external model's output use the file captioner") from exc
+        device = self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        tok = getattr(proc, "tokenizer", None)
+        if tok is not None:
+            tok.padding_side = "left"
+            if tok.pad_token is None:
+                tok.pad_token = tok.eos_token
+        self._proc, self._model, self._device = proc, model.to(device).eval(), device
+
+    def _generate(self, images: list, prompt: str) -> list[str]:
+        import torch
+
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        text = self._proc.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        inputs = self._proc(text=[text] * len(images), images=images, return_tensors="pt", padding=True)
+        inputs = inputs.to(self._device)
+        d = self.decoding
+        kwargs = {"max_new_tokens": d.max_new_tokens, "do_sample": d.do_sample, "num_beams": d.num_beams}
+        if d.do_sample:
+            kwargs.update(temperature=d.temperature, top_p=d.top_p)
+            torch.manual_seed(d.seed)
+        with torch.no_grad():
+            ids = self._model.generate(**inputs, **kwargs)
+        new = ids[:, inputs["input_ids"].shape[1]:]
+        return [t.strip() for t in self._proc.batch_decode(new, skip_special_tokens=True)]
+
+    def caption(self, images: Sequence[Any], prompt: str) -> list[str]:
+        self._load()
+        items = as_items(images)
+        out = [""] * len(items)
+        todo = [(i, it) for i, it in enumerate(items) if it.path is not None]
+        for start in range(0, len(todo), self.batch_size):
+            chunk = todo[start:start + self.batch_size]
+            texts = self._generate([_open_rgb(it.path) for _, it in chunk], prompt)
+            for (i, _), t in zip(chunk, texts):
+                out[i] = t
+        return out
+
+
+class VLLMCaptioner:
+    """The same models through vLLM (``pip install vllm``), multi-modal chat API, local weights only."""
+
+    def __init__(self, model: str, decoding: Decoding = Decoding(), max_model_len: int = 8192, **llm_kwargs):
+        self.model_name, self.decoding, self.max_model_len, self.llm_kwargs = model, decoding, max_model_len, llm_kwargs
+        self._llm = None
+
+    @property
+    def name(self) -> str:
+        return f"vllm:{self.model_name}"
+
+    def describe(self) -> dict:
+        return {"name": self.name, "kind": "vllm", "model": self.model_name, "decoding": asdict(self.decoding)}
+
+    def caption(self, images: Sequence[Any], prompt: str) -> list[str]:
+        try:
+            from vllm import LLM, SamplingParams
+        except ImportError as exc:
+            raise ModelNotAvailable("the vLLM captioner needs `pip install vllm`; use the hf captioner") from exc
+        if self._llm is None:
+            self._llm = LLM(model=self.model_name, max_model_len=self.max_model_len, **self.llm_kwargs)
+        d = self.decoding
+        params = SamplingParams(max_tokens=d.max_new_tokens, temperature=d.temperature if d.do_sample else 0.0,
+                                top_p=d.top_p, seed=d.seed)
+        items = as_items(images)
+        todo = [(i, it) for i, it in enumerate(items) if it.path is not None]
+        convs = [[{"role": "user", "content": [{"type": "image_pil", "image_pil": _open_rgb(it.path)},
+                                               {"type": "text", "text": prompt}]}] for _, it in todo]
+        out = [""] * len(items)
+        for (i, _), res in zip(todo, self._llm.chat(convs, params) if convs else []):
+            out[i] = res.outputs[0].text.strip()
+        return out
+
+
+def build_captioner(name: str, model: str | None = None, **kwargs) -> Captioner:
+    """``hf`` (a transformers VLM), ``vllm`` or ``file`` (``model`` = the captions file)."""
+    if model is None:
+        raise ValueError(f"captioner {name!r} needs a model (hub name / folder) or, for file, a path")
+    if name == "hf":
+        return HFVLMCaptioner(model, **kwargs)
+    if name == "vllm":
+        return VLLMCaptioner(model, **kwargs)
+    if name == "file":
+        return FileCaptioner(model)
+    raise ValueError(f"unknown captioner {name!r}: expected hf, vllm or file")
+
+
+# ------------------------------------------------------------------------------------------------ running
+def generate_captions(captioner: Captioner, images: Sequence[Any], prompt: str, out_path: str | Path | None = None,
+                      batch_size: int = 32) -> tuple[list[dict], dict]:
+    """Caption every image; returns (rows, counts) and writes the rows as jsonl when ``out_path`` is given.
+
+    Missing images and failed batches become per-row errors; a failed batch is retried image by image so
+    one bad file does not take its neighbours down."""
+    items = as_items(images)
+    describe = captioner.describe()
+    decoding = describe.get("decoding")
+    needs_images = describe.get("kind") != "file"
+    rows: list[dict] = []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        ready = [it for it in chunk if it.path is not None or not needs_images]
+        errors: dict[str, str] = {it.id: "missing image" for it in chunk if it not in ready}
+        texts: dict[str, str] = {}
+        try:
+            texts.update(zip((it.id for it in ready), captioner.caption(ready, prompt)))
+        except ModelNotAvailable:
+            raise
+        except Exception:
+            for it in ready:
+                try:
+                    texts[it.id] = captioner.caption([it], prompt)[0]
+                except ModelNotAvailable:
+                    raise
+                except Exception as exc:  # noqa: BLE001  (recorded on the row)
+                    errors[it.id] = f"{type(exc).__name__}: {exc}"
+        for it in chunk:
+            rows.append({"id": it.id, "image": str(it.path) if it.path else None,
+                         "caption": texts.get(it.id, ""), "prompt": prompt, "captioner": captioner.name,
+                         "decoding": decoding, "error": errors.get(it.id)})
+    missing_ids = set(getattr(captioner, "missing", []))
+    for row in rows:
+        if row["id"] in missing_ids and row["error"] is None:
+            row["error"] = "id not in captions file"
+    counts = {"images": len(rows), "captioned": sum(1 for r in rows if r["error"] is None and r["caption"].strip()),
+              "missing_images": sum(1 for r in rows if r["error"] == "missing image"),
+              "not_in_file": sum(1 for r in rows if r["error"] == "id not in captions file"),
+              "failed": sum(1 for r in rows if r["error"] and r["error"] not in ("missing image", "id not in captions file")),
+              "empty": sum(1 for r in rows if r["error"] is None and not r["caption"].strip())}
+    if out_path is not None:
+        out_path = Path(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_path.with_suffix(out_path.suffix + ".tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        os.replace(tmp, out_path)
+    return rows, counts
