@@ -45,27 +45,35 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def _model_name(desc) -> str | None:
+    if not isinstance(desc, dict):
+        return None if desc is None else str(desc)
+    name, model = desc.get("name"), desc.get("model")
+    return f"{name}:{model}" if name and model else (model or name)
+
+
 def scorer_info(scorer) -> dict:
     """What ``/health`` reports about the scorer: encoders, corpus size, index checksum, reward settings."""
-    info: dict[str, Any] = {}
-    text = getattr(scorer, "text_encoder", None)
-    info["text_encoder"] = getattr(text, "name", type(text).__name__ if text is not None else None)
     index = getattr(scorer, "index", None)
     meta = dict(getattr(index, "meta", None) or {})
-    image = meta.get("encoders", {}).get("image") if isinstance(meta.get("encoders"), dict) else None
-    if isinstance(image, dict):
-        image = image.get("name") or image.get("model")
-    info["image_encoder"] = image
+    encoders = meta.get("encoders") if isinstance(meta.get("encoders"), dict) else {}
+    text = encoders.get("text")
+    if text is None and hasattr(getattr(scorer, "text_encoder", None), "describe"):
+        text = scorer.text_encoder.describe()
     ids = getattr(index, "ids", None)
-    info["corpus_size"] = len(ids) if ids is not None else None
     checksum = meta.get("checksum")
     if checksum is None and meta.get("checksums") is not None:
         checksum = hashlib.sha256(json.dumps(meta["checksums"], sort_keys=True).encode()).hexdigest()[:16]
     if checksum is None and ids is not None:
         checksum = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
-    info["index_checksum"] = checksum
-    info["reward"] = {k: getattr(scorer, k, None) for k in ("top_k", "decay", "beta", "mode", "exclude_source")}
-    return info
+    return {
+        "text_encoder": _model_name(text),
+        "image_encoder": _model_name(encoders.get("image")),
+        "corpus_size": len(ids) if ids is not None else None,
+        "index_checksum": checksum,
+        "index_kind": meta.get("kind"),
+        "reward": {k: getattr(scorer, k, None) for k in ("top_k", "decay", "beta", "mode", "exclude_source")},
+    }
 
 
 class RewardService:

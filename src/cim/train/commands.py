@@ -79,7 +79,12 @@ def checkpoints(checkpoint_dir: str | Path) -> list[dict]:
     return out
 
 
-def run_verl(cfg, args) -> int:
+def launch_verl(cfg, params: str, overrides: list[str], dry_run: bool = False) -> dict:
+    """Run verl for ``cfg`` inside an MLflow parent run; returns ``{"returncode", "run_id", "checkpoints"}``.
+
+    The library form of ``cim train --backend verl`` (the Prefect flow calls this). ``params`` and
+    ``overrides`` are what a started reward service is given, so it scores with the same config.
+    """
     from cim.config import flatten
     from cim.service import process as service_process
     from cim.tracking import start_run, tracking_uri
@@ -89,28 +94,28 @@ def run_verl(cfg, args) -> int:
     ckpt = Path(v.checkpoint_dir).resolve()
     snapshot = ckpt / "cim_params.yaml"
     plan = verl_plan(cfg, str(snapshot))
-    if args.dry_run:
+    if dry_run:
         print(f"# reward: {'service ' + cfg.train.service.url if cfg.train.service.url else 'in-process scorer'}; "
               f"params snapshot -> {snapshot}")
         print(format_command(plan["command"], {"MLFLOW_RUN_ID": "<parent run>",
                                                "MLFLOW_TRACKING_URI": tracking_uri(cfg)}))
-        return 0
+        return {"returncode": 0, "run_id": None, "checkpoints": [], "plan": plan}
     data = Path(plan["data_dir"])
     for name in ("train.parquet", "val.parquet"):
         if not (data / name).exists():
-            print(f"cim train: {data / name} is missing; run `cim prepare-train` first", file=sys.stderr)
-            return 2
+            raise FileNotFoundError(f"{data / name} is missing; run `cim prepare-train` first")
     snapshot_params(cfg, snapshot)
     service = None
     if cfg.train.service.url:
-        service = service_process.ensure(cfg, args.params, args.overrides, log_path=str(ckpt / "reward_service.log"))
+        service = service_process.ensure(cfg, params, overrides, log_path=str(ckpt / "reward_service.log"))
     try:
         with start_run(cfg, "train", tags={"backend": "verl", "preset": v.preset, "setting": v.setting},
                        log_params=False) as run:
             import mlflow
 
-            params = {f"cim.{k}": ("" if val is None else val) for k, val in flatten(cfg).items()}
-            items = list(params.items())
+            # cim's params under "cim." (verl logs its own config into the same run)
+            params_ = {f"cim.{k}": ("" if val is None else val) for k, val in flatten(cfg).items()}
+            items = list(params_.items())
             for i in range(0, len(items), 100):
                 mlflow.log_params(dict(items[i:i + 100]))
             mlflow.log_text("\n".join(plan["command"]), "verl_command.txt")
@@ -127,10 +132,19 @@ def run_verl(cfg, args) -> int:
             if found:
                 mlflow.set_tag("checkpoint.latest", found[-1]["path"])
             mlflow.set_tag("verl.returncode", str(rc))
-        return rc
+            run_id = run.info.run_id
+        return {"returncode": rc, "run_id": run_id, "checkpoints": found}
     finally:
         if service is not None:
             service.stop()
+
+
+def run_verl(cfg, args) -> int:
+    try:
+        return int(launch_verl(cfg, args.params, args.overrides, dry_run=args.dry_run)["returncode"])
+    except FileNotFoundError as exc:
+        print(f"cim train: {exc}", file=sys.stderr)
+        return 2
 
 
 def run(args: argparse.Namespace) -> int:

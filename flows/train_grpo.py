@@ -1,0 +1,140 @@
+"""Prefect flow: training data -> reward service -> GRPO (verl on a GPU cluster, or the local CPU backend) -> MLflow.
+
+Thin orchestration over the same library calls as ``cim prepare-train`` and ``cim train``; the MLflow parent
+run is opened by the training call (verl attaches to it through ``MLFLOW_RUN_ID``). Runs with no Prefect
+server (a temporary local API is started), or as the ``cim-train-grpo`` deployment on a GPU work pool
+(``prefect.yaml``; commands in docs/training.md):
+
+    python flows/train_grpo.py                                          # train.backend from params.yaml
+    python flows/train_grpo.py --backend verl --preset qwen2_5_vl_7b train.service.url=http://127.0.0.1:8750
+    python flows/train_grpo.py --backend verl --dry-run                 # print the verl command only
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from datetime import timedelta
+from pathlib import Path
+
+from prefect import flow, task
+
+from cim.config import load_config, to_dict
+
+_SERVICES: dict[str, object] = {}   # url -> ServiceHandle started by this flow run (stopped at its end)
+
+
+def _cfg(params: str, overrides: list[str]):
+    return load_config(params, overrides)
+
+
+def _data_cache_key(context, arguments) -> str:
+    """The training manifest's bytes and the train section: a changed manifest or prompt is a miss."""
+    cfg = _cfg(arguments["params"], arguments["overrides"])
+    h = hashlib.sha256(json.dumps(to_dict(cfg.train), sort_keys=True).encode())
+    for path in (cfg.train.manifest, cfg.train.val_manifest):
+        if path and Path(path).exists():
+            h.update(Path(path).read_bytes())
+    out = Path(cfg.train.data_dir)
+    for name in ("train.parquet", "val.parquet"):
+        h.update(str((out / name).exists()).encode())
+    return "train-data-" + h.hexdigest()
+
+
+@task(retries=1, cache_key_fn=_data_cache_key, cache_expiration=timedelta(days=7), persist_result=True)
+def prepare_training_data(params: str, overrides: list[str]) -> dict:
+    from cim.train.data import prepare_train
+
+    return prepare_train(_cfg(params, overrides))
+
+
+@task(retries=2, retry_delay_seconds=10)
+def reward_service(params: str, overrides: list[str]) -> dict:
+    """Up and healthy at ``train.service.url`` (started here when down and on loopback)."""
+    from cim.service import process
+
+    cfg = _cfg(params, overrides)
+    handle = process.ensure(cfg, params, overrides)
+    if handle.process is not None:
+        _SERVICES[handle.url] = handle
+    return {"url": handle.url, "started_here": handle.process is not None, "health": handle.health}
+
+
+@task
+def train_verl(params: str, overrides: list[str], dry_run: bool) -> dict:
+    from cim.train.commands import launch_verl
+
+    result = launch_verl(_cfg(params, overrides), params, overrides, dry_run=dry_run)
+    if result["returncode"] != 0:
+        raise RuntimeError(f"verl exited with code {result['returncode']} (MLflow run {result['run_id']})")
+    return {k: v for k, v in result.items() if k != "plan"}
+
+
+@task
+def train_local(params: str, overrides: list[str], dry_run: bool) -> dict:
+    from cim.train.local import run_local
+
+    rc = run_local(_cfg(params, overrides), dry_run=dry_run)
+    if rc != 0:
+        raise RuntimeError(f"local GRPO exited with code {rc}")
+    return {"returncode": rc}
+
+
+@task
+def summarise(params: str, overrides: list[str], run_id: str | None) -> dict:
+    """The MLflow run's final metrics (what the flow run reports)."""
+    if not run_id:
+        return {}
+    import mlflow
+
+    from cim.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri(_cfg(params, overrides)))
+    run = mlflow.get_run(run_id)
+    return {"run_id": run_id, "status": run.info.status, "metrics": dict(run.data.metrics)}
+
+
+@flow(name="cim-train-grpo", log_prints=True)
+def train_grpo(params: str = "params.yaml", overrides: list[str] | None = None, backend: str | None = None,
+               preset: str | None = None, setting: str | None = None, dry_run: bool = False) -> dict:
+    overrides = list(overrides or [])
+    if backend:
+        overrides.append(f"train.backend={backend}")
+    if preset:
+        overrides.append(f"train.verl.preset={preset}")
+    if setting:
+        overrides.append(f"train.verl.setting={setting}")
+    cfg = _cfg(params, overrides)               # fail fast on a bad key before any work
+    result: dict = {"backend": cfg.train.backend}
+    try:
+        if not dry_run:
+            result["data"] = prepare_training_data(params, overrides)
+        if cfg.train.backend == "verl":
+            if cfg.train.service.url and not dry_run:
+                result["service"] = reward_service(params, overrides)
+            result["train"] = train_verl(params, overrides, dry_run)
+        else:
+            result["train"] = train_local(params, overrides, dry_run)
+        result["mlflow"] = summarise(params, overrides, result["train"].get("run_id"))
+    finally:
+        for url in list(_SERVICES):
+            _SERVICES.pop(url).stop()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--params", default="params.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    p.add_argument("--backend", choices=("verl", "local"), default=None)
+    p.add_argument("--preset", default=None)
+    p.add_argument("--setting", choices=("base", "sft"), default=None)
+    p.add_argument("--dry-run", action="store_true")
+    a = p.parse_intermixed_args(argv)
+    out = train_grpo(a.params, a.overrides, a.backend, a.preset, a.setting, a.dry_run)
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
