@@ -138,6 +138,15 @@ def synonym_match(a: str, b: str, substring: str = "faithful") -> bool:
     return bool(lemma_names(a) & lemma_names(b))
 
 
+def _encoder_name(encoder) -> str:
+    """What a result records: the model behind a :class:`cim.encoders.TextEncoder`, else its ``name``."""
+    describe = getattr(encoder, "describe", None)
+    if callable(describe):
+        info = describe()
+        return str(info.get("model") or info.get("name"))
+    return getattr(encoder, "name", None) or type(encoder).__name__
+
+
 class PhraseEmbeddings:
     """Cosine similarities between phrases through a text encoder, one encoding per distinct phrase.
 
@@ -147,7 +156,7 @@ class PhraseEmbeddings:
 
     def __init__(self, encoder, name: str | None = None):
         self.encoder = encoder
-        self.name = name or getattr(encoder, "name", None) or type(encoder).__name__
+        self.name = name or _encoder_name(encoder)
         self._cache: dict[str, np.ndarray] = {}
         self.encode_calls = 0
 
