@@ -30,6 +30,12 @@ class WorldConfig:
     # share of corpus texts written at each detail level (coarse .. detailed); real corpora mix
     # alt-text-like and dense captions, which is what gives GRC its signal (see notes in docs/)
     corpus_detail_mix: list[float] = field(default_factory=lambda: [0.3, 0.3, 0.4])
+    # scenes cluster like real photos: a family (a set of shapes, what a vague caption names) has variants
+    # (background, colours, textures, sizes, places: what a detailed caption adds); each image is an instance
+    # of one variant whose attributes are each re-drawn with probability attribute_noise (docs/data.md)
+    n_families: int = 40
+    variants_per_family: int = 5
+    attribute_noise: float = 0.1
 
 
 @dataclass
