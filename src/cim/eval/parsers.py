@@ -154,8 +154,21 @@ def _conjuncts(token) -> list:
     return out
 
 
+def _of_child(token):
+    return next((c for c in token.children if c.dep_ == "prep" and c.text.lower() == "of"), None)
+
+
+def _is_side(token) -> bool:
+    """``left``/``right`` followed by ``of``: a relation word whatever the tagger made of it (it often tags
+    "left" as the verb "leave" and "right" as a noun with the preceding noun as its compound). As the object
+    of a preposition (``to the left of``) it is handled with the other locatives."""
+    return token.text.lower() in ("left", "right") and token.dep_ != "pobj" and _of_child(token) is not None
+
+
 def _is_entity(token) -> bool:
-    return token.pos_ in _NOUN_POS and token.dep_ != "compound"
+    if token.pos_ not in _NOUN_POS or _is_side(token):
+        return False
+    return token.dep_ != "compound" or _is_side(token.head)
 
 
 def _is_locative(token) -> bool:
@@ -224,14 +237,21 @@ class SpacyParser:
                             and adj.doc[adj.i - 1].head.i == token.i and adj.doc[adj.i - 1].dep_ == "amod":
                         continue  # already joined to its shade word
                     b.attribute(head, adj.text)
-            elif child.dep_ == "compound" and child.pos_ in ("NOUN", "PROPN", "ADJ"):
+                    # adjectives the tagger hung on this adjective ("a little pink ...": little -> pink)
+                    for sub in adj.children:
+                        if sub.dep_ in ("amod", "advmod", "compound") and sub.pos_ == "ADJ" and sub.i < adj.i \
+                                and sub.text.lower() not in _SHADES:
+                            b.attribute(head, sub.text)
+            elif child.dep_ in ("compound", "nmod") and child.pos_ in ("NOUN", "PROPN", "ADJ"):
                 b.attribute(head, child.text)
             elif child.dep_ == "nummod":
                 b.attribute(head, child.text)
 
     def _sentence(self, sent, b: _Builder) -> None:
         for token in sent:
-            if _is_entity(token) and not _is_locative(token):
+            if _is_side(token):
+                self._side(token, b)
+            elif _is_entity(token) and not _is_locative(token):
                 b.entity(token.text)
                 self._attributes_of(token, b)
                 self._noun_preps(token, b)
@@ -255,6 +275,18 @@ class SpacyParser:
                     continue
                 out.append((prep.text, o))
         return out
+
+    def _side(self, token, b: _Builder) -> None:
+        """``X (is) left of Y`` / ``X right of Y`` -> (X, "left of", Y)."""
+        subjects = [c for c in token.children if c.dep_ in ("compound", "nsubj", "nsubjpass") and _is_entity(c)]
+        if not subjects and token.dep_ in ("attr", "acomp", "advmod") and token.head.pos_ in ("VERB", "AUX"):
+            subjects = self._subjects(token.head)
+        if not subjects and token.dep_ in ("amod", "advmod", "appos") and _is_entity(token.head):
+            subjects = [token.head]
+        subjects = [x for s in subjects for x in _conjuncts(s) if _is_entity(x)]
+        for rel, obj in self._pobjs(_of_child(token)):
+            for subj in subjects:
+                b.relation(subj.text, f"{token.text} {rel}", obj.text)
 
     def _noun_preps(self, token, b: _Builder) -> None:
         for prep in (c for c in token.children if c.dep_ == "prep"):

@@ -1,0 +1,142 @@
+"""The demo world's ground truth in the metrics' terms, and the offline parser's error against it.
+
+- :func:`reference_lists` turns a scene graph into the two lists SC-Captioner takes from GPT (objects that
+  widen object precision; attributes per object that are the attribute-precision reference), so the
+  fine-grained metrics run on the world with ground truth in place of GPT's lists.
+- :func:`parser_recall` parses the world's reference captions (which state every object with its size,
+  colour and texture, and the relation between the first two objects) and measures how much of the
+  ground-truth scene graph the parser recovers, and how much of what it outputs is true. Every offline
+  number then carries its parser's error.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from cim.eval.parsers import SceneGraph, SceneGraphParser
+from cim.eval.wordnet import lemmatize
+
+
+def _vocab():
+    from cim.data import world_captions, world_scene
+
+    return world_scene, world_captions
+
+
+def _lemmas(words: Iterable[str]) -> list[str]:
+    return sorted({lemmatize(w.lower(), "n") for w in words})
+
+
+def shape_words(shape: str) -> list[str]:
+    ws, _ = _vocab()
+    return _lemmas(ws.SHAPE_WORDS[shape])
+
+
+def attribute_words(obj: dict) -> list[str]:
+    ws, _ = _vocab()
+    return sorted({*ws.COLOUR_WORDS[obj["colour"]], *ws.SIZE_WORDS[obj["size"]], *ws.TEXTURE_WORDS[obj["texture"]]})
+
+
+def background_nouns(background: str) -> list[str]:
+    _, wc = _vocab()
+    return _lemmas(phrase.split()[-1] for _, phrase in wc.BG_PHRASES[background])
+
+
+def reference_lists(scene: dict) -> tuple[list[str], dict[str, list[str]]]:
+    """(objects, {object: attributes}) from a scene graph, every synonym the captions may use included."""
+    objects: set[str] = set(background_nouns(scene.get("background", "plain"))) if scene.get("background") else set()
+    attrs: dict[str, set[str]] = {}
+    for obj in scene.get("objects", []):
+        for word in shape_words(obj["shape"]):
+            objects.add(word)
+            attrs.setdefault(word, set()).update(attribute_words(obj))
+    return sorted(objects), {k: sorted(v) for k, v in sorted(attrs.items())}
+
+
+# ----------------------------------------------------------------------------------------- parser error
+_REL_CLASS = [("left", "left of"), ("right", "right of"), ("above", "above"), ("over", "above"),
+              ("below", "below"), ("beneath", "below"), ("under", "below"), ("next", "next to"),
+              ("beside", "next to"), ("near", "next to")]
+
+
+def relation_class(relation: str) -> str | None:
+    words = relation.lower().split()
+    for key, cls in _REL_CLASS:
+        if key in words:
+            return cls
+    return None
+
+
+def _shape_of(word: str, scene: dict) -> int | None:
+    for i, obj in enumerate(scene["objects"]):
+        if word in shape_words(obj["shape"]):
+            return i
+    return None
+
+
+def graph_vs_scene(graph: SceneGraph, scene: dict) -> dict[str, tuple[int, int, int, int]]:
+    """Per component: (true found, true total, output correct, output total).
+
+    Objects: the scene's shapes (any synonym). Attributes: (shape, colour/size/texture) pairs, found when a
+    word of that attribute is among the parsed attributes of a parsed object naming that shape. Relations:
+    only the relation the reference caption always states (objects 0 and 1), found when a parsed triple
+    links the two shapes with that relation or its inverse; output relations are judged against every
+    relation of the scene (spatial ones only; others count as wrong).
+    """
+    ws, _ = _vocab()
+    objs = scene["objects"]
+    parsed_shapes = {w: _shape_of(w, scene) for w in graph.objects}
+    found_objs = {i for i in parsed_shapes.values() if i is not None}
+    all_shape_words = {w for s in ws.SHAPE_WORDS for w in shape_words(s)}
+    out_objs = [w for w in graph.objects if w in all_shape_words]
+    obj_stats = (len(found_objs), len(objs), sum(1 for w in out_objs if parsed_shapes[w] is not None), len(out_objs))
+
+    true_pairs = {(i, field, obj[field]) for i, obj in enumerate(objs) for field in ("colour", "size", "texture")}
+    word_field = {}
+    for field, table in (("colour", ws.COLOUR_WORDS), ("size", ws.SIZE_WORDS), ("texture", ws.TEXTURE_WORDS)):
+        for value, words in table.items():
+            for w in words:
+                word_field[w] = (field, value)
+    found_pairs, out_total, out_correct = set(), 0, 0
+    for word, attributes in graph.attributes.items():
+        i = parsed_shapes.get(word)
+        for a in attributes:
+            if a not in word_field:
+                continue
+            out_total += 1
+            field, value = word_field[a]
+            if i is not None and (i, field, value) in true_pairs:
+                out_correct += 1
+                found_pairs.add((i, field, value))
+    attr_stats = (len(found_pairs), len(true_pairs), out_correct, out_total)
+
+    truth = {(r["subject"], r["object"]): r["relation"] for r in scene.get("relations", [])}
+    truth.update({(o, s): ws.INVERSE[r] for (s, o), r in list(truth.items())})
+    stated = (0, 1) if len(objs) > 1 else None
+    rel_found, rel_out, rel_ok = False, 0, 0
+    for s, r, o in graph.relations:
+        si, oi = _shape_of(s, scene), _shape_of(o, scene)
+        if si is None or oi is None:
+            continue
+        rel_out += 1
+        cls = relation_class(r)
+        if cls is not None and truth.get((si, oi)) == cls:
+            rel_ok += 1
+            if stated and {si, oi} == set(stated):
+                rel_found = True
+    rel_stats = (int(rel_found), 1 if stated else 0, rel_ok, rel_out)
+    return {"object": obj_stats, "attribute": attr_stats, "relation": rel_stats}
+
+
+def parser_recall(parser: SceneGraphParser, captions: Sequence[str], scenes: Sequence[dict]) -> dict:
+    """Recall and precision of ``parser`` on captions that state their scene graphs (the world's references)."""
+    totals = {k: [0, 0, 0, 0] for k in ("object", "attribute", "relation")}
+    for graph, scene in zip(parser.parse_many(list(captions)), scenes):
+        for k, stats in graph_vs_scene(graph, scene).items():
+            totals[k] = [a + b for a, b in zip(totals[k], stats)]
+    out: dict = {"parser": parser.name, "captions": len(captions)}
+    for k, (found, true, ok, total) in totals.items():
+        out[f"{k}_recall"] = found / true if true else float("nan")
+        out[f"{k}_precision"] = ok / total if total else float("nan")
+        out[f"{k}_counts"] = {"found": found, "true": true, "output_correct": ok, "output": total}
+    out["definition"] = graph_vs_scene.__doc__.strip()
+    return out
