@@ -180,6 +180,24 @@ def test_exact_ties_resolve_to_the_lower_row():
     np.testing.assert_array_equal(alone[0], rows[2])
 
 
+def test_torch_exact_search_path_matches_numpy():
+    """The CUDA search path, run on CPU tensors: same rows, same tie rule, same scores."""
+    import torch
+
+    from cim.index.search import exact_topk, exact_topk_torch
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3000, 48)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x[[10, 2000]] = x[999]
+    q = np.concatenate([x[999:1000], rng.standard_normal((20, 48)).astype(np.float32)])
+    s_np, r_np = exact_topk(x, q, 7)
+    s_t, r_t = exact_topk_torch(torch.from_numpy(x), q, 7, xmax=1.0, block_bytes=4 * 3000 * 6)  # 4 chunks
+    np.testing.assert_array_equal(r_t, r_np)
+    np.testing.assert_allclose(s_t, s_np, atol=1e-7)
+    assert r_np[0, :3].tolist() == [10, 999, 2000]
+
+
 # -- resumability ----------------------------------------------------------------------------------------------
 def _same_outputs(a: Path, b: Path) -> None:
     for name in ("ids.json", "image_table.npy", "text.faiss", "sources_ids.json", "sources_emb.npy"):
@@ -316,7 +334,7 @@ def test_approximate_index_builds_loads_and_reports_recall(kind, built, encoders
     out = tmp_path / kind
     out.mkdir()
     _copy_shards(built, out)
-    acfg = load_config(None, OVERRIDES + [f"index.kind={kind}", "index.nlist=4", "index.nprobe=4"])
+    acfg = load_config(None, OVERRIDES + [f"index.kind={kind}", "index.nlist=1", "index.nprobe=1"])
     build_index(acfg, manifest, out, progress=False, encoders=encoders)
     meta = json.loads((out / "meta.json").read_text())
     assert meta["kind"] == kind and meta["faiss"]
@@ -335,6 +353,9 @@ def test_recall_at_k_measures_what_ivf_gives_up():
     q = rng.standard_normal((100, 32)).astype(np.float32)
     index, params = build_faiss_index(x, "ivf", nlist=64, nprobe=1)
     assert params["nlist"] == 64
+    with pytest.warns(UserWarning, match="using 2"):                # < 39 training points per list
+        _, small = build_faiss_index(x[:100], "ivf", nlist=64, nprobe=8)
+    assert small == {"nlist": 2, "nprobe": 2, "seed": 1234}
     low = recall_at_k((x, index), q, 10)
     index.nprobe = 64                                               # every list: exact again
     assert recall_at_k((x, index), q, 10) == 1.0

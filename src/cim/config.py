@@ -173,23 +173,30 @@ class LocalTrainConfig:
 
     lm: str = "tiny"                # tiny (random init) | smollm2-135m (pretrained, from its package)
     out_dir: str = "checkpoints/local"
+    # SFT warm-up captions: corpus = every corpus image's text (mixed detail, like a base model's habits),
+    # reference = the training images' reference captions
+    sft_data: str = "corpus"
+    eval_manifest: str = "data/world/bench.jsonl"   # held-out images (with scene graphs) for evaluation
     d_model: int = 128              # tiny LM
     n_layers: int = 2
-    sft_steps: int = 300
+    n_heads: int = 4
+    n_prefix: int = 4               # image features -> this many prefix embeddings
+    sft_steps: int = 400
     sft_lr: float = 2.0e-3
     sft_batch: int = 32
-    grpo_steps: int = 60
+    grpo_steps: int = 100
     prompts_per_step: int = 8       # images per GRPO step (x group_size captions)
     group_size: int = 5
     lr: float = 1.0e-4
     kl_coef: float = 0.01
     kl_type: str = "low_var_kl"
     clip_ratio: float = 0.2
-    max_new_tokens: int = 40
+    max_new_tokens: int = 64
     temperature: float = 1.0
     save_every: int = 20
     eval_every: int = 20
     n_eval: int = 64
+    threads: int = 2                # torch threads
 
 
 @dataclass
@@ -227,6 +234,7 @@ _CHOICES = {
     "train.verl.setting": ("base", "sft"),
     "train.verl.kl": ("loss", "reward", "none"),
     "train.local.lm": ("tiny", "smollm2-135m"),
+    "train.local.sft_data": ("corpus", "reference"),
 }
 
 

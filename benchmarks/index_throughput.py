@@ -1,0 +1,174 @@
+"""Embedding throughput and FAISS build/search cost for the corpus index. Prints one JSON object.
+
+    python benchmarks/index_throughput.py [--quick] [--rows 10000 100000] [--queries 1000] [--k 5]
+
+- text: MiniLM (embedded) texts/s on caption-length strings;
+- image: EfficientNet-Lite0 (embedded) images/s at 160 and 224 px, from in-memory PIL images;
+- index: for each row count (random unit vectors, dim 384; and a clustered set, see make_data), build time,
+  search time and recall@k against exact search for exact / ivf / hnsw. Exact is timed twice: CIM's deterministic search
+  (cim.index.exact_topk: float32 candidates, float64 rescoring, lower row on ties) and plain
+  faiss.IndexFlatIP for reference.
+
+Random isotropic vectors have no cluster structure, which is the hard case for approximate indices: real
+text embeddings cluster, and recall on them is higher at the same settings. Measure on your corpus with
+``cim.index.recall_at_k(index_dir, queries, k)``. Measurements, not pass/fail: run on an idle machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _captions(n: int, rng: np.random.Generator) -> list[str]:
+    colors = ["red", "green", "blue", "yellow", "purple", "orange", "white", "black"]
+    shapes = ["square", "circle", "triangle", "star", "ring"]
+    places = ["left", "right", "top", "bottom", "centre"]
+    out = []
+    for _ in range(n):
+        c1, c2 = rng.choice(colors, 2, replace=False)
+        s1, s2 = rng.choice(shapes, 2)
+        out.append(f"A photo of a large {c1} {s1} near the {rng.choice(places)} edge of the frame, next to a "
+                   f"small {c2} {s2} with a thin outline, on a plain light background with soft shadows.")
+    return out
+
+
+def _images(n: int, rng: np.random.Generator):
+    from PIL import Image
+
+    return [Image.fromarray(rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)) for _ in range(n)]
+
+
+def _rate(fn, items, repeats: int = 1) -> float:
+    fn(items[: max(1, len(items) // 8)])                      # warm-up
+    t = time.perf_counter()
+    for _ in range(repeats):
+        fn(items)
+    return len(items) * repeats / (time.perf_counter() - t)
+
+
+def bench_encoders(n_texts: int, n_images: int) -> dict:
+    import torch
+
+    from cim.config import ImageEncoderConfig, TextEncoderConfig
+    from cim.encoders import build_image_encoder, build_text_encoder
+
+    rng = np.random.default_rng(0)
+    out: dict = {}
+    _log("text: MiniLM")
+    text = build_text_encoder(TextEncoderConfig(device="cpu", batch_size=128))
+    out["text"] = {"model": text.describe()["model"], "n": n_texts,
+                   "texts_per_s": round(_rate(text.encode, _captions(n_texts, rng)), 1)}
+    images = _images(n_images, rng)
+    out["image"] = {}
+    for size in (160, 224):
+        _log(f"image: EfficientNet-Lite0 at {size} px")
+        enc = build_image_encoder(ImageEncoderConfig(device="cpu", image_size=size, batch_size=32))
+        out["image"][f"efficientnet-lite0@{size}"] = {"n": n_images,
+                                                      "images_per_s": round(_rate(enc.encode, images), 1)}
+    out["torch_threads"] = torch.get_num_threads()
+    return out
+
+
+def _unit(a: np.ndarray) -> np.ndarray:
+    return (a / np.linalg.norm(a, axis=1, keepdims=True)).astype(np.float32)
+
+
+def make_data(kind: str, rows: int, dim: int, n_queries: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``random``: isotropic unit vectors, queries too (every row is about equally far from a query: the
+    worst case for approximate search). ``clustered``: rows around 1 centre per 100 rows, queries are
+    perturbed rows (a query has true near neighbours, as a caption has among corpus texts)."""
+    rng = np.random.default_rng(seed)
+    if kind == "random":
+        return _unit(rng.standard_normal((rows, dim))), _unit(rng.standard_normal((n_queries, dim)))
+    centres = rng.standard_normal((max(1, rows // 100), dim))
+    x = _unit(centres[rng.integers(0, len(centres), rows)] + 0.8 * rng.standard_normal((rows, dim)))
+    q = _unit(x[rng.integers(0, rows, n_queries)] + 0.05 * rng.standard_normal((n_queries, dim)))
+    return x, q
+
+
+def bench_index(rows: int, dim: int, n_queries: int, k: int, params: dict, data: str = "random") -> dict:
+    import faiss
+
+    from cim.index import build_faiss_index, exact_topk
+
+    x, q = make_data(data, rows, dim, n_queries, seed=rows)
+    res: dict = {}
+
+    t = time.perf_counter()
+    _, truth = exact_topk(x, q, k)
+    res["exact"] = {"build_s": 0.0, "search_s": round(time.perf_counter() - t, 4), "recall": 1.0,
+                    "note": "cim deterministic exact search (numpy; no index structure to build)"}
+    t = time.perf_counter()
+    flat, _ = build_faiss_index(x, "exact")
+    build = time.perf_counter() - t
+    t = time.perf_counter()
+    _, frows = flat.search(q, k)
+    res["faiss_flat_ip"] = {"build_s": round(build, 4), "search_s": round(time.perf_counter() - t, 4),
+                            "recall": _recall(frows, truth, k)}
+    for kind in ("ivf", "hnsw"):
+        _log(f"index: {kind} over {rows} {data} rows")
+        t = time.perf_counter()
+        index, used = build_faiss_index(x, kind, **params)
+        build = time.perf_counter() - t
+        t = time.perf_counter()
+        _, rows_k = index.search(q, k)
+        search = time.perf_counter() - t
+        res[kind] = {"build_s": round(build, 3), "search_s": round(search, 4), "recall": _recall(rows_k, truth, k),
+                     "params": used}
+    for v in res.values():
+        v["ms_per_query"] = round(1000 * v["search_s"] / n_queries, 4)
+    res["faiss_threads"] = faiss.omp_get_max_threads()
+    return res
+
+
+def _recall(got: np.ndarray, truth: np.ndarray, k: int) -> float:
+    hits = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(got, truth))
+    return round(hits / (len(truth) * k), 4)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
+    p.add_argument("--dim", type=int, default=384)
+    p.add_argument("--queries", type=int, default=1000)
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--texts", type=int, default=512)
+    p.add_argument("--images", type=int, default=128)
+    p.add_argument("--data", nargs="+", default=["random", "clustered"], choices=["random", "clustered"])
+    p.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
+    p.add_argument("--skip-encoders", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.rows, args.queries, args.texts, args.images = [2000], 100, 64, 16
+
+    from cim.config import IndexConfig
+
+    icfg = IndexConfig()
+    params = {"nlist": icfg.nlist, "nprobe": icfg.nprobe, "hnsw_m": icfg.hnsw_m, "ef_search": icfg.ef_search,
+              "ef_construction": icfg.ef_construction}
+    report: dict = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                                "platform": platform.platform()},
+                    "k": args.k, "queries": args.queries, "dim": args.dim, "index_params": params}
+    if not args.skip_encoders:
+        report["encoders"] = bench_encoders(args.texts, args.images)
+    report["index"] = {data: {str(n): bench_index(n, args.dim, args.queries, args.k, params, data)
+                              for n in args.rows} for data in args.data}
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
