@@ -110,7 +110,7 @@ def contact_sheet(world: Path, path: Path, n: int = 4) -> None:
             lines += textwrap.wrap(label + c["caption"], 118)
         draw.multiline_text((side + 18, y), "\n".join(lines[:10]), fill=(20, 20, 20), font=font, spacing=2)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sheet.quantize(colors=128).save(path, optimize=True)
+    sheet.quantize(colors=256, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,7 @@ import copy
 import numpy as np
 
 from .world_scene import (BACKGROUNDS, COLOUR_WORDS, COLOURS, INVERSE, SHAPE_WORDS, SHAPES, SIZE_WORDS,
-                          SIZES, TEXTURE_POSTNOMINAL, TEXTURE_WORDS, TEXTURES, compute_relations,
+                          SIZES, TEXTURE_POSTNOMINAL, TEXTURE_WORDS, TEXTURES, compute_relations, pick,
                           sample_scene)
 
 LEVELS = {"detailed-correct": 3, "coarse-correct": 2, "partly-wrong": 1, "wrong": 0}
@@ -53,10 +53,6 @@ GENERIC = ("shape", "object", "figure")
 COUNT_WORDS = {1: "one", 2: "two", 3: "three"}
 
 
-def _pick(rng: np.random.Generator, options):
-    return options[int(rng.integers(len(options)))]
-
-
 def _article(phrase: str) -> str:
     return ("an " if phrase[0] in "aeiou" else "a ") + phrase
 
@@ -66,7 +62,7 @@ def _cap(text: str) -> str:
 
 
 def _bg(rng: np.random.Generator, background: str) -> str:
-    prep, noun = _pick(rng, BG_PHRASES[background])
+    prep, noun = pick(rng, BG_PHRASES[background])
     return f"{prep} {noun}"
 
 
@@ -78,23 +74,23 @@ def _join(parts: list[str]) -> str:
 
 def object_phrase(rng: np.random.Generator, obj: dict, detail: str) -> str:
     """A noun phrase for one object: ``shape`` (coarse), ``colour shape`` (medium), everything (detailed)."""
-    shape = _pick(rng, SHAPE_WORDS[obj["shape"]])
+    shape = pick(rng, SHAPE_WORDS[obj["shape"]])
     if detail == "coarse":
         return _article(shape)
-    colour = _pick(rng, COLOUR_WORDS[obj["colour"]])
+    colour = pick(rng, COLOUR_WORDS[obj["colour"]])
     if detail == "medium":
         return _article(f"{colour} {shape}")
-    size = _pick(rng, SIZE_WORDS[obj["size"]])
+    size = pick(rng, SIZE_WORDS[obj["size"]])
     style = rng.random()
     if style < 0.2:   # texture after the noun
-        return _article(f"{size} {colour} {shape}") + " " + _pick(rng, TEXTURE_POSTNOMINAL[obj["texture"]])
-    texture = _pick(rng, TEXTURE_WORDS[obj["texture"]])
+        return _article(f"{size} {colour} {shape}") + " " + pick(rng, TEXTURE_POSTNOMINAL[obj["texture"]])
+    texture = pick(rng, TEXTURE_WORDS[obj["texture"]])
     words = [size, colour, texture] if style < 0.6 else [size, texture, colour]
     return _article(" ".join(words + [shape]))
 
 
 def _the(rng: np.random.Generator, obj: dict) -> str:
-    return "the " + _pick(rng, SHAPE_WORDS[obj["shape"]])
+    return "the " + pick(rng, SHAPE_WORDS[obj["shape"]])
 
 
 def _relation(scene: dict, i: int, j: int) -> str:
@@ -118,12 +114,12 @@ def detailed_caption(rng: np.random.Generator, scene: dict, positions: bool = Tr
     nps = [object_phrase(rng, o, "detailed") for o in objs]
     bg = _bg(rng, scene["background"])
     if len(objs) == 1:
-        pos = _pick(rng, POS_PHRASES[objs[0]["position"]])
-        body = _pick(rng, [f"{nps[0]} {pos} {bg}", f"{nps[0]} sits {pos}, {bg}",
+        pos = pick(rng, POS_PHRASES[objs[0]["position"]])
+        body = pick(rng, [f"{nps[0]} {pos} {bg}", f"{nps[0]} sits {pos}, {bg}",
                            f"there is {nps[0]} {pos} {bg}"])
         return _cap(body) + "."
-    rel = _pick(rng, REL_PHRASES[_relation(scene, 0, 1)])
-    inv = _pick(rng, REL_PHRASES[_relation(scene, 1, 0)])
+    rel = pick(rng, REL_PHRASES[_relation(scene, 0, 1)])
+    inv = pick(rng, REL_PHRASES[_relation(scene, 1, 0)])
     t = int(rng.integers(4))
     if t == 0:
         first = f"{nps[0]} is {rel} {nps[1]}"
@@ -137,13 +133,13 @@ def detailed_caption(rng: np.random.Generator, scene: dict, positions: bool = Tr
     clauses = [first]
     if len(objs) == 3:
         k = _nearest(scene, 2, [0, 1])
-        clauses.append(f"{nps[2]} is {_pick(rng, REL_PHRASES[_relation(scene, 2, k)])} {_the(rng, objs[k])}")
+        clauses.append(f"{nps[2]} is {pick(rng, REL_PHRASES[_relation(scene, 2, k)])} {_the(rng, objs[k])}")
     if rng.random() < 0.5:
         text = _cap(", and ".join(clauses)) + f" {bg}."
     else:
         text = _cap(bg) + ", " + ", and ".join(clauses) + "."
     if positions:
-        where = [f"{_the(rng, o)} is {_pick(rng, POS_PHRASES[o['position']])}" for o in objs]
+        where = [f"{_the(rng, o)} is {pick(rng, POS_PHRASES[o['position']])}" for o in objs]
         text += " " + _cap(_join(where)) + "."
     return text
 
@@ -152,21 +148,21 @@ def medium_caption(rng: np.random.Generator, scene: dict) -> str:
     """Every object's colour and shape; the background half of the time."""
     parts = _join([object_phrase(rng, o, "medium") for o in scene["objects"]])
     if rng.random() < 0.5:
-        return _cap(_pick(rng, [parts, f"a picture of {parts}", f"an image showing {parts}"])) + "."
+        return _cap(pick(rng, [parts, f"a picture of {parts}", f"an image showing {parts}"])) + "."
     return _cap(f"{parts} {_bg(rng, scene['background'])}") + "."
 
 
 def coarse_caption(rng: np.random.Generator, scene: dict) -> str:
     """Alt-text-like: a count or a generic noun, the background, or one shape name."""
     n = len(scene["objects"])
-    generic = _pick(rng, GENERIC)
+    generic = pick(rng, GENERIC)
     things = _article(generic) if n == 1 else f"{COUNT_WORDS[n]} {generic}s"
     some = _article(generic) if n == 1 else f"some {generic}s"
     bg = _bg(rng, scene["background"])
     main = object_phrase(rng, scene["objects"][0], "coarse")
     options = [f"{things} {bg}", f"{some} {bg}", f"a picture of {things}", f"{things}",
                f"{main} {bg}", f"a simple drawing {bg}", f"{main} and other shapes" if n > 1 else f"{main}"]
-    return _cap(_pick(rng, options)) + "."
+    return _cap(pick(rng, options)) + "."
 
 
 def coarse_correct_caption(rng: np.random.Generator, scene: dict) -> str:
@@ -175,11 +171,11 @@ def coarse_correct_caption(rng: np.random.Generator, scene: dict) -> str:
     n = len(scene["objects"])
     if rng.random() < 0.5:
         parts = _join([object_phrase(rng, o, "coarse") for o in scene["objects"]])
-        return _cap(_pick(rng, [parts, f"a picture of {parts}", f"an image with {parts}"])) + "."
-    generic = _pick(rng, GENERIC)
+        return _cap(pick(rng, [parts, f"a picture of {parts}", f"an image with {parts}"])) + "."
+    generic = pick(rng, GENERIC)
     things = _article(generic) if n == 1 else f"{COUNT_WORDS[n]} {generic}s"
     bg = _bg(rng, scene["background"])
-    return _cap(_pick(rng, [f"{things} {bg}", f"a picture of {things} {bg}", f"{bg}, {things}"])) + "."
+    return _cap(pick(rng, [f"{things} {bg}", f"a picture of {things} {bg}", f"{bg}, {things}"])) + "."
 
 
 def corpus_text(rng: np.random.Generator, scene: dict, detail: str) -> str:
@@ -203,7 +199,7 @@ def inject_errors(rng: np.random.Generator, scene: dict, n_errors: int) -> tuple
     errors: list[dict] = []
     used: set[tuple] = set()
     while len(errors) < n_errors:
-        field = _pick(rng, _ERROR_FIELDS)
+        field = pick(rng, _ERROR_FIELDS)
         objs = wrong["objects"]
         if field == "relation":
             if len(objs) < 2 or ("relation",) in used:
@@ -225,7 +221,7 @@ def inject_errors(rng: np.random.Generator, scene: dict, n_errors: int) -> tuple
         if field == "background":
             if ("background",) in used:
                 continue
-            said = _pick(rng, [b for b in BACKGROUNDS if b != scene["background"]])
+            said = pick(rng, [b for b in BACKGROUNDS if b != scene["background"]])
             used.add(("background",))
             errors.append({"kind": "background", "true": scene["background"], "said": said})
             wrong["background"] = said
@@ -235,7 +231,7 @@ def inject_errors(rng: np.random.Generator, scene: dict, n_errors: int) -> tuple
             continue
         choices = {"colour": tuple(COLOURS), "shape": SHAPES, "texture": TEXTURES, "size": SIZES}[field]
         taken = {o["shape"] for o in objs} if field == "shape" else set()
-        said = _pick(rng, [c for c in choices if c != objs[i][field] and c not in taken])
+        said = pick(rng, [c for c in choices if c != objs[i][field] and c not in taken])
         used.add((field, i))
         errors.append({"kind": "attribute", "object": i, "field": field, "true": objs[i][field], "said": said})
         objs[i][field] = said
@@ -253,7 +249,7 @@ def different_scene(rng: np.random.Generator, scene: dict, prototypes: list[dict
 
     candidates = [p for p in prototypes or () if differs(p)]
     while True:
-        other = sample_scene(rng, _pick(rng, candidates) if candidates else None, noise)
+        other = sample_scene(rng, pick(rng, candidates) if candidates else None, noise)
         if differs(other):
             return other
 

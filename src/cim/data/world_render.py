@@ -5,6 +5,7 @@ shade, rotation and pattern fields), so one scene always gives the same pixels.
 """
 from __future__ import annotations
 
+import functools
 import io
 import math
 
@@ -14,8 +15,11 @@ from PIL import Image, ImageDraw
 __all__ = ["render_scene", "encode_png"]
 
 
+@functools.lru_cache(maxsize=4)
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel x and y coordinates (shared, read-only)."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    xx.flags.writeable = yy.flags.writeable = False
     return xx, yy
 
 

@@ -98,7 +98,8 @@ def _overlap_free(circles: list[tuple[float, float, float]], margin: float = 0.8
                for i, (xa, ya, ra) in enumerate(circles) for (xb, yb, rb) in circles[i + 1:])
 
 
-def _pick(rng: np.random.Generator, options):
+def pick(rng: np.random.Generator, options):
+    """One of ``options``, uniformly (one integer draw, so streams stay stable)."""
     return options[int(rng.integers(len(options)))]
 
 
@@ -116,8 +117,8 @@ def sample_prototypes(rng: np.random.Generator, n_families: int, variants_per_fa
         for v in range(variants_per_family):
             for _ in range(50):
                 slots = [list(POSITIONS)[i] for i in rng.choice(len(POSITIONS), size=n, replace=False)]
-                objects = [{"shape": shape, "colour": _pick(rng, COLOURS_LIST), "size": _pick(rng, SIZES),
-                            "texture": _pick(rng, TEXTURES), "position": slot}
+                objects = [{"shape": shape, "colour": pick(rng, COLOURS_LIST), "size": pick(rng, SIZES),
+                            "texture": pick(rng, TEXTURES), "position": slot}
                            for shape, slot in zip(shapes, slots)]
                 if _overlap_free([(*POSITIONS[o["position"]], np.mean(RADIUS[o["size"]])) for o in objects]):
                     break
@@ -136,12 +137,12 @@ def sample_scene(rng: np.random.Generator, prototype: dict | None = None, noise:
     if prototype is None:
         prototype = sample_prototypes(rng, 1, 1)[0]
         prototype = {**prototype, "family": -1, "variant": -1}
-    background = _pick(rng, BACKGROUNDS) if rng.random() < noise else prototype["background"]
+    background = pick(rng, BACKGROUNDS) if rng.random() < noise else prototype["background"]
     objects = [dict(o) for o in prototype["objects"]]
     for obj in objects:
         for key, choices in (("colour", COLOURS_LIST), ("texture", TEXTURES), ("size", SIZES)):
             if rng.random() < noise:
-                obj[key] = _pick(rng, choices)
+                obj[key] = pick(rng, choices)
     for _ in range(50):
         for obj in objects:
             _place(rng, obj)
