@@ -224,27 +224,29 @@ def convert(fmt: str, annotations: str | Path, images: str | Path, out: str | Pa
     if not images.is_dir():
         raise FileNotFoundError(f"images folder not found: {images}")
     report = AdapterReport(fmt, str(annotations), str(out))
-    rows: list[dict] = []
     counts: dict[str, int] = {}
-    for rec in FORMATS[fmt](annotations, split=split):
-        report.records += 1
-        if not rec.text:
-            report.empty_captions.append(rec.id)
-            continue
-        found = _find(rec.images, images)
-        if found is None:
-            report.missing_images.append(str(images / rec.images[0]))
-            continue
-        counts[rec.id] = counts.get(rec.id, 0) + 1
-        row_id = rec.id if counts[rec.id] == 1 else f"{rec.id}_{counts[rec.id]}"
-        rows.append({"id": row_id, "image": found, "text": rec.text, "source": fmt,
-                     **{k: v for k, v in rec.extra.items() if v is not None}})
+
+    def rows() -> Iterator[dict]:   # streamed into the manifest: a 1M-row release is not held in memory
+        for rec in FORMATS[fmt](annotations, split=split):
+            report.records += 1
+            if not rec.text:
+                report.empty_captions.append(rec.id)
+                continue
+            found = _find(rec.images, images)
+            if found is None:
+                report.missing_images.append(str(images / rec.images[0]))
+                continue
+            counts[rec.id] = counts.get(rec.id, 0) + 1
+            row_id = rec.id if counts[rec.id] == 1 else f"{rec.id}_{counts[rec.id]}"
+            yield {"id": row_id, "image": found, "text": rec.text, "source": fmt,
+                   **{k: v for k, v in rec.extra.items() if v is not None}}
+        if report.missing_images and on_missing == "fail":   # raised inside the atomic write: nothing written
+            raise MissingImagesError(f"{len(report.missing_images)} of {report.records} images named in "
+                                     f"{annotations} are not under {images}; first: "
+                                     + ", ".join(report.missing_images[:MAX_SHOWN]))
+
+    report.written = write_manifest(rows(), out)
     missing_path = out.with_name(out.name + ".missing.txt")
-    if report.missing_images and on_missing == "fail":
-        raise MissingImagesError(f"{len(report.missing_images)} of {report.records} images named in "
-                                 f"{annotations} are not under {images}; first: "
-                                 + ", ".join(report.missing_images[:MAX_SHOWN]))
-    report.written = write_manifest(rows, out)
     if report.missing_images:
         atomic_write_text(missing_path, "".join(p + "\n" for p in report.missing_images))
         report.missing_list = str(missing_path)
