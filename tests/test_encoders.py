@@ -271,12 +271,12 @@ def test_open_clip_checkpoint_path(tmp_path):
     import torch
 
     torch.manual_seed(123)
-    model = open_clip.create_model("ViT-S-32", pretrained=None).eval()
+    model, _, preprocess = open_clip.create_model_and_transforms("ViT-S-32", pretrained=None)
+    model.eval()
     ckpt = tmp_path / "vit_s_32.pt"
     torch.save({"state_dict": model.state_dict()}, ckpt)
     enc = build_image_encoder(_img_cfg(name="open_clip", model="ViT-S-32", pretrained=str(ckpt)))
     assert enc.describe()["pretrained"] == str(ckpt.resolve())
-    _, _, preprocess = open_clip.create_model_and_transforms("ViT-S-32", pretrained=None)
     im = _square((30, 160, 60))
     with torch.no_grad():
         ref = model.encode_image(preprocess(im).unsqueeze(0)).numpy()
