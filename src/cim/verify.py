@@ -49,8 +49,12 @@ def summarise(rows: list[dict]) -> dict:
         per_image = [spearmanr([r[m] for r in caps.values()], list(caps)).statistic
                      for caps in by_image.values() if len(caps) > 2]
         per_image = [x for x in per_image if np.isfinite(x)]
+        without = {lvl: float(spearmanr(values[quality != q], quality[quality != q]).statistic)
+                    for q, lvl in levels if len(levels) > 2}
         out[m] = {
             "spearman_pooled": float(rho),
+            # which level breaks the ordering: rho recomputed with that level left out
+            "spearman_pooled_without": without,
             "spearman_per_image_mean": float(np.mean(per_image)) if per_image else None,
             "mean_by_level": {lvl: float(values[quality == q].mean()) for q, lvl in levels},
             "std_by_level": {lvl: float(values[quality == q].std()) for q, lvl in levels},
