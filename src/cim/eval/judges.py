@@ -96,15 +96,13 @@ class ChatLMJudge:
                 "backend": self.backend, "decoding": {"greedy": True, "max_new_tokens": self.max_new_tokens,
                                                       "enable_thinking": False}, "prompt": self.prompt}
 
-    def _messages(self, question: str, caption: str) -> list[dict]:
-        return [{"role": "user", "content": self.prompt.format(question=question, caption=caption)}]
-
-    def _chat_text(self, tok, question: str, caption: str) -> str:
+    def _chat_text(self, tok, content: str) -> str:
+        messages = [{"role": "user", "content": content}]
         kwargs = {"tokenize": False, "add_generation_prompt": True}
         try:
-            return tok.apply_chat_template(self._messages(question, caption), enable_thinking=False, **kwargs)
+            return tok.apply_chat_template(messages, enable_thinking=False, **kwargs)
         except TypeError:  # templates without the thinking switch
-            return tok.apply_chat_template(self._messages(question, caption), **kwargs)
+            return tok.apply_chat_template(messages, **kwargs)
 
     def _load(self):
         if self._model is not None or self._llm is not None:
@@ -139,25 +137,28 @@ class ChatLMJudge:
     def answer(self, question: str, caption: str) -> JudgeAnswer:
         return self.answer_many([(question, caption)])[0]
 
-    def answer_many(self, pairs: Sequence[tuple[str, str]]) -> list[JudgeAnswer]:
+    def complete(self, prompts: Sequence[str]) -> list[str]:
+        """Raw replies to user messages (chat template applied, greedy)."""
         self._load()
-        texts = [self._chat_text(self._tok, q, c) for q, c in pairs]
+        texts = [self._chat_text(self._tok, p) for p in prompts]
         if self._llm is not None:
             from vllm import SamplingParams
 
             outs = self._llm.generate(texts, SamplingParams(temperature=0.0, max_tokens=self.max_new_tokens))
-            return [parse_reply(o.outputs[0].text) for o in outs]
+            return [o.outputs[0].text for o in outs]
         import torch
 
-        replies: list[JudgeAnswer] = []
+        replies: list[str] = []
         for i in range(0, len(texts), self.batch_size):
             enc = self._tok(texts[i:i + self.batch_size], return_tensors="pt", padding=True).to(self._device)
             with torch.no_grad():
                 ids = self._model.generate(**enc, max_new_tokens=self.max_new_tokens, do_sample=False,
                                            pad_token_id=self._tok.pad_token_id)
-            new = ids[:, enc["input_ids"].shape[1]:]
-            replies.extend(parse_reply(t) for t in self._tok.batch_decode(new, skip_special_tokens=True))
+            replies.extend(self._tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True))
         return replies
+
+    def answer_many(self, pairs: Sequence[tuple[str, str]]) -> list[JudgeAnswer]:
+        return [parse_reply(r) for r in self.complete([self.prompt.format(question=q, caption=c) for q, c in pairs])]
 
 
 # ----------------------------------------------------------------------------------------- offline judge

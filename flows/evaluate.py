@@ -1,0 +1,71 @@
+"""Prefect flow: evaluate captions on the declared benchmarks (the `evaluate` stage as tasks).
+
+One task per benchmark (retried once; a metric that cannot run is recorded in its results, not retried),
+then one MLflow run with the table and deltas. Same keys as `cim evaluate` and `dvc exp run -S`:
+
+    python flows/evaluate.py                                   # params.yaml's eval section
+    python flows/evaluate.py eval.benchmarks=[world] eval.baseline=coarse-correct
+    python flows/evaluate.py --captions preds.jsonl --method ours eval.benchmarks=[cocoln500]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from prefect import flow, task
+
+from cim.config import load_config
+
+
+@task(retries=1, retry_delay_seconds=5)
+def evaluate_benchmark(params: str, overrides: list[str], benchmark: str) -> dict:
+    from cim.eval.evaluate import Evaluator
+
+    cfg = load_config(params, [*overrides, f"eval.benchmarks=[{benchmark}]"])
+    return Evaluator(cfg).run()
+
+
+@task
+def record(params: str, overrides: list[str], parts: list[dict], log_mlflow: bool) -> dict:
+    from cim.eval import commands
+    from cim.eval.evaluate import _write_json
+
+    cfg = load_config(params, overrides)
+    summary = {"benchmarks": {}, "results": []}
+    for part in parts:
+        summary["benchmarks"].update(part["benchmarks"])
+        summary["results"].extend(part["results"])
+    metrics = commands.headline(summary)
+    _write_json(Path(cfg.eval.out_dir) / commands.METRICS_FILE, metrics)
+    if log_mlflow:
+        commands.log_mlflow(cfg, summary, Path(cfg.eval.out_dir))
+    return metrics
+
+
+@flow(name="cim-evaluate", log_prints=True)
+def evaluate(params: str = "params.yaml", overrides: list[str] | None = None, log_mlflow: bool = True) -> dict:
+    overrides = list(overrides or [])
+    cfg = load_config(params, overrides)   # fail fast on a bad key
+    parts = [evaluate_benchmark(params, overrides, name) for name in cfg.eval.benchmarks]
+    return record(params, overrides, parts, log_mlflow)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--captions")
+    ap.add_argument("--method")
+    ap.add_argument("--no-mlflow", action="store_true")
+    ap.add_argument("overrides", nargs="*")
+    a = ap.parse_args()
+    overrides = list(a.overrides)
+    if a.captions:
+        overrides += ["eval.captioner.name=file", f"eval.captioner.model={a.captions}"]
+    if a.method:
+        overrides.append(f"eval.method={a.method}")
+    print(json.dumps(evaluate(a.params, overrides, not a.no_mlflow), indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
