@@ -96,3 +96,21 @@ def test_bad_input_is_counted_not_fatal(tiny_cfg, tiny_index_dir, tmp_path):
     assert r["counts"]["relations_qa"]["non_yes_no_reference"] == 1 and r["metrics"]["relations_qa"] == 1.0
     assert r["counts"]["cim"]["failed"] == 3 and r["counts"]["cim"]["scored"] == 0         # no image, no source
     assert r["metrics"]["cim"] is None and 0 < r["metrics"]["capture"] < 1
+
+
+def test_command_arguments_map_to_overrides():
+    import argparse
+
+    from cim.cli import _add_common
+    from cim.config import load_config
+    from cim.eval import commands
+
+    parser = argparse.ArgumentParser()
+    _add_common(parser)
+    commands.add_arguments(parser)
+    args = parser.parse_intermixed_args(["--benchmark", "cocoln500", "--benchmark", "docci500", "--captions", "p.jsonl",
+                                         "--method", "ours", "--baseline", "base", "eval.judge.name=qwen3"])
+    cfg = load_config(None, commands._overrides(args))
+    assert list(cfg.eval.benchmarks) == ["cocoln500", "docci500"] and cfg.eval.judge.name == "qwen3"
+    assert (cfg.eval.captioner.name, cfg.eval.captioner.model, cfg.eval.method, cfg.eval.baseline) == \
+        ("file", "p.jsonl", "ours", "base")

@@ -86,6 +86,7 @@ STOP_WORDS: frozenset[str] = frozenset({
     'winter', 'work', 'workspace', 'world',
 })
 
+STOP_WORDS_LOWER: frozenset[str] = frozenset(w.lower() for w in STOP_WORDS)
 EPS = 1e-6
 WEIGHTS = (0.5, 0.5, 0.2)          # objects : attributes : relations = 5 : 5 : 2
 SUBSTRING_MODES = ("faithful", "word")
@@ -112,11 +113,11 @@ class Elements:
         return [a for obj in sorted(self.attributes) for a in self.attributes[obj]]
 
 
-def capture_elements(graph: SceneGraph, stop_words: Iterable[str] = STOP_WORDS) -> Elements:
-    """Step 3 of the notes: stop list + noun test on objects, noun test on attribute owners and relations."""
-    stop = {w.lower() for w in stop_words}
+def capture_elements(graph: SceneGraph, stop_words: frozenset[str] | set[str] = STOP_WORDS_LOWER) -> Elements:
+    """Step 3 of the notes: stop list + noun test on objects, noun test on attribute owners and relations.
+    ``stop_words`` are compared with the lower-cased objects (pass them lower-cased)."""
     nouns = graph.nouns
-    objects = tuple(o for o in graph.objects if o.lower() not in stop and noun_test(o, nouns))
+    objects = tuple(o for o in graph.objects if o.lower() not in stop_words and noun_test(o, nouns))
     attributes = {k: v for k, v in graph.attributes.items() if v and noun_test(k, nouns)}
     relations = tuple(r for r in graph.relations if noun_test(r[0], nouns) and noun_test(r[2], nouns))
     return Elements(objects, attributes, relations)
@@ -283,7 +284,7 @@ class Capture:
         self.embeddings = PhraseEmbeddings(text_encoder, encoder_name) if text_encoder is not None else None
         self.weights = tuple(float(w) for w in weights)
         self.synonym_matching = synonym_matching
-        self.stop_words = frozenset(STOP_WORDS if stop_words is True else (stop_words or ()))
+        self.stop_words = frozenset(w.lower() for w in (STOP_WORDS if stop_words is True else (stop_words or ())))
         self.substring = substring
         self.eps = eps
         self._graphs: dict[str, SceneGraph] = {}
@@ -319,18 +320,18 @@ class Capture:
         return [capture_elements(g, self.stop_words) for g in self.graphs(captions)]
 
     # -- matching -----------------------------------------------------------------------------------
-    def _same(self, a: str, b: str) -> bool:
+    def same_phrase(self, a: str, b: str) -> bool:
         return synonym_match(a, b, self.substring)
 
-    def _same_triple(self, a: Triple, b: Triple) -> bool:
-        return all(self._same(x, y) for x, y in zip(a, b))
+    def same_triple(self, a: Triple, b: Triple) -> bool:
+        return all(self.same_phrase(x, y) for x, y in zip(a, b))
 
     def hard_matches(self, cand: Elements, ref: Elements) -> dict[str, Match]:
         syn = self.synonym_matching
         return {
-            "object": hard_match(cand.objects, ref.objects, self._same if syn else None),
-            "attribute": hard_match(cand.attribute_words, ref.attribute_words, self._same if syn else None),
-            "relation": hard_match(cand.relations, ref.relations, self._same_triple if syn else None, _join),
+            "object": hard_match(cand.objects, ref.objects, self.same_phrase if syn else None),
+            "attribute": hard_match(cand.attribute_words, ref.attribute_words, self.same_phrase if syn else None),
+            "relation": hard_match(cand.relations, ref.relations, self.same_triple if syn else None, _join),
         }
 
     def finish(self, matches: dict[str, Match]) -> PairScore:

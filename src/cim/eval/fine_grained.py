@@ -36,7 +36,7 @@ def _f1(p: float, r: float, eps: float = EPS) -> float:
 
 
 def object_prf(cap: Capture, cand: Elements, ref: Elements, gpt_objects: Sequence[str]) -> tuple[float, float, float]:
-    same = cap._same if cap.synonym_matching else None
+    same = cap.same_phrase if cap.synonym_matching else None
     recall_match = soft_match(hard_match(cand.objects, ref.objects, same), cap.embeddings)
     widened = sorted(set(ref.objects) | set(gpt_objects))
     precision_match = soft_match(hard_match(cand.objects, widened, same), cap.embeddings)
