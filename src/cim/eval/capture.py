@@ -245,6 +245,20 @@ def _join(triple: Triple) -> str:
 
 
 # ----------------------------------------------------------------------------------------------- scoring
+def align_inputs(gts: Mapping[str, Sequence[str] | str], res: Mapping[str, Sequence[str] | str]
+                 ) -> tuple[dict[str, list[str]], dict[str, str], list[str], dict[str, int]]:
+    """pycocoevalcap-style ``gts = {id: [reference, ...]}``, ``res = {id: [candidate]}`` (bare strings and
+    ``None`` accepted) -> (references, candidate per id, the ids on both sides sorted, counts of the rest)."""
+    refs = {k: [v or ""] if isinstance(v, str) or v is None else [r or "" for r in v] for k, v in gts.items()}
+    cands = {k: (v or "") if isinstance(v, str) or v is None else ((v[0] or "") if len(v) else "")
+             for k, v in res.items()}
+    ids = sorted(k for k in refs if k in cands and refs[k])
+    counts = {"samples": len(ids), "missing_candidate": sum(1 for k in refs if k not in cands),
+              "unknown_id": sum(1 for k in cands if k not in refs),
+              "empty_candidate": sum(1 for k in ids if not cands[k].strip())}
+    return refs, cands, ids, counts
+
+
 @dataclass
 class PairScore:
     """One candidate against one reference."""
@@ -351,20 +365,12 @@ class Capture:
                       ) -> CaptureResult:
         """``gts = {id: [reference, ...]}``, ``res = {id: [candidate]}`` (pycocoevalcap style; bare strings
         are accepted too). Ids present on one side only are counted, not scored; empty candidates score 0."""
-        gts = {k: [v] if isinstance(v, str) else list(v) for k, v in gts.items()}
-        res = {k: (v if isinstance(v, str) else (v[0] if len(v) else "")) for k, v in res.items()}
-        ids = sorted(k for k in gts if k in res)
-        counts = {
-            "samples": len(ids),
-            "missing_candidate": sum(1 for k in gts if k not in res),
-            "unknown_id": sum(1 for k in res if k not in gts),
-            "empty_candidate": sum(1 for k in ids if not (res[k] or "").strip()),
-            "empty_reference": sum(1 for k in ids for r in gts[k] if not (r or "").strip()),
-            "references": sum(len(gts[k]) for k in ids),
-        }
-        texts = [res[k] or "" for k in ids] + [r or "" for k in ids for r in gts[k]]
+        gts, res, ids, counts = align_inputs(gts, res)
+        counts["empty_reference"] = sum(1 for k in ids for r in gts[k] if not r.strip())
+        counts["references"] = sum(len(gts[k]) for k in ids)
+        texts = [res[k] for k in ids] + [r for k in ids for r in gts[k]]
         elements = dict(zip(texts, self.elements(texts)))
-        pending = [(k, [self.hard_matches(elements[res[k] or ""], elements[r or ""]) for r in gts[k]])
+        pending = [(k, [self.hard_matches(elements[res[k]], elements[r]) for r in gts[k]])
                    for k in ids]
         if self.embeddings is not None:   # one encoder call for every soft-stage phrase of the run
             self.embeddings.prefetch(p for _, ms in pending for m in ms for x in m.values()

@@ -26,9 +26,7 @@ from dataclasses import dataclass
 from statistics import fmean
 from typing import Mapping, Sequence
 
-import numpy as np
-
-from cim.eval.capture import EPS, Capture, Elements, hard_match, soft_match
+from cim.eval.capture import EPS, Capture, Elements, align_inputs, hard_match, soft_match
 
 
 def _f1(p: float, r: float, eps: float = EPS) -> float:
@@ -87,18 +85,13 @@ def fine_grained_scores(cap: Capture, gts: Mapping[str, Sequence[str] | str], re
     matched by SBERT cosine only)."""
     if cap.embeddings is None:
         raise ValueError("fine-grained attribute metrics need a text encoder (SBERT cosine)")
-    gts = {k: [v] if isinstance(v, str) else list(v) for k, v in gts.items()}
-    res = {k: (v if isinstance(v, str) else (v[0] if len(v) else "")) for k, v in res.items()}
-    ids = sorted(k for k in gts if k in res and gts[k])
-    counts = {"samples": len(ids), "missing_candidate": sum(1 for k in gts if k not in res),
-              "unknown_id": sum(1 for k in res if k not in gts),
-              "empty_candidate": sum(1 for k in ids if not (res[k] or "").strip()),
-              "skipped_no_attributes": 0, "missing_gpt_lists": 0, "scored": 0}
-    texts = [res[k] or "" for k in ids] + [gts[k][0] or "" for k in ids]
+    gts, res, ids, counts = align_inputs(gts, res)
+    counts.update(skipped_no_attributes=0, missing_gpt_lists=0, scored=0)
+    texts = [res[k] for k in ids] + [gts[k][0] for k in ids]
     elements = dict(zip(texts, cap.elements(texts)))
     per_sample: dict[str, dict] = {}
     for k in ids:
-        cand, ref = elements[res[k] or ""], elements[gts[k][0] or ""]
+        cand, ref = elements[res[k]], elements[gts[k][0]]
         if not ref.attributes or not cand.attributes:
             counts["skipped_no_attributes"] += 1
             continue

@@ -218,10 +218,6 @@ class SpacyParser:
             self._sentence(sent, b)
         return b.build(caption_nouns(doc), name)
 
-    @staticmethod
-    def _text(token) -> str:
-        return token.text
-
     def _attributes_of(self, token, b: _Builder) -> None:
         head = token.text
         children = list(token.children)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import shutil
 from typing import Mapping, Sequence
 
+from cim.eval.capture import align_inputs
+
 
 class JavaNotFound(RuntimeError):
     pass
@@ -26,20 +28,15 @@ def bleu_meteor(gts: Mapping[str, Sequence[str] | str], res: Mapping[str, Sequen
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-    gts = {k: [v] if isinstance(v, str) else list(v) for k, v in gts.items()}
-    res = {k: (v if isinstance(v, str) else (v[0] if len(v) else "")) for k, v in res.items()}
-    ids = sorted(k for k in gts if k in res and gts[k])
-    counts = {"samples": len(ids), "missing_candidate": sum(1 for k in gts if k not in res),
-              "unknown_id": sum(1 for k in res if k not in gts),
-              "empty_candidate": sum(1 for k in ids if not (res[k] or "").strip())}
+    gts, res, ids, counts = align_inputs(gts, res)
     out = {"bleu4": float("nan"), "meteor": float("nan"), "counts": counts,
            "protocol": {"metric": "BLEU-4 / METEOR", "implementation": "pycocoevalcap (PTBTokenizer, Bleu(4), "
                         "Meteor 1.5 -l en -norm)", "level": "corpus"}}
     if not ids:
         return out
     tok = PTBTokenizer()
-    g = tok.tokenize({k: [{"caption": c or ""} for c in gts[k]] for k in ids})
-    r = tok.tokenize({k: [{"caption": res[k] or ""}] for k in ids})
+    g = tok.tokenize({k: [{"caption": c} for c in gts[k]] for k in ids})
+    r = tok.tokenize({k: [{"caption": res[k]}] for k in ids})
     bleu, _ = Bleu(4).compute_score(g, r, verbose=0)
     out["bleu4"] = float(bleu[3])
     if meteor:
