@@ -12,6 +12,11 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Stages log to MLflow: keep the test session's runs out of the working tree's mlruns/.
+if "MLFLOW_TRACKING_URI" not in os.environ:
+    import tempfile
+
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='cim-mlflow-')}/mlflow.db"
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

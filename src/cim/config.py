@@ -109,7 +109,7 @@ class VerifyConfig:
 @dataclass
 class TrackingConfig:
     uri: str = "sqlite:///mlruns/mlflow.db"
-    artifact_dir: str = "mlruns/artifacts"
+    artifact_dir: str = ""       # "" = artifacts/ beside the sqlite database
     experiment: str = "cim"
 
 

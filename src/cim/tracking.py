@@ -49,6 +49,15 @@ def provenance_tags() -> dict[str, str]:
     return tags
 
 
+def _artifact_dir(cfg, uri: str) -> Path:
+    """``tracking.artifact_dir`` when set, else ``artifacts/`` beside the sqlite database."""
+    if cfg.tracking.artifact_dir:
+        return Path(cfg.tracking.artifact_dir).resolve()
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts"
+    return Path("mlruns/artifacts").resolve()
+
+
 def configure(cfg) -> str:
     """Point MLflow at the configured store and experiment; returns the experiment id."""
     import mlflow
@@ -59,7 +68,7 @@ def configure(cfg) -> str:
     if exp is not None:
         mlflow.set_experiment(name)
         return exp.experiment_id
-    artifacts = Path(cfg.tracking.artifact_dir).resolve()
+    artifacts = _artifact_dir(cfg, mlflow.get_tracking_uri())
     artifacts.mkdir(parents=True, exist_ok=True)
     exp_id = mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
     mlflow.set_experiment(name)
@@ -83,3 +92,18 @@ def start_run(cfg, stage: str, tags: dict[str, Any] | None = None, log_params: b
             for i in range(0, len(items), 100):
                 mlflow.log_params(dict(items[i:i + 100]))
         yield run
+
+
+def log_stage(cfg, stage: str, metrics: dict[str, float], tags: dict[str, Any] | None = None,
+              artifacts: list[str | Path] = (), artifact_path: str | None = None) -> str:
+    """One finished stage as one run: params, metrics, tags and artifact files. Returns the run id."""
+    import mlflow
+
+    with start_run(cfg, stage, tags=tags) as run:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        for path in artifacts:
+            if Path(path).is_dir():
+                mlflow.log_artifacts(str(path), artifact_path=artifact_path or stage)
+            elif Path(path).exists():
+                mlflow.log_artifact(str(path), artifact_path=artifact_path or stage)
+        return run.info.run_id

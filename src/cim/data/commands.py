@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -11,6 +13,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--force", action="store_true",
                         help="regenerate even if world.json shows the same world is already there")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not record the run in MLflow")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -19,7 +22,14 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.params, args.overrides)
     out_dir = args.out or cfg.world.out_dir
+    started = time.perf_counter()
     meta = generate_world(cfg.world, out_dir=out_dir, progress=not args.no_progress, force=args.force)
     state = "already complete, skipped" if meta["skipped"] else "written"
     print(f"world {state}: {out_dir} {json.dumps(meta['counts'])}", file=sys.stderr)
+    if not args.no_mlflow and not meta["skipped"]:
+        from cim.tracking import log_stage
+
+        counts = {k: v for k, v in meta["counts"].items() if isinstance(v, (int, float))}
+        log_stage(cfg, "prepare", {**counts, "seconds": time.perf_counter() - started},
+                  artifacts=[Path(out_dir) / "world.json"])
     return 0

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 
@@ -18,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "skipped with a note when that default file does not exist)")
     parser.add_argument("--no-sources", action="store_true", help="do not embed source images")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not record the run in MLflow")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from cim.encoders import ImageReadError, WeightsNotFound
     from cim.index import build_index
 
+    started = time.perf_counter()
     try:
         build_index(cfg, manifest, out, sources=sources, progress=not args.no_progress)
     except (WeightsNotFound, ImageReadError, ValueError) as exc:
@@ -59,4 +62,19 @@ def run(args: argparse.Namespace) -> int:
                "skipped": len(meta["manifest"]["skipped"]), "sources": (meta["sources"] or {}).get("rows", 0),
                "shards": meta["shards"]}
     print(json.dumps(summary))
+    if not args.no_mlflow:
+        from cim.tracking import log_stage
+
+        seconds = time.perf_counter() - started
+        log_stage(cfg, "index", {"rows": meta["rows"], "seconds": seconds, "rows_per_s": meta["rows"] / seconds,
+                                 "shards_reused": meta["shards"].get("reused", 0), "skipped": summary["skipped"],
+                                 "sources": summary["sources"]},
+                  tags={"data.index_sha256": _index_hash(meta)}, artifacts=[out / "meta.json"])
     return 0
+
+
+def _index_hash(meta: dict) -> str:
+    """One short hash over the index's file checksums: the data version this run produced."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(meta.get("checksums", {}), sort_keys=True).encode()).hexdigest()[:16]
