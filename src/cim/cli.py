@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "index": ("cim.index.commands", "embed a corpus manifest in resumable shards and build the search index"),
     "score": ("cim.reward.commands", "score captions with the CIM reward (jsonl in, jsonl out)"),
     "verify": ("cim.verify", "check that the reward tracks caption quality on the demo world"),
+    "evaluate": ("cim.eval.commands", "score captions on the declared benchmarks: CAPTURE, fine-grained, "
+                 "Relations QA, BLEU/METEOR, CIM"),
     "serve": ("cim.service.commands", "run the reward service (HTTP, dynamic batching)"),
     "prepare-train": ("cim.train.prepare_command", "write verl's multimodal parquet from a training manifest"),
     "train": ("cim.train.commands", "GRPO with the CIM reward: --backend verl (GPU) or local (CPU)"),
