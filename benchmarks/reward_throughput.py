@@ -6,6 +6,8 @@ Two measurements per corpus size, both through the real ``Scorer`` and ``CorpusI
   computed once beforehand, to show what batching does to the index path alone.
 Corpus rows are random unit vectors (text 384-d as MiniLM, image 1280-d as EfficientNet-Lite0, fp16 table);
 captions are demo-world-like sentences. Also: bytes of memory per corpus row. Prints JSON.
+Each pass runs with a given torch/BLAS thread count: on a 2-core machine that other processes share, 2 threads
+make small batches up to 10x slower (spinning worker threads), which inflates the batched/per-caption ratio.
 
     python benchmarks/reward_throughput.py [--sizes 1000 10000 100000] [--batch 512] [--single 48]
 """
@@ -61,7 +63,21 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--batch", type=int, default=512, help="captions in the batched measurement")
     parser.add_argument("--single", type=int, default=48, help="captions scored one call each")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="torch and BLAS thread counts to measure (each a separate pass)")
     args = parser.parse_args()
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}, "threads": {}}
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        with threadpool_limits(limits=threads):
+            report["threads"][str(threads)] = measure(args)
+    print(json.dumps(report, indent=1))
+
+
+def measure(args) -> dict:
 
     from cim.config import TextEncoderConfig
     from cim.encoders import build_text_encoder
@@ -73,8 +89,7 @@ def main() -> None:
     emb = encoder.encode(caps)
     pre = PrecomputedText(caps, emb)
     rng = np.random.default_rng(0)
-    report = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-              "text_encoder": encoder.describe().get("model", "all-MiniLM-L6-v2"), "sizes": {}}
+    report = {"text_encoder": encoder.describe().get("model", "all-MiniLM-L6-v2"), "sizes": {}}
     for n in args.sizes:
         text = rng.standard_normal((n, 384)).astype(np.float32)
         text /= np.linalg.norm(text, axis=1, keepdims=True)
@@ -98,7 +113,7 @@ def main() -> None:
                           "speedup": round(batched / per_caption, 1)}
         report["sizes"][str(n)] = row
         print(json.dumps({n: row}), flush=True)
-    print(json.dumps(report, indent=1))
+    return report
 
 
 if __name__ == "__main__":
