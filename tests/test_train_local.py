@@ -74,6 +74,7 @@ def test_local_grpo_runs_logs_checkpoints_and_resumes(tmp_path, capsys):
     assert run_local(cfg, scorer=scorer()) == 0
     first = json.loads((out / "summary.json").read_text())
     assert (out / "sft_final" / "state.pt").exists() and (out / "grpo_00002" / "state.pt").exists()
+    assert (out / "curves.png").stat().st_size > 0
     assert json.loads((out / "latest.json").read_text()) == {"checkpoint": "grpo_00002", "phase": "grpo",
                                                              "step": 2}
     m = _metrics(cfg, first["run_id"])

@@ -503,6 +503,9 @@ class LocalTrainer:
         if start == 0:
             summary["sft_eval"] = self.evaluate(0, mlflow)
         history = self.grpo(start, optim, ref, mlflow)
+        if start == 0 and summary.get("sft_eval"):
+            history.insert(0, {"step": 0, **summary["sft_eval"]})
+        self.history = history
         summary["final_eval"] = {k: v for k, v in (history[-1] if history else {}).items() if k.startswith("eval/")}
         summary["steps"] = lc.grpo_steps
         return summary
@@ -512,6 +515,43 @@ def _load_latest_named(out: Path, name: str) -> dict:
     import torch
 
     return torch.load(out / name / "state.pt", weights_only=False)
+
+
+def plot_curves(history: Sequence[dict], path: Path, title: str = "") -> Optional[Path]:
+    """Training reward/KL and held-out evaluation curves in one PNG (logged as an MLflow artifact)."""
+    if not history:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
+    steps = [h["step"] for h in history]
+    for key, label in (("train/reward_mean", "reward"), ("train/grc", "GRC"), ("train/qir", "QIR")):
+        axes[0].plot(steps, [h.get(key, float("nan")) for h in history], label=label, lw=1)
+    axes[0].set_title("training captions (per step)")
+    axes[0].legend()
+    ax = axes[0].twinx()
+    ax.plot(steps, [h.get("train/kl", float("nan")) for h in history], color="grey", lw=0.8, ls=":")
+    ax.set_ylabel("KL to SFT (dotted)")
+    ev = [h for h in history if "eval/reward" in h]
+    for key in ("eval/reward", "eval/grc", "eval/qir"):
+        axes[1].plot([h["step"] for h in ev], [h[key] for h in ev], marker="o", label=key.split("/")[1])
+    axes[1].set_title("held-out reward (greedy)")
+    axes[1].legend()
+    for key in ("eval/object_recall", "eval/attribute_recall", "eval/relation_recall", "eval/attribute_precision"):
+        axes[2].plot([h["step"] for h in ev], [h.get(key, float("nan")) for h in ev], marker="o",
+                     label=key.split("/")[1])
+    axes[2].set_title("held-out ground-truth recall")
+    axes[2].legend(fontsize=7)
+    for a in axes:
+        a.set_xlabel("GRPO step")
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
 
 
 def run_local(cfg, dry_run: bool = False, scorer=None) -> int:
@@ -534,6 +574,10 @@ def run_local(cfg, dry_run: bool = False, scorer=None) -> int:
         summary["run_id"] = run.info.run_id
         (trainer.out / "summary.json").write_text(json.dumps(summary, indent=2))
         mlflow.log_artifact(str(trainer.out / "summary.json"))
+        png = plot_curves(getattr(trainer, "history", []), trainer.out / "curves.png",
+                          f"local GRPO, reward.mode={cfg.reward.mode}")
+        if png is not None:
+            mlflow.log_artifact(str(png))
         for name in ("sft_final", f"grpo_{lc.grpo_steps:05d}"):
             if (trainer.out / name).exists():
                 mlflow.log_artifacts(str(trainer.out / name), artifact_path=f"checkpoints/{name}")
