@@ -144,3 +144,21 @@ def test_cim_score_cli(tiny_cfg, tiny_index_dir, tiny_world, tmp_path):
     assert all(r["error"] is None for r in rows[:3])
     assert "UTF-8" in rows[3]["error"] and "not JSON" in rows[4]["error"] and "empty" in rows[5]["error"]
     assert [r["line"] for r in rows] == [1, 2, 3, 4, 5, 6]
+
+
+def test_near_ties_resolve_by_row_not_by_float_noise(tiny_encoders):
+    """Similarities equal to 4 decimals rank by corpus row, so 1e-7 encoder noise cannot reorder them."""
+    from cim.index import CorpusIndex
+
+    text, _ = tiny_encoders
+    q = text.encode(["a red circle"])[0].astype(np.float64)
+    rng = np.random.default_rng(0)
+    rows = [rng.standard_normal(q.shape)]                      # row 0: the image id's own row (excluded)
+    for i in range(1, 9):                                      # rows 1..8: the query itself, scores rising
+        v = q * (1 - 1e-7 * (9 - i))                           # with the row by ~1e-7 (raw order: 8, 7, ..)
+        rows.append(v)
+    text_emb = np.stack(rows).astype(np.float32)
+    image = rng.standard_normal((9, 16)).astype(np.float16)
+    index = CorpusIndex.from_arrays([f"c{i}" for i in range(9)], text_emb, image)
+    res = Scorer(index, text).score([{"caption": "a red circle", "image_id": "c0"}])[0]
+    assert res["retrieved"] == ["c1", "c2", "c3", "c4", "c5"]

@@ -173,6 +173,7 @@ class LocalTrainConfig:
 
     lm: str = "tiny"                # tiny (random init) | smollm2-135m (pretrained, from its package)
     out_dir: str = "checkpoints/local"
+    report_dir: str = "reports/train"   # summary.json + curves.png for DVC metrics/plots ("" = none)
     # SFT warm-up captions: corpus = every corpus image's text (mixed detail, like a base model's habits),
     # reference = the training images' reference captions
     sft_data: str = "corpus"

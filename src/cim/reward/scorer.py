@@ -17,6 +17,13 @@ from cim.reward.equations import cim_reward, grc, qir
 # pieces, MPNet at 384), so the cut only saves tokenizer time on pathological inputs.
 MAX_CAPTION_CHARS = 20_000
 
+# Text encoders are not batch-invariant: padding moves an embedding by ~1e-7, enough to swap two corpus texts
+# whose similarities are (near-)tied at the top-K boundary, so a caption's reward would depend on its batch.
+# The scorer therefore ranks by similarity rounded to SIMILARITY_DECIMALS, then by corpus row, over a few
+# extra candidates (TIE_MARGIN). Only similarities straddling a rounding edge can still differ.
+SIMILARITY_DECIMALS = 4
+TIE_MARGIN = 4
+
 RESULT_KEYS = ("score", "grc", "qir", "retrieved", "source_rank", "truncated", "error")
 
 
@@ -45,6 +52,13 @@ def _caption_text(raw: Any) -> str:
     if not raw.strip():
         raise ValueError("caption is empty or whitespace only")
     return raw
+
+
+def _rank_stably(scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray]:
+    """Reorder each query's hits by (rounded similarity desc, row asc); missing hits (row -1) go last."""
+    rounded = np.where(rows >= 0, np.round(scores.astype(np.float64), SIMILARITY_DECIMALS), -np.inf)
+    order = np.lexsort((rows, -rounded), axis=-1)
+    return (np.take_along_axis(rows, order, axis=-1),)
 
 
 class Scorer:
@@ -93,8 +107,9 @@ class Scorer:
             return results
         queries = self.text_encoder.encode([p.caption for p in prepared])
         extra = 1 if self.exclude_source else 0
-        _, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32), self.top_k + extra)
-        chosen, source_ranks = self._choose_rows(prepared, rows)
+        scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32),
+                                         self.top_k + extra + TIE_MARGIN)
+        chosen, source_ranks = self._choose_rows(prepared, *_rank_stably(scores, rows))
         retrieved = torch.from_numpy(self.index.image_table[chosen.reshape(-1)].astype(np.float32))
         retrieved = retrieved.view(len(prepared), self.top_k, -1)
         src = torch.from_numpy(np.stack([sources[p.position] for p in prepared]))

@@ -267,7 +267,7 @@ def _fingerprint(cfg) -> dict:
     from cim.config import to_dict
 
     lc = to_dict(cfg.train.local)
-    for k in ("save_every", "eval_every", "n_eval", "threads", "grpo_steps", "sft_steps", "out_dir"):
+    for k in ("save_every", "eval_every", "n_eval", "threads", "grpo_steps", "sft_steps", "out_dir", "report_dir"):
         lc.pop(k, None)
     return {"local": lc, "reward": to_dict(cfg.reward), "index": cfg.index.out_dir, "seed": cfg.seed}
 
@@ -578,6 +578,12 @@ def run_local(cfg, dry_run: bool = False, scorer=None) -> int:
                           f"local GRPO, reward.mode={cfg.reward.mode}")
         if png is not None:
             mlflow.log_artifact(str(png))
+        if lc.report_dir:   # DVC's metrics/plots live outside the checkpoint folder (no overlapping outs)
+            report = Path(lc.report_dir)
+            report.mkdir(parents=True, exist_ok=True)
+            (report / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+            if png is not None:
+                shutil.copyfile(png, report / "curves.png")
         for name in ("sft_final", f"grpo_{lc.grpo_steps:05d}"):
             if (trainer.out / name).exists():
                 mlflow.log_artifacts(str(trainer.out / name), artifact_path=f"checkpoints/{name}")
