@@ -71,20 +71,8 @@ def _save_json(path: Path, obj) -> str:
 def _save_faiss(path: Path, index) -> str:
     import faiss
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        faiss.write_index(index, tmp)
-        digest = sha256_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return digest
+    data = faiss.serialize_index(index).tobytes()
+    return _atomic(path, lambda f: f.write(data))
 
 
 # -- manifest ---------------------------------------------------------------------------------------------

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import sys
+
+from cim.service.process import is_loopback_host
 
 log = logging.getLogger(__name__)
 
@@ -21,15 +22,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "the token is never taken on the command line")
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def run(args: argparse.Namespace) -> int:
     from cim.config import load_config
     from cim.reward.scorer import Scorer
@@ -41,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     host = args.host or s.host
     port = s.port if args.port is None else args.port
     token = read_token(args.token_env if args.token_env is not None else s.token_env)
-    if not _is_loopback(host) and token is None:
+    if not is_loopback_host(host) and token is None:
         log.warning("binding %s without a bearer token: anyone who can reach this port can use the scorer "
                     "(set %s)", host, s.token_env)
     scorer = Scorer.from_config(cfg, index_dir=args.index_dir, device=args.device)

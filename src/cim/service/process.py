@@ -18,7 +18,10 @@ log = logging.getLogger(__name__)
 
 
 def is_loopback_url(url: str) -> bool:
-    host = urlparse(url).hostname or ""
+    return is_loopback_host(urlparse(url).hostname or "")
+
+
+def is_loopback_host(host: str) -> bool:
     if host == "localhost":
         return True
     try:
