@@ -87,7 +87,8 @@ def params_file() -> Path:
         "shard_size: 16, kind: exact, device: cpu}\n"
         "reward: {top_k: 3, exclude_source: true}\n"
         f"tracking: {{uri: 'sqlite:///{root() / 'mlruns' / 'mlflow.db'}', artifact_dir: {root() / 'mlruns' / 'art'}}}\n"
-        f"train: {{manifest: {w['train']}, data_dir: {root() / 'train_data'}, val_size: 3}}\n")
+        f"train: {{manifest: {w['train']}, data_dir: {root() / 'train_data'}, val_size: 3, "
+        f"local: {{report_dir: {root() / 'reports'}}}}}\n")
     return path
 
 
