@@ -8,7 +8,6 @@ share of images whose detailed-correct caption outscores each other level.
 from __future__ import annotations
 
 import json
-import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from cim.config import load_config
+from cim.data.manifest import atomic_open, atomic_write_text
 
 METRICS = ("score", "grc", "qir")
 
@@ -102,13 +102,12 @@ def run(args) -> int:
     summary["reward"] = {k: getattr(cfg.reward, k) for k in ("top_k", "decay", "beta", "mode", "exclude_source")}
     summary["encoders"] = {"text": cfg.encoders.text.model, "image": cfg.encoders.image.model,
                            "center_images": cfg.index.center_images}
-    _write_json(out_dir / "metrics.json", summary)
-    with open(out_dir / "scores.csv.tmp", "w") as fh:  # for `dvc plots`
+    atomic_write_text(out_dir / "metrics.json", json.dumps(summary, indent=2))
+    with atomic_open(out_dir / "scores.csv") as fh:  # for `dvc plots`
         fh.write("image_id,level,quality,score,grc,qir\n")
         for r in rows:
             if r["error"] is None:
                 fh.write(f"{r['image_id']},{r['level']},{r['quality']},{r['score']:.6f},{r['grc']:.6f},{r['qir']:.6f}\n")
-    os.replace(out_dir / "scores.csv.tmp", out_dir / "scores.csv")
     plot(rows, out_dir / "scores_by_level.png")
     if not args.no_mlflow:
         _log_mlflow(cfg, summary, out_dir)
@@ -116,12 +115,6 @@ def run(args) -> int:
                           "mean_by_level": {k: round(v, 3) for k, v in summary[m]["mean_by_level"].items()}}
                       for m in METRICS}, indent=1))
     return 0
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 def _log_mlflow(cfg, summary: dict, out_dir: Path) -> None:

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
 from cim.config import load_config
+from cim.data.manifest import atomic_open
 
 
 def add_arguments(parser) -> None:
@@ -47,8 +47,6 @@ def run(args) -> int:
 
     scorer = Scorer.from_config(cfg, index_dir=args.index)
     out_path = Path(args.output)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
     counts = {"scored": 0, "errors": 0}
     batch: list[dict] = []
 
@@ -63,7 +61,7 @@ def run(args) -> int:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         batch.clear()
 
-    with open(tmp, "w", encoding="utf-8") as fh, tqdm(desc="scoring", unit="caption") as bar:
+    with atomic_open(out_path) as fh, tqdm(desc="scoring", unit="caption") as bar:
         for item in read_items(Path(args.input)):
             batch.append(item)
             if len(batch) >= cfg.reward.batch_size:
@@ -71,6 +69,5 @@ def run(args) -> int:
                 flush(fh)
         bar.update(len(batch))
         flush(fh)
-    os.replace(tmp, out_path)
     print(json.dumps({"output": str(out_path), **counts}), file=sys.stderr)
     return 0

@@ -8,7 +8,6 @@ the run. ``--dry-run`` prints the command and changes nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import subprocess
