@@ -137,7 +137,6 @@ class HFVLMCaptioner:
     def _load(self):
         if self._model is not None:
             return
-        import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         try:
@@ -149,7 +148,9 @@ class HFVLMCaptioner:
                 f"captioner {self.model_name!r} is not on this machine (local files only): copy its hub cache "
                 f"or pass a local folder; InternVL needs its -hf checkpoint (e.g. OpenGVLab/InternVL3-8B-hf); "
                 f"to score an external model's output use the file captioner") from exc
-        device = self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        from cim.encoders.base import resolve_device
+
+        device = resolve_device(self.device)
         tok = getattr(proc, "tokenizer", None)
         if tok is not None:
             tok.padding_side = "left"

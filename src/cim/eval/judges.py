@@ -121,7 +121,6 @@ class ChatLMJudge:
                 raise ModelNotAvailable(missing) from exc
             self._tok = self._llm.get_tokenizer()
             return
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         try:
@@ -129,7 +128,9 @@ class ChatLMJudge:
             model = AutoModelForCausalLM.from_pretrained(self.model_name, local_files_only=True, dtype=self.dtype)
         except (OSError, ValueError) as exc:
             raise ModelNotAvailable(missing) from exc
-        device = self.device if self.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        from cim.encoders.base import resolve_device
+
+        device = resolve_device(self.device)
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
         self._tok, self._model, self._device = tok, model.to(device).eval(), device

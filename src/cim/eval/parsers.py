@@ -389,7 +389,6 @@ class FactualParser:
         if self._model is not None:
             return
         try:
-            import torch
             from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
             tok = AutoTokenizer.from_pretrained(self.model_name, local_files_only=True)
@@ -400,9 +399,9 @@ class FactualParser:
                 f"Download them where the hub is reachable (`huggingface-cli download {FACTUAL_MODEL}`) and "
                 f"copy the hub cache, or pass a directory with eval.parser.model=/path/to/flan-t5-base-VG-"
                 f"factual-sg; offline, use eval.parser.name=spacy") from exc
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
+        from cim.encoders.base import resolve_device
+
+        device = resolve_device(self.device)
         self._tok, self._model, self._device = tok, model.to(device).eval(), device
 
     def generate(self, sentences: Sequence[str]) -> list[str]:

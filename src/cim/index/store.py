@@ -60,19 +60,6 @@ def transform_images(raw: np.ndarray, mean: np.ndarray | None) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
-def _resolve_search_device(device: str | None) -> str:
-    device = (device or "auto").strip()
-    if device == "cpu":
-        return "cpu"
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError(f"index.device={device!r} but torch sees no CUDA device (use auto or cpu)")
-    return device
-
-
 def _faiss_gpu_available() -> bool:
     try:
         import faiss
@@ -211,7 +198,9 @@ class CorpusIndex:
                    sources_ids=sources_ids, sources_emb=sources_emb, meta=meta, device=device, path=root)
 
     def _place(self, device: str) -> None:
-        dev = _resolve_search_device(device)
+        from cim.encoders.base import resolve_device
+
+        dev = resolve_device(device)
         if dev == "cpu":
             return
         if self.kind == "exact":

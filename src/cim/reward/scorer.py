@@ -6,7 +6,7 @@ image ids, unreadable images) become an ``error`` on that item; the rest of the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -121,22 +121,6 @@ class Scorer:
                 score=float(s[i]), grc=float(g[i]), qir=float(q[i]), truncated=p.truncated,
                 retrieved=[self.index.ids[r] for r in chosen[i]], source_rank=source_ranks[i])
         return results
-
-    def score_iter(self, items: Iterable[dict], batch_size: int = 512,
-                   progress: Callable[[int], None] | None = None) -> Iterable[dict]:
-        """Score a stream in batches of ``batch_size`` (for files larger than memory)."""
-        batch: list[dict] = []
-        for item in items:
-            batch.append(item)
-            if len(batch) == batch_size:
-                yield from self.score(batch)
-                if progress:
-                    progress(len(batch))
-                batch = []
-        if batch:
-            yield from self.score(batch)
-            if progress:
-                progress(len(batch))
 
     # -- steps ----------------------------------------------------------------------------------------
     def _prepare(self, pos: int, item: dict) -> _Prepared:
