@@ -124,7 +124,9 @@ class Evaluator:
     def scorer(self):
         from cim.reward.scorer import Scorer
 
-        return self._part("scorer", lambda: Scorer.from_config(self.cfg))
+        # CAPTURE's encoder is the reward's unless eval.text_encoder names another: load it once
+        return self._part("scorer", lambda: Scorer.from_config(
+            self.cfg, text_encoder=None if self.ecfg.text_encoder else self.text_encoder()))
 
     # -- benchmarks and captions --------------------------------------------------------------------
     def load(self, name: str) -> Benchmark:

@@ -79,11 +79,13 @@ class Scorer:
         self.calls = 0  # number of batched scoring calls (observable batching)
 
     @classmethod
-    def from_config(cls, cfg, index_dir: str | None = None, device: str | None = None) -> "Scorer":
+    def from_config(cls, cfg, index_dir: str | None = None, device: str | None = None,
+                    text_encoder=None) -> "Scorer":
+        """``text_encoder``: one already built from ``cfg.encoders.text`` (shared, not loaded twice)."""
         from cim.encoders import build_image_encoder, build_text_encoder
         from cim.index import CorpusIndex
 
-        text_encoder = build_text_encoder(cfg.encoders.text)
+        text_encoder = text_encoder or build_text_encoder(cfg.encoders.text)
         index = CorpusIndex.load(index_dir or cfg.index.out_dir, expect={"text": text_encoder.describe()},
                                  device=device or cfg.index.device)
         r = cfg.reward
