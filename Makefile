@@ -27,8 +27,8 @@ test: setup
 	$(BIN)/pytest -q
 
 bench: setup
-	$(BIN)/python benchmarks/reward_throughput.py
-	$(BIN)/python benchmarks/index_throughput.py
+	$(BIN)/python perf/reward_throughput.py
+	$(BIN)/python perf/index_throughput.py
 
 clean-data:
 	rm -rf data/world data/index reports

@@ -55,7 +55,7 @@ def build_corpus_index(params: str, overrides: list[str], manifest: str, sources
 
 @task(retries=1)
 def verify_reward(params: str, overrides: list[str], index_dir: str) -> dict:
-    from cim import verify
+    from cim.reward import quality_order as verify
 
     args = argparse.Namespace(params=params, overrides=overrides, captions=None, index=index_dir,
                               out=None, no_mlflow=False)

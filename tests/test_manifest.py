@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from cim.data.manifest import (atomic_write_text, read_manifest, read_sources, write_manifest,
-                               write_sources)
+from cim.data.manifest import read_manifest, read_sources, write_manifest, write_sources
+from cim.io import atomic_write_text
 
 
 def _lines(path):

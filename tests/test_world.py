@@ -14,7 +14,8 @@ from PIL import Image
 import cim.data.world as world_mod
 from cim.cli import main as cli_main
 from cim.config import WorldConfig
-from cim.data.manifest import read_jsonl, read_manifest, read_sources
+from cim.data.manifest import read_manifest, read_sources
+from cim.io import read_jsonl
 from cim.data.world import generate_world, names_fine_label
 from cim.data.world_captions import BG_PHRASES, LEVELS, coarse_correct_caption, detailed_caption, inject_errors
 from cim.data.world_render import render_scene

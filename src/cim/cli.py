@@ -15,7 +15,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "manifest": ("cim.data.manifest_command", "write a corpus manifest from a dataset's release format"),
     "index": ("cim.index.commands", "embed a corpus manifest in resumable shards and build the search index"),
     "score": ("cim.reward.commands", "score captions with the CIM reward (jsonl in, jsonl out)"),
-    "verify": ("cim.verify", "check that the reward tracks caption quality on the demo world"),
+    "verify": ("cim.reward.quality_order", "check that the reward tracks caption quality on the demo world"),
     "evaluate": ("cim.eval.commands", "score captions on the declared benchmarks: CAPTURE, fine-grained, "
                  "Relations QA, BLEU/METEOR, CIM"),
     "serve": ("cim.service.commands", "run the reward service (HTTP, dynamic batching)"),

@@ -12,9 +12,9 @@ from typing import Any, Optional, Sequence
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from cim.errors import ConfigError
 
-class ConfigError(ValueError):
-    """A params file or override that does not fit the schema."""
+__all__ = ["Config", "ConfigError", "load_config", "to_dict", "flatten"]
 
 
 @dataclass

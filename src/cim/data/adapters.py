@@ -39,7 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from .manifest import atomic_write_text, read_jsonl, write_manifest
+from cim.io import atomic_write_text, read_jsonl
+
+from .manifest import write_manifest
 
 __all__ = ["FORMATS", "AdapterReport", "MissingImagesError", "convert"]
 log = logging.getLogger(__name__)

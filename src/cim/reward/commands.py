@@ -8,7 +8,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from cim.config import load_config
-from cim.data.manifest import atomic_open
+from cim.io import atomic_open
 
 
 def add_arguments(parser) -> None:

@@ -193,3 +193,20 @@ class Scorer:
                 raise RuntimeError(f"search returned {len(hits)} rows, fewer than top_k={self.top_k}")
             chosen[i] = hits[: self.top_k]
         return chosen, ranks
+
+
+def score_in_batches(scorer: "Scorer", items: Sequence[dict], batch_size: int, progress: bool = False,
+                     desc: str = "scoring") -> list[dict[str, Any]]:
+    """``scorer.score`` over ``items`` in chunks of ``batch_size`` (``reward.batch_size``): one encoder call
+    and one search per chunk, results in input order. ``progress`` shows a bar over captions."""
+    if batch_size < 1:
+        raise ValueError(f"reward.batch_size must be >= 1, got {batch_size}")
+    from tqdm.auto import tqdm
+
+    out: list[dict[str, Any]] = []
+    with tqdm(total=len(items), desc=desc, unit="caption", disable=not progress) as bar:
+        for start in range(0, len(items), batch_size):
+            chunk = items[start:start + batch_size]
+            out.extend(scorer.score(chunk))
+            bar.update(len(chunk))
+    return out

@@ -201,7 +201,7 @@ def make_captioner(feat_dim: int, lm, n_prefix: int):
 
 # -- data ---------------------------------------------------------------------------------------------------
 def _read(path: str | Path, require_text: bool = False) -> list[dict]:
-    from cim.data.manifest import read_jsonl
+    from cim.io import read_jsonl
 
     return [row for _, row in read_jsonl(path)]
 

@@ -9,7 +9,7 @@ captions are demo-world-like sentences. Also: bytes of memory per corpus row. Pr
 Each pass runs with a given torch/BLAS thread count: on a 2-core machine that other processes share, 2 threads
 make small batches up to 10x slower (spinning worker threads), which inflates the batched/per-caption ratio.
 
-    python benchmarks/reward_throughput.py [--sizes 1000 10000 100000] [--batch 512] [--single 48]
+    python perf/reward_throughput.py [--sizes 1000 10000 100000] [--batch 512] [--single 48]
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Load test of the reward service on loopback: N concurrent clients x M requests each; prints JSON.
 
-    python benchmarks/service_load.py [--params params.yaml] [--clients 16] [--requests 1000] [key=value ...]
+    python perf/service_load.py [--params params.yaml] [--clients 16] [--requests 1000] [key=value ...]
 
 Starts ``python -m cim.service`` in a child process (or targets ``--url``), takes a reference answer for
 every distinct (caption, image_id) pair, then runs the clients: each request carries ids, and every answer is

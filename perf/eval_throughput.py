@@ -10,7 +10,7 @@ the same n pairs, each from a cold scorer (no parse cache):
 - ``end_to_end``: parse + all three stages with the MiniLM text encoder (the offline default), the number
   to quote: candidate captions scored per second.
 
-    python benchmarks/eval_throughput.py [--n 200]
+    python perf/eval_throughput.py [--n 200]
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Embedding throughput and FAISS build/search cost for the corpus index. Prints one JSON object.
 
-    python benchmarks/index_throughput.py [--quick] [--rows 10000 100000] [--queries 1000] [--k 5]
+    python perf/index_throughput.py [--quick] [--rows 10000 100000] [--queries 1000] [--k 5]
 
 - text: MiniLM (embedded) texts/s on caption-length strings;
 - image: EfficientNet-Lite0 (embedded) images/s at 160 and 224 px, from in-memory PIL images;

@@ -15,7 +15,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from cim.config import load_config
-from cim.data.manifest import atomic_open, atomic_write_text
+from cim.io import atomic_open, atomic_write_text
 
 METRICS = ("score", "grc", "qir")
 

@@ -6,7 +6,7 @@ QIR (Eq. 2) with ``cim.reward.equations``. Image features: a cheap stand-in by d
 RGB downsample; ``hist``: 8x8x8 colour histogram), mean-centred over the corpus and L2-normalised, or the
 project's image encoder (``encoder``, ``cim.encoders.build_image_encoder`` with the default config).
 
-    HF_HUB_OFFLINE=1 .venv/bin/python benchmarks/world_signal.py --world /tmp/world --features pixels hist
+    HF_HUB_OFFLINE=1 .venv/bin/python perf/world_signal.py --world /tmp/world --features pixels hist
 """
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from PIL import Image
 from scipy.stats import spearmanr
 
 from cim.config import WorldConfig
-from cim.data.manifest import read_jsonl, read_manifest, read_sources
+from cim.data.manifest import read_manifest, read_sources
+from cim.io import read_jsonl
 from cim.data.world import generate_world
 from cim.reward.equations import grc, qir
 

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from cim.eval.results import markdown_table, mlflow_metrics
-from cim.eval.verification import (LMClassifier, binned_correlation, pet_rule_classifier, smoothed_logit,
+from cim.eval.accuracy_correlation import (LMClassifier, binned_correlation, pet_rule_classifier, smoothed_logit,
                                    verification, world_classifier)
 
 
