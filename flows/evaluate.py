@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from prefect import flow, task
 
@@ -27,20 +26,10 @@ def evaluate_benchmark(params: str, overrides: list[str], benchmark: str) -> dic
 
 
 @task
-def record(params: str, overrides: list[str], parts: list[dict], log_mlflow: bool) -> dict:
-    from cim.eval import commands
-    from cim.eval.evaluate import _write_json
+def record_results(params: str, overrides: list[str], parts: list[dict], log_mlflow: bool) -> dict:
+    from cim.eval.evaluate import merge, record
 
-    cfg = load_config(params, overrides)
-    summary = {"benchmarks": {}, "results": []}
-    for part in parts:
-        summary["benchmarks"].update(part["benchmarks"])
-        summary["results"].extend(part["results"])
-    metrics = commands.headline(summary)
-    _write_json(Path(cfg.eval.out_dir) / commands.METRICS_FILE, metrics)
-    if log_mlflow:
-        commands.log_mlflow(cfg, summary, Path(cfg.eval.out_dir))
-    return metrics
+    return record(load_config(params, overrides), merge(parts), track=log_mlflow)
 
 
 @flow(name="cim-evaluate", log_prints=True)
@@ -48,7 +37,7 @@ def evaluate(params: str = "params.yaml", overrides: list[str] | None = None, lo
     overrides = list(overrides or [])
     cfg = load_config(params, overrides)   # fail fast on a bad key
     parts = [evaluate_benchmark(params, overrides, name) for name in cfg.eval.benchmarks]
-    return record(params, overrides, parts, log_mlflow)
+    return record_results(params, overrides, parts, log_mlflow)
 
 
 def main() -> None:

@@ -55,13 +55,9 @@ def build_corpus_index(params: str, overrides: list[str], manifest: str, sources
 
 @task(retries=1)
 def verify_reward(params: str, overrides: list[str], index_dir: str) -> dict:
-    from cim.reward import quality_order as verify
+    from cim.reward.quality_order import verify
 
-    args = argparse.Namespace(params=params, overrides=overrides, captions=None, index=index_dir,
-                              out=None, no_mlflow=False)
-    verify.run(args)
-    cfg = _cfg(params, overrides)
-    return json.loads((Path(cfg.verify.out_dir) / "metrics.json").read_text())
+    return verify(_cfg(params, overrides), index_dir=index_dir)
 
 
 @flow(name="cim-index-corpus", log_prints=True)
@@ -77,8 +73,10 @@ def index_corpus(params: str = "params.yaml", overrides: list[str] | None = None
                                sources if sources is not None else cfg.index.sources)
     result = {"index": index}
     if not skip_verify and manifest is None:
-        result["verify"] = {m: verify_reward(params, overrides, index["index_dir"])[m]["spearman_pooled"]
-                            for m in ("score", "grc", "qir")}
+        from cim.reward.quality_order import METRICS
+
+        summary = verify_reward(params, overrides, index["index_dir"])
+        result["verify"] = {m: summary[m]["spearman_pooled"] for m in METRICS}
     print(json.dumps(result, indent=1, default=str))
     return result
 

@@ -106,7 +106,7 @@ def test_record_without_caption_names_file_and_record(tmp_path):
     ann.write_text(json.dumps([{"image": "a.jpg", "caption": "ok"}, {"image": "b.jpg", "text": "?"}]))
     with pytest.raises(ValueError, match=r"bad\.json: record 1: no caption"):
         convert("refinedcaps", ann, tmp_path, tmp_path / "m.jsonl")
-    with pytest.raises(ValueError, match="unknown format"):
+    with pytest.raises(ValueError, match="not a known dataset format; known: coco-ln, densefusion"):
         convert("laion", ann, tmp_path, tmp_path / "m.jsonl")
 
 

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from cim.eval.benchmarks import (BenchmarkError, load_benchmark, load_spec, pet_breed, spec_from_dict,
-                                 world_questions)
+from cim.eval.benchmarks import BenchmarkError, load_benchmark, load_spec, spec_from_dict
+from cim.eval.benchmarks.demo_world import world_questions
+from cim.eval.benchmarks.oxford_pet import pet_breed
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "sc-captioner"

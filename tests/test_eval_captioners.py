@@ -7,7 +7,7 @@ import pytest
 
 from cim.eval.captioners import (Decoding, FileCaptioner, HFVLMCaptioner, ImageItem, as_items, build_captioner,
                                  generate_captions)
-from cim.eval.parsers import ModelNotAvailable
+from cim.errors import WeightsNotFound
 
 
 def test_file_captioner_jsonl_and_json(tmp_path):
@@ -81,7 +81,7 @@ def test_hf_vlm_plumbing_on_tiny_llava(tmp_path):
 def test_hf_vlm_offline_error(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    with pytest.raises(ModelNotAvailable, match="local files only"):
+    with pytest.raises(WeightsNotFound, match="local files only"):
         HFVLMCaptioner("Qwen/Qwen2.5-VL-7B-Instruct").caption([("a", tmp_path / "x.png")], "Describe.")
 
 
@@ -99,7 +99,7 @@ def test_real_vlm_on_gpu(tmp_path, model):
     cap = HFVLMCaptioner(model, device="cuda", dtype="bfloat16", decoding=Decoding(max_new_tokens=32))
     try:
         text = cap.caption([("a", img)], "Describe this image in detail.")[0]
-    except ModelNotAvailable:
+    except WeightsNotFound:
         pytest.skip(f"{model} not in the local HF cache")
     assert text.strip()
 

@@ -62,7 +62,7 @@ def test_verification_and_parser_recall(summary, eval_cfg):
 def test_mlflow_logging(summary, eval_cfg):
     import mlflow
 
-    from cim.eval.commands import headline, log_mlflow
+    from cim.eval.results import headline, log_mlflow
     from cim.tracking import tracking_uri
 
     log_mlflow(eval_cfg, summary, Path(eval_cfg.eval.out_dir))
@@ -110,7 +110,7 @@ def test_command_arguments_map_to_overrides():
     commands.add_arguments(parser)
     args = parser.parse_intermixed_args(["--benchmark", "cocoln500", "--benchmark", "docci500", "--captions", "p.jsonl",
                                          "--method", "ours", "--baseline", "base", "eval.judge.name=qwen3"])
-    cfg = load_config(None, commands._overrides(args))
+    cfg = load_config(None, commands.config_overrides(args))
     assert list(cfg.eval.benchmarks) == ["cocoln500", "docci500"] and cfg.eval.judge.name == "qwen3"
     assert (cfg.eval.captioner.name, cfg.eval.captioner.model, cfg.eval.method, cfg.eval.baseline) == \
         ("file", "p.jsonl", "ours", "base")

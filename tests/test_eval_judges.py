@@ -4,7 +4,8 @@ import pytest
 
 from cim.eval.judges import (ChatLMJudge, JudgeAnswer, TripleJudge, build_judge, parse_reply, relations_qa,
                              split_relation)
-from cim.eval.parsers import ModelNotAvailable, SpacyParser
+from cim.errors import WeightsNotFound
+from cim.eval.parsers import SpacyParser
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,7 @@ def test_build_judge():
 def test_lm_judge_offline_error(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path))
-    with pytest.raises(ModelNotAvailable, match="eval.judge.name=triples"):
+    with pytest.raises(WeightsNotFound, match="eval.judge.name=triples"):
         ChatLMJudge("Qwen/Qwen3-8B").answer("Is it?", "A cat.")
 
 
@@ -117,6 +118,6 @@ def test_qwen3_judge_on_gpu():
     judge = ChatLMJudge("Qwen/Qwen3-8B", device="cuda")
     try:
         ans = judge.answer("Is the dog on the sofa?", "A brown dog sleeps on a red sofa.")
-    except ModelNotAvailable:
+    except WeightsNotFound:
         pytest.skip("Qwen3-8B is not in the local HF cache")
     assert ans.label == "yes", ans.raw

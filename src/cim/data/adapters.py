@@ -27,6 +27,10 @@ Accepted shapes (one record each; keys tried in the order given):
 
 Duplicate ids (one image captioned twice) get ``_2``, ``_3``... appended. A record without a usable image
 key or caption raises ValueError naming the file and record.
+
+The readers are registered by name in :data:`FORMATS` (a :class:`cim.registry.Registry`; a reader is
+``read(annotations: Path, split: str | None) -> Iterator[Record]``): another release format is one
+registered function.
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from cim.io import atomic_write_text, read_jsonl
+from cim.registry import Registry
 
 from .manifest import write_manifest
 
@@ -82,6 +87,10 @@ class Record:
     images: list[str]   # where the image may be (relative to the images folder, or absolute); first = reported
     text: str
     extra: dict = field(default_factory=dict)
+
+
+# format name (``cim manifest --format``) -> reader(annotations path, split=None) -> Records
+FORMATS: Registry[Callable[..., Iterator[Record]]] = Registry("dataset format")
 
 
 # ---------------------------------------------------------------- reading release files
@@ -150,6 +159,7 @@ def _image_candidates(value) -> list[str]:
     return [name] if name == value else [name, value]
 
 
+@FORMATS.register("refinedcaps")
 def read_refinedcaps(path: Path, split: str | None = None) -> Iterator[Record]:
     for where, obj in _records(path):
         value = _first(obj, ("image", "image_id", "file_name", "images"))
@@ -160,6 +170,7 @@ def read_refinedcaps(path: Path, split: str | None = None) -> Iterator[Record]:
         yield Record(str(obj.get("id") or Path(images[0]).stem), images, text)
 
 
+@FORMATS.register("densefusion")
 def read_densefusion(path: Path, split: str | None = None) -> Iterator[Record]:
     for where, obj in _records(path):
         image_id = _first(obj, ("image_id", "id"))
@@ -171,6 +182,7 @@ def read_densefusion(path: Path, split: str | None = None) -> Iterator[Record]:
         yield Record(str(image_id if image_id is not None else Path(images[0]).stem), images, text)
 
 
+@FORMATS.register("docci")
 def read_docci(path: Path, split: str | None = None) -> Iterator[Record]:
     for where, obj in _records(path):
         missing = [k for k in ("example_id", "image_file", "description") if k not in obj]
@@ -183,6 +195,7 @@ def read_docci(path: Path, split: str | None = None) -> Iterator[Record]:
                      {"split": obj.get("split")})
 
 
+@FORMATS.register("coco-ln")
 def read_coco_ln(path: Path, split: str | None = None) -> Iterator[Record]:
     for where, obj in _records(path):
         missing = [k for k in ("image_id", "annotator_id", "caption") if k not in obj]
@@ -193,10 +206,6 @@ def read_coco_ln(path: Path, split: str | None = None) -> Iterator[Record]:
                      {"dataset_id": obj.get("dataset_id"), "annotator_id": obj["annotator_id"]})
 
 
-FORMATS: dict[str, Callable[..., Iterator[Record]]] = {
-    "refinedcaps": read_refinedcaps, "densefusion": read_densefusion, "docci": read_docci,
-    "coco-ln": read_coco_ln,
-}
 
 
 # ---------------------------------------------------------------- conversion
@@ -216,8 +225,7 @@ def convert(fmt: str, annotations: str | Path, images: str | Path, out: str | Pa
     ``on_missing``: ``skip`` (warn, list them in the report and ``<out>.missing.txt``) or ``fail``
     (raise :class:`MissingImagesError`, write nothing). ``split`` filters DOCCI records.
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    read = FORMATS.get(fmt)
     if on_missing not in ("skip", "fail"):
         raise ValueError(f"on_missing must be skip or fail, got {on_missing!r}")
     annotations, images, out = Path(annotations), Path(images), Path(out)
@@ -229,7 +237,7 @@ def convert(fmt: str, annotations: str | Path, images: str | Path, out: str | Pa
     counts: dict[str, int] = {}
 
     def rows() -> Iterator[dict]:   # streamed into the manifest: a 1M-row release is not held in memory
-        for rec in FORMATS[fmt](annotations, split=split):
+        for rec in read(annotations, split=split):
             report.records += 1
             if not rec.text:
                 report.empty_captions.append(rec.id)

@@ -26,6 +26,8 @@ import copy
 
 import numpy as np
 
+from cim.relations import WORLD_PHRASES
+
 from .world_scene import (BACKGROUNDS, COLOUR_WORDS, COLOURS, INVERSE, SHAPE_WORDS, SHAPES, SIZE_WORDS,
                           SIZES, TEXTURE_POSTNOMINAL, TEXTURE_WORDS, TEXTURES, compute_relations, pick,
                           sample_scene)
@@ -43,9 +45,7 @@ BG_PHRASES = {  # background -> (preposition, noun phrase) choices
     "night": [("against", "a night sky"), ("against", "a starry night background"), ("in", "the night sky")],
     "water": [("on", "water"), ("on", "a watery background"), ("above", "blue waves")],
 }
-REL_PHRASES = {"left of": ("to the left of", "left of"), "right of": ("to the right of", "right of"),
-               "above": ("above", "over"), "below": ("below", "beneath", "under"),
-               "next to": ("next to", "beside")}
+REL_PHRASES = WORLD_PHRASES   # relation -> phrases (cim.relations)
 POS_PHRASES = {"left": ("on the left", "at the left"), "right": ("on the right", "at the right"),
                "top": ("at the top", "near the top"), "bottom": ("at the bottom", "near the bottom"),
                "center": ("in the middle", "in the centre")}

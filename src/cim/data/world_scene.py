@@ -20,6 +20,8 @@ import re
 
 import numpy as np
 
+from cim.relations import WORLD_INVERSE, WORLD_RELATIONS
+
 SHAPES = ("circle", "square", "triangle", "star", "heart", "ring", "cross", "diamond")
 COLOURS = {  # name -> base RGB; each object's shade is jittered around it
     "red": (210, 40, 40), "orange": (240, 140, 30), "yellow": (240, 215, 40), "green": (40, 170, 70),
@@ -31,9 +33,8 @@ TEXTURES = ("solid", "striped", "dotted", "checkered")
 POSITIONS = {"left": (0.27, 0.5), "right": (0.73, 0.5), "top": (0.5, 0.27), "bottom": (0.5, 0.73),
              "center": (0.5, 0.5)}
 BACKGROUNDS = ("plain", "grass", "sky", "sand", "brick", "wood", "night", "water")
-RELATIONS = ("left of", "right of", "above", "below", "next to")
-INVERSE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above",
-           "next to": "next to"}
+RELATIONS = WORLD_RELATIONS     # the spatial relation table (cim.relations): names, inverses, caption phrases
+INVERSE = WORLD_INVERSE
 RADIUS = {"small": (0.09, 0.12), "large": (0.16, 0.2)}   # fraction of the image side
 JITTER = 0.07                                             # centre jitter, fraction of the side
 N_OBJECTS_P = (0.3, 0.4, 0.3)                             # probability of 1, 2, 3 objects
@@ -164,8 +165,9 @@ def fine_label(scene: dict) -> str:
     return f"{obj['colour']} {obj['texture']} {obj['shape']}"
 
 
-_NP_BREAK = {"a", "an", "the", "and", "of", "is", "are", "to", "on", "in", "at", "against", "beside",
-             "next", "above", "below", "beneath", "under", "there", "with", "sits", "lies", "while"}
+# words that end a noun phrase in the world's captions (names_fine_label scans back from the noun)
+NP_BREAK = {"a", "an", "the", "and", "of", "is", "are", "to", "on", "in", "at", "against", "beside",
+            "next", "above", "below", "beneath", "under", "there", "with", "sits", "lies", "while"}
 
 
 def names_fine_label(caption: str, scene: dict) -> bool:
@@ -187,7 +189,7 @@ def names_fine_label(caption: str, scene: dict) -> bool:
             continue
         pre: list[str] = []
         j = i - 1
-        while j >= 0 and words[j] not in _NP_BREAK and words[j] not in ",.;":
+        while j >= 0 and words[j] not in NP_BREAK and words[j] not in ",.;":
             pre.append(words[j])
             j -= 1
         if not colours & set(pre):

@@ -1,4 +1,4 @@
-"""The encoder interface, the name -> builder registry, and what every encoder shares.
+"""The encoder interface, the name -> builder registries (``cim.registry``), and what every encoder shares.
 
 Nothing here imports torch or a model library at import time; builders import what they need when they
 run, so ``import cim.encoders`` is cheap and never downloads anything.
@@ -14,10 +14,12 @@ import numpy as np
 
 from cim.errors import WeightsNotFound
 from cim.io import cache_dir
+from cim.registry import Registry
 
 __all__ = [
     "TextEncoder", "ImageEncoder", "WeightsNotFound", "ImageReadError", "ImageInput",
-    "register_text_encoder", "register_image_encoder", "build_text_encoder", "build_image_encoder",
+    "TEXT_ENCODERS", "IMAGE_ENCODERS", "register_text_encoder", "register_image_encoder",
+    "build_text_encoder", "build_image_encoder",
     "text_encoder_names", "image_encoder_names", "resolve_device", "l2_normalize", "load_image",
     "cache_dir",
 ]
@@ -63,48 +65,39 @@ class ImageEncoder:
 
 
 # -- registry ------------------------------------------------------------------------------------------
-_TEXT: dict[str, Callable[[Any], TextEncoder]] = {}
-_IMAGE: dict[str, Callable[[Any], ImageEncoder]] = {}
+# name (``encoders.text.name`` / ``encoders.image.name``) -> builder(cfg section) -> encoder
+TEXT_ENCODERS: Registry[Callable[[Any], TextEncoder]] = Registry(
+    "text encoder", config_key="encoders.text.name", providers=("cim.encoders.text",))
+IMAGE_ENCODERS: Registry[Callable[[Any], ImageEncoder]] = Registry(
+    "image encoder", config_key="encoders.image.name", providers=("cim.encoders.image",))
 
 
 def register_text_encoder(name: str):
     """Decorator: ``@register_text_encoder("sentence-transformers") def build(cfg) -> TextEncoder``."""
-    def wrap(builder):
-        _TEXT[name] = builder
-        return builder
-    return wrap
+    return TEXT_ENCODERS.register(name)
 
 
 def register_image_encoder(name: str):
-    def wrap(builder):
-        _IMAGE[name] = builder
-        return builder
-    return wrap
+    """Decorator: ``@register_image_encoder("open_clip") def build(cfg) -> ImageEncoder``."""
+    return IMAGE_ENCODERS.register(name)
 
 
 def text_encoder_names() -> list[str]:
-    return sorted(_TEXT)
+    return TEXT_ENCODERS.names()
 
 
 def image_encoder_names() -> list[str]:
-    return sorted(_IMAGE)
+    return IMAGE_ENCODERS.names()
 
 
 def build_text_encoder(cfg) -> TextEncoder:
     """Build the text encoder named by ``cfg.name`` (a TextEncoderConfig or anything with its fields)."""
-    try:
-        builder = _TEXT[cfg.name]
-    except KeyError:
-        raise ValueError(f"encoders.text.name={cfg.name!r} is not one of {', '.join(text_encoder_names())}") from None
-    return builder(cfg)
+    return TEXT_ENCODERS.get(cfg.name)(cfg)
 
 
 def build_image_encoder(cfg) -> ImageEncoder:
-    try:
-        builder = _IMAGE[cfg.name]
-    except KeyError:
-        raise ValueError(f"encoders.image.name={cfg.name!r} is not one of {', '.join(image_encoder_names())}") from None
-    return builder(cfg)
+    """Build the image encoder named by ``cfg.name`` (an ImageEncoderConfig or anything with its fields)."""
+    return IMAGE_ENCODERS.get(cfg.name)(cfg)
 
 
 # -- shared helpers ---------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ on Oxford-IIIT Pet; on the demo world the main object's shape / its colour + tex
 sorted by a metric and cut into bins of ``bin_size`` -> per bin the mean metric and logit(fine accuracy)
 -> Pearson r over bins, for GRC, QIR and Υ; a scatter plot per metric.
 
-Classifiers:
+Classifiers (each benchmark format chooses its own, :meth:`cim.eval.benchmarks.BenchmarkFormat.classifier`;
+``classifier.correct(captions, samples) -> [(coarse correct, fine correct)]``):
 
 - :func:`world_classifier` — **offline rule** on the demo world: coarse = the caption names the main
   object's shape (any synonym); fine = :func:`cim.data.world_scene.names_fine_label` (colour, texture and
@@ -23,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -60,6 +61,16 @@ def pet_rule_classifier(caption: str, species: str, breed: str) -> tuple[bool, b
     return coarse, fine
 
 
+class RuleClassifier:
+    """An offline rule ``rule(caption, sample) -> (coarse correct, fine correct)`` as a classifier."""
+
+    def __init__(self, name: str, rule: Callable[[str, Any], tuple[bool, bool]]):
+        self.name, self.rule = name, rule
+
+    def correct(self, captions: Sequence[str], samples: Sequence[Any]) -> list[tuple[bool, bool]]:
+        return [self.rule(c, s) for c, s in zip(captions, samples)]
+
+
 class LMClassifier:
     """An LLM reads the caption and picks one coarse and one fine label from the given sets (the paper's
     Qwen3 protocol). Uses a :class:`~cim.eval.judges.ChatLMJudge` for loading and generation."""
@@ -92,6 +103,11 @@ class LMClassifier:
             replies = lm.complete(prompts)
             out.append([self.pick(r, labels) for r in replies])
         return list(zip(out[0], out[1]))
+
+    def correct(self, captions: Sequence[str], samples: Sequence[Any]) -> list[tuple[bool, bool]]:
+        """The picks against each sample's ``labels["coarse"]`` / ``labels["fine"]``."""
+        return [(coarse == s.labels["coarse"], fine == s.labels["fine"])
+                for (coarse, fine), s in zip(self.classify(captions), samples)]
 
 
 # ---------------------------------------------------------------------------------------------- binning

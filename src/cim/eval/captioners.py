@@ -6,24 +6,32 @@ benchmark and writes jsonl, one row per image: ``id, image, caption, prompt, cap
 A missing image or a failed generation is an ``error`` on its row (caption ``""``), counted, never a crash
 of the whole run.
 
-Implementations:
+Implementations, registered by name in :data:`CAPTIONERS` (``eval.captioner.name``); each builder takes
+the ``eval.captioner`` section:
 
-- :class:`HFVLMCaptioner` — Hugging Face vision-language models through ``AutoModelForImageTextToText`` and
+- ``levels``: :class:`GradedCaptions` — not a model: the benchmark's own graded captions (the demo world's
+  detailed-correct ... wrong), one table row per level.
+- ``hf``: :class:`HFVLMCaptioner` — Hugging Face vision-language models through ``AutoModelForImageTextToText`` and
   the model's own chat template: Qwen2.5-VL, Qwen2-VL, LLaVA / LLaVA-NeXT and InternVL in its HF format
   (``OpenGVLab/InternVL3-8B-hf``); a hub name (local cache only) or a local folder; GPU when present.
-- :class:`VLLMCaptioner` — the same models through vLLM, when vLLM is installed.
-- :class:`FileCaptioner` — "captions from a file": any external model's output (jsonl rows with
+- ``vllm``: :class:`VLLMCaptioner` — the same models through vLLM, when vLLM is installed.
+- ``file``: :class:`FileCaptioner` — "captions from a file": any external model's output (jsonl rows with
   ``id``/``image_id`` and ``caption``, or a JSON ``{id: caption}``), so it can be scored like the rest.
+
+``captioner.methods(bench, prompt, bench_dir)`` gives the evaluator its table rows: ``(method, {id:
+caption}, provenance)``; a generating captioner writes ``<bench_dir>/<method>/captions.jsonl`` on the way.
 """
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional, Protocol, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
-from cim.eval.parsers import ModelNotAvailable
+from cim.errors import WeightsNotFound
+from cim.eval.results import method_dir
+from cim.io import read_jsonl, write_jsonl
+from cim.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -56,16 +64,56 @@ def as_items(images: Iterable[Any]) -> list[ImageItem]:
     return out
 
 
-class Captioner(Protocol):
+Method = tuple[str, dict[str, str], dict]      # (table row name, {id: caption}, where the captions came from)
+
+
+class Captioner:
+    """Images + prompt -> captions. Subclasses implement ``name``, :meth:`caption` and :meth:`describe`."""
+
     name: str
 
-    def caption(self, images: Sequence[Any], prompt: str) -> list[str]: ...
+    def caption(self, images: Sequence[Any], prompt: str) -> list[str]:  # pragma: no cover - interface
+        raise NotImplementedError
 
-    def describe(self) -> dict: ...
+    def describe(self) -> dict:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def methods(self, bench, prompt: str, bench_dir: Path, method: str = "", batch_size: int = 8) -> list[Method]:
+        """One table row: every sample captioned now, written to ``<bench_dir>/<method>/captions.jsonl``."""
+        method = method or self.name
+        out = method_dir(bench_dir, method) / "captions.jsonl"
+        rows, counts = generate_captions(self, bench.samples, prompt, out, batch_size=max(1, batch_size))
+        return [(method, {r["id"]: r["caption"] for r in rows},
+                 {"source": self.name, "file": str(out), "prompt": prompt, "describe": self.describe(),
+                  "counts": counts})]
+
+
+# ------------------------------------------------------------------------------------------ graded levels
+class GradedCaptions(Captioner):
+    """``levels``: the captions a benchmark ships with a known quality level (the demo world's), one table
+    row per level; nothing is generated."""
+
+    name = "levels"
+
+    def describe(self) -> dict:
+        return {"name": self.name, "kind": "graded", "decoding": None}
+
+    def caption(self, images: Sequence[Any], prompt: str) -> list[str]:
+        raise ValueError("graded captions come with the benchmark; they are not generated")
+
+    def methods(self, bench, prompt: str, bench_dir: Path, method: str = "", batch_size: int = 8) -> list[Method]:
+        if not bench.captions:
+            raise ValueError(f"captioner=levels needs graded captions (the demo world); {bench.name} has none: "
+                             "set eval.captioner.name=file|hf|vllm")
+        rows: dict[str, dict[str, str]] = {}
+        for r in bench.captions:
+            rows.setdefault(str(r.get("level")), {})[str(r["image_id"])] = r.get("caption") or ""
+        return [(level, caps, {"source": "world graded captions", "level": level, "n": len(caps)})
+                for level, caps in sorted(rows.items())]
 
 
 # ---------------------------------------------------------------------------------------------- from file
-class FileCaptioner:
+class FileCaptioner(Captioner):
     """Captions written by something else: jsonl rows ``{"id" | "image_id": .., "caption": ..}`` or a JSON
     object ``{id: caption}``. Ids absent from the file get ``""`` and are listed in ``missing``."""
 
@@ -82,10 +130,7 @@ class FileCaptioner:
         if isinstance(data, dict) and field not in data:
             self.captions = {str(k): (v if isinstance(v, str) else v[0]) for k, v in data.items()}
         else:
-            for n, line in enumerate(text.splitlines(), 1):
-                if not line.strip():
-                    continue
-                row = json.loads(line)
+            for n, row in read_jsonl(self.path):
                 key = row.get("id", row.get("image_id"))
                 if key is None or field not in row:
                     raise ValueError(f"{self.path}:{n}: a row needs 'id' (or 'image_id') and {field!r}")
@@ -116,7 +161,7 @@ def _open_rgb(path: Path):
         return im.convert("RGB")
 
 
-class HFVLMCaptioner:
+class HFVLMCaptioner(Captioner):
     """A transformers vision-language model with its chat template (see the module docstring)."""
 
     def __init__(self, model: str, device: str = "auto", dtype: str = "auto", batch_size: int = 8,
@@ -144,7 +189,7 @@ class HFVLMCaptioner:
             model = AutoModelForImageTextToText.from_pretrained(self.model_name, local_files_only=True,
                                                                 dtype=self.dtype)
         except (OSError, ValueError) as exc:
-            raise ModelNotAvailable(
+            raise WeightsNotFound(
                 f"captioner {self.model_name!r} is not on this machine (local files only): copy its hub cache "
                 f"or pass a local folder; InternVL needs its -hf checkpoint (e.g. OpenGVLab/InternVL3-8B-hf); "
                 f"to score an external model's output use the file captioner") from exc
@@ -188,7 +233,7 @@ class HFVLMCaptioner:
         return out
 
 
-class VLLMCaptioner:
+class VLLMCaptioner(Captioner):
     """The same models through vLLM (``pip install vllm``), multi-modal chat API, local weights only."""
 
     def __init__(self, model: str, decoding: Decoding = Decoding(), max_model_len: int = 8192, **llm_kwargs):
@@ -206,7 +251,7 @@ class VLLMCaptioner:
         try:
             from vllm import LLM, SamplingParams
         except ImportError as exc:
-            raise ModelNotAvailable("the vLLM captioner needs `pip install vllm`; use the hf captioner") from exc
+            raise WeightsNotFound("the vLLM captioner needs `pip install vllm`; use the hf captioner") from exc
         if self._llm is None:
             self._llm = LLM(model=self.model_name, max_model_len=self.max_model_len, **self.llm_kwargs)
         d = self.decoding
@@ -222,17 +267,45 @@ class VLLMCaptioner:
         return out
 
 
-def build_captioner(name: str, model: str | None = None, **kwargs) -> Captioner:
-    """``hf`` (a transformers VLM), ``vllm`` or ``file`` (``model`` = the captions file)."""
-    if model is None:
-        raise ValueError(f"captioner {name!r} needs a model (hub name / folder) or, for file, a path")
-    if name == "hf":
-        return HFVLMCaptioner(model, **kwargs)
-    if name == "vllm":
-        return VLLMCaptioner(model, **kwargs)
-    if name == "file":
-        return FileCaptioner(model)
-    raise ValueError(f"unknown captioner {name!r}: expected hf, vllm or file")
+# ----------------------------------------------------------------------------------------------- registry
+# name -> builder(the eval.captioner section) -> Captioner
+CAPTIONERS: Registry = Registry("captioner", config_key="eval.captioner.name")
+
+
+def _model(c) -> str:
+    if not c.model:
+        raise ValueError(f"captioner {c.name!r} needs eval.captioner.model (a hub name or folder; for file, "
+                         "the captions file)")
+    return c.model
+
+
+@CAPTIONERS.register("levels")
+def _levels(c) -> Captioner:
+    return GradedCaptions()
+
+
+@CAPTIONERS.register("file")
+def _file(c) -> Captioner:
+    return FileCaptioner(_model(c))
+
+
+@CAPTIONERS.register("hf")
+def _hf(c) -> Captioner:
+    return HFVLMCaptioner(_model(c), device=c.device, dtype=c.dtype, batch_size=c.batch_size,
+                          decoding=Decoding(max_new_tokens=c.max_new_tokens))
+
+
+@CAPTIONERS.register("vllm")
+def _vllm(c) -> Captioner:
+    return VLLMCaptioner(_model(c), decoding=Decoding(max_new_tokens=c.max_new_tokens))
+
+
+def build_captioner(name: str, model: str | None = None, **options) -> Captioner:
+    """A registered captioner by name; ``model`` and ``options`` are fields of the ``eval.captioner``
+    section (``hf``/``vllm``: hub name or folder; ``file``: the captions file)."""
+    from cim.config import EvalCaptionerConfig
+
+    return CAPTIONERS.get(name)(EvalCaptionerConfig(name=name, model=model or "", **options))
 
 
 # ------------------------------------------------------------------------------------------------ running
@@ -254,13 +327,13 @@ def generate_captions(captioner: Captioner, images: Sequence[Any], prompt: str, 
         texts: dict[str, str] = {}
         try:
             texts.update(zip((it.id for it in ready), captioner.caption(ready, prompt)))
-        except ModelNotAvailable:
+        except WeightsNotFound:
             raise
         except Exception:
             for it in ready:
                 try:
                     texts[it.id] = captioner.caption([it], prompt)[0]
-                except ModelNotAvailable:
+                except WeightsNotFound:
                     raise
                 except Exception as exc:  # noqa: BLE001  (recorded on the row)
                     errors[it.id] = f"{type(exc).__name__}: {exc}"
@@ -278,9 +351,5 @@ def generate_captions(captioner: Captioner, images: Sequence[Any], prompt: str, 
               "failed": sum(1 for r in rows if r["error"] and r["error"] not in ("missing image", "id not in captions file")),
               "empty": sum(1 for r in rows if r["error"] is None and not r["caption"].strip())}
     if out_path is not None:
-        out_path = Path(out_path)
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out_path.with_suffix(out_path.suffix + ".tmp")
-        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-        os.replace(tmp, out_path)
+        write_jsonl(rows, out_path)
     return rows, counts

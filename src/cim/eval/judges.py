@@ -4,17 +4,18 @@
 ``"unknown"`` (the caption does not say). An LLM reply that is none of these is recorded as ``unknown``
 with ``parsed=False`` and counted separately (``unparseable``).
 
-Judges:
+Judges (registered by name in :data:`JUDGES`, ``eval.judge.name``):
 
-- :class:`ChatLMJudge` — an instruction-tuned causal LM through transformers (Qwen3 by default:
-  ``Qwen/Qwen3-8B``; any local path or cached hub name; thinking disabled; greedy), or through vLLM when
-  installed (``backend="vllm"``). Local files only. This is the paper's judge family (Qwen3).
-- :class:`TripleJudge` — **offline**, no language model: the question and the caption are both parsed into
-  ``(subject, relation, object)`` triples by the scene-graph parser; the answer is ``yes`` when a question
-  triple is supported by a caption triple (subject and object equal or WordNet synonyms — whole-word
-  substring, not the ``man``/``woman`` quirk —, the spatial relation the same, or the inverse relation with
-  subject and object swapped, and verbs compatible), ``no`` when the caption states the opposite spatial
-  relation for the same pair, ``unknown`` otherwise. Its name says ``offline`` in every output.
+- ``lm`` / ``qwen3``: :class:`ChatLMJudge` — an instruction-tuned causal LM through transformers (Qwen3 by
+  default: ``Qwen/Qwen3-8B``; any local path or cached hub name; thinking disabled; greedy), or through vLLM
+  when installed (``backend="vllm"``). Local files only. This is the paper's judge family (Qwen3).
+- ``triples``: :class:`TripleJudge` — **offline**, no language model: the question and the caption are both
+  parsed into ``(subject, relation, object)`` triples by the scene-graph parser; the answer is ``yes`` when a
+  question triple is supported by a caption triple (subject and object equal or WordNet synonyms —
+  whole-word substring, not the ``man``/``woman`` quirk —, the spatial relation the same, or the inverse
+  relation with subject and object swapped, and verbs compatible), ``no`` when the caption states a
+  contradicting spatial relation for the same pair, ``unknown`` otherwise (spatial classes, inverses and
+  contradictions: :mod:`cim.relations`). Its name says ``offline`` in every output.
 
 :func:`relations_qa` scores a set of captions and writes the protocol into the result:
 accuracy = #(judge label == published answer) / #questions whose published answer is yes/no. ``unknown``
@@ -30,10 +31,15 @@ from dataclasses import dataclass, field
 from statistics import fmean
 from typing import Mapping, Optional, Protocol, Sequence
 
+from cim.errors import WeightsNotFound
 from cim.eval.capture import synonym_match
-from cim.eval.parsers import ModelNotAvailable, SceneGraphParser, Triple
+from cim.eval.parsers import SceneGraphParser, Triple
+from cim.registry import Registry
+from cim.relations import CONTRADICTS, INVERSE, is_symmetric, spatial_class
 
 LABELS = ("yes", "no", "unknown")
+BACKENDS = ("transformers", "vllm")     # eval.judge.backend: how a chat LM judge runs
+DEFAULT_LM_JUDGE = "Qwen/Qwen3-8B"
 
 JUDGE_PROMPT = (
     "Here is a description of an image:\n\n{caption}\n\n"
@@ -52,6 +58,7 @@ class JudgeAnswer:
 
 class Judge(Protocol):
     name: str
+    offline: bool       # True: no language model (its numbers are labelled offline)
 
     def answer(self, question: str, caption: str) -> JudgeAnswer: ...
 
@@ -79,10 +86,12 @@ def parse_reply(raw: str) -> JudgeAnswer:
 class ChatLMJudge:
     """An instruction-tuned LM as the judge (Qwen3 by hub name or path), transformers or vLLM, local only."""
 
-    def __init__(self, model: str = "Qwen/Qwen3-8B", backend: str = "transformers", device: str = "auto",
+    offline = False
+
+    def __init__(self, model: str = DEFAULT_LM_JUDGE, backend: str = "transformers", device: str = "auto",
                  batch_size: int = 16, max_new_tokens: int = 8, prompt: str = JUDGE_PROMPT, dtype: str = "auto"):
-        if backend not in ("transformers", "vllm"):
-            raise ValueError(f"backend must be transformers or vllm, got {backend!r}")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.model_name, self.backend, self.device = model, backend, device
         self.batch_size, self.max_new_tokens, self.prompt, self.dtype = batch_size, max_new_tokens, prompt, dtype
         self._llm = self._tok = self._model = None
@@ -114,11 +123,11 @@ class ChatLMJudge:
             try:
                 from vllm import LLM
             except ImportError as exc:
-                raise ModelNotAvailable("backend=vllm needs `pip install vllm`") from exc
+                raise WeightsNotFound("backend=vllm needs `pip install vllm`") from exc
             try:
                 self._llm = LLM(model=self.model_name, dtype=self.dtype)
             except (OSError, ValueError) as exc:
-                raise ModelNotAvailable(missing) from exc
+                raise WeightsNotFound(missing) from exc
             self._tok = self._llm.get_tokenizer()
             return
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -127,7 +136,7 @@ class ChatLMJudge:
             tok = AutoTokenizer.from_pretrained(self.model_name, local_files_only=True, padding_side="left")
             model = AutoModelForCausalLM.from_pretrained(self.model_name, local_files_only=True, dtype=self.dtype)
         except (OSError, ValueError) as exc:
-            raise ModelNotAvailable(missing) from exc
+            raise WeightsNotFound(missing) from exc
         from cim.encoders.base import resolve_device
 
         device = resolve_device(self.device)
@@ -163,27 +172,13 @@ class ChatLMJudge:
 
 
 # ----------------------------------------------------------------------------------------- offline judge
-# spatial relation classes: keyword -> class; opposite classes contradict each other
-_SPATIAL = [("in front of", "front"), ("behind", "behind"), ("left", "left"), ("right", "right"),
-            ("above", "above"), ("over", "above"), ("on top of", "on"), ("below", "below"), ("beneath", "below"),
-            ("under", "below"), ("underneath", "below"), ("next to", "beside"), ("beside", "beside"),
-            ("near", "beside"), ("inside", "in"), ("in", "in"), ("on", "on"), ("with", "with")]
-_INVERSE = {"left": "right", "right": "left", "above": "below", "below": "above", "front": "behind",
-            "behind": "front", "beside": "beside"}
-_OPPOSITE = {"left": {"right"}, "right": {"left"}, "above": {"below"}, "below": {"above", "on"},
-             "on": {"below"}, "front": {"behind"}, "behind": {"front"}}
 _FILLER = {"to", "of", "the", "a", "at", "top", "side", "be", "is", "are"}
 
 
 def split_relation(relation: str) -> tuple[Optional[str], str]:
-    """``"sit to left of"`` -> (``"left"``, ``"sit"``): the spatial class and the remaining verb words."""
-    text = f" {relation.lower()} "
-    spatial = None
-    for key, cls in _SPATIAL:
-        if f" {key} " in text:
-            spatial = cls
-            text = text.replace(f" {key} ", " ")
-            break
+    """``"sit to left of"`` -> (``"left"``, ``"sit"``): the spatial class (:mod:`cim.relations`) and the
+    remaining verb words."""
+    spatial, text = spatial_class(relation)
     verb = " ".join(w for w in text.split() if w not in _FILLER)
     return spatial, verb
 
@@ -218,12 +213,12 @@ class TripleJudge:
         if self._same(qs, cs) and self._same(qo, co):
             if q_sp == c_sp and verbs_ok:
                 return "yes"
-            if c_sp in _OPPOSITE.get(q_sp, ()):
+            if c_sp in CONTRADICTS.get(q_sp, ()):
                 return "no"
         if self._same(qs, co) and self._same(qo, cs) and q_sp is not None:
-            if _INVERSE.get(q_sp) == c_sp and (not q_verb or not c_verb):
+            if INVERSE.get(q_sp) == c_sp and (not q_verb or not c_verb):
                 return "yes"
-            if q_sp == c_sp and q_sp in _INVERSE and q_sp != "beside":
+            if q_sp == c_sp and q_sp in INVERSE and not is_symmetric(q_sp):
                 return "no"
         return None
 
@@ -249,16 +244,31 @@ class TripleJudge:
         return [self._answer(graphs[q].relations, graphs[c].relations) for q, c in pairs]
 
 
+# ----------------------------------------------------------------------------------------------- registry
+# name -> builder(model or None, *, parser, backend, device) -> Judge
+JUDGES: Registry = Registry("judge", config_key="eval.judge.name")
+
+
+@JUDGES.register("triples")
+def _triple_judge(model: str | None, *, parser: SceneGraphParser | None, backend: str, device: str) -> Judge:
+    if parser is None:
+        raise ValueError("the offline triple judge needs a scene-graph parser")
+    return TripleJudge(parser)
+
+
+def _chat_lm_judge(model: str | None, *, parser: SceneGraphParser | None, backend: str, device: str) -> Judge:
+    return ChatLMJudge(model or DEFAULT_LM_JUDGE, backend=backend, device=device)
+
+
+JUDGES.register("lm", _chat_lm_judge)       # any chat LM (eval.judge.model)
+JUDGES.register("qwen3", _chat_lm_judge)    # the same; the name the paper's setting goes by
+
+
 def build_judge(name: str = "triples", model: str | None = None, parser: SceneGraphParser | None = None,
                 backend: str = "transformers", device: str = "auto") -> Judge:
-    """``triples`` (offline, needs ``parser``) or ``lm`` / ``qwen3`` (a chat LM, default Qwen/Qwen3-8B)."""
-    if name == "triples":
-        if parser is None:
-            raise ValueError("the offline triple judge needs a scene-graph parser")
-        return TripleJudge(parser)
-    if name in ("lm", "qwen3"):
-        return ChatLMJudge(model or "Qwen/Qwen3-8B", backend=backend, device=device)
-    raise ValueError(f"unknown judge {name!r}: expected triples, lm or qwen3")
+    """A registered judge by name: ``triples`` (offline, needs ``parser``), ``lm`` / ``qwen3`` (a chat LM,
+    default Qwen/Qwen3-8B)."""
+    return JUDGES.get(name)(model, parser=parser, backend=backend, device=device)
 
 
 # ------------------------------------------------------------------------------------------------ scoring

@@ -1,5 +1,13 @@
-"""Paper-style results tables (rows: model and method; columns: CAPTURE, Objects P/R/F1, Attributes P/R/F1,
-Relations QA, BLEU-4, METEOR, CIM) as markdown, with deltas against a named baseline row, like Table 2.
+"""What an evaluation run reports: paper-style results tables, the headline numbers DVC tracks, MLflow.
+
+- :func:`markdown_table`: rows = model and method; columns = every registered metric's columns
+  (:func:`cim.eval.metrics.table_columns`: CAPTURE, Objects P/R/F1, Attributes P/R/F1, Relations QA, BLEU-4,
+  METEOR, CIM, and any metric a plugin adds), with deltas against a named baseline row, like Table 2.
+  ``COLUMNS`` is that list, read when accessed.
+- :func:`headline`: ``metrics.json`` (``{benchmark: {method: {metric: value}}}`` plus each benchmark
+  experiment's headline numbers); :func:`log_mlflow`: one MLflow run with the same numbers, deltas and the
+  report folders.
+- Files: :func:`method_dir` (``<bench_dir>/<method slug>``), :func:`write_json` (atomic, NaN -> null).
 
 A result is the dict :meth:`cim.eval.evaluate.MethodResult.to_dict` writes to ``results.json``: it has
 ``benchmark``, ``method`` and ``metrics`` (a flat name -> value map, fractions in 0..1, CIM raw).
@@ -9,17 +17,52 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
-# (metric key, column header, x100?)
-COLUMNS: list[tuple[str, str, bool]] = [
-    ("capture", "CAPTURE", True),
-    ("object_precision", "Obj P", True), ("object_recall", "Obj R", True), ("object_f1", "Obj F1", True),
-    ("attribute_precision", "Attr P", True), ("attribute_recall", "Attr R", True), ("attribute_f1", "Attr F1", True),
-    ("relations_qa", "Rel QA", True),
-    ("bleu4", "BLEU-4", True), ("meteor", "METEOR", True),
-    ("cim", "CIM Υ", False),
-]
+import numpy as np
+
+from cim.io import atomic_write_json
+
+METRICS_FILE = "metrics.json"    # <eval.out_dir>/metrics.json: the headline numbers (DVC metrics)
+TABLE_FILE = "table.md"          # <eval.out_dir>/<benchmark>/table.md
+
+
+def __getattr__(name: str):
+    if name == "COLUMNS":          # derived from the metric registry each time (plugins add columns)
+        from cim.eval.metrics import table_columns
+
+        return table_columns()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ------------------------------------------------------------------------------------------------- files
+def slug(name: str) -> str:
+    """A method name as a folder name."""
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name).strip("_") or "method"
+
+
+def method_dir(bench_dir: Path, method: str) -> Path:
+    return Path(bench_dir) / slug(method)
+
+
+def clean(value: Any) -> Any:
+    """JSON-safe: NaN -> None, numpy scalars -> Python numbers, recursively."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def write_json(path: Path, data: Any) -> None:
+    atomic_write_json(path, clean(data), default=str)
+
+
+# ------------------------------------------------------------------------------------------------ tables
 
 
 def _fmt(value: Optional[float], scale: bool) -> str:
@@ -53,8 +96,13 @@ def find_baseline(results: Sequence[dict], baseline: str) -> Optional[dict]:
     return None
 
 
-def markdown_table(results: Sequence[dict], baseline: str = "", columns=COLUMNS) -> str:
-    """One table per benchmark; rows sorted with the baseline first; absent metrics shown as ``–``."""
+def markdown_table(results: Sequence[dict], baseline: str = "", columns=None) -> str:
+    """One table per benchmark; rows sorted with the baseline first; absent metrics shown as ``–``.
+    ``columns``: ``(key, header, x100)`` triples; default every registered metric's columns."""
+    if columns is None:
+        from cim.eval.metrics import table_columns
+
+        columns = table_columns()
     out: list[str] = []
     by_bench: dict[str, list[dict]] = {}
     for r in results:
@@ -87,6 +135,52 @@ def markdown_table(results: Sequence[dict], baseline: str = "", columns=COLUMNS)
     return "\n".join(out)
 
 
+# ----------------------------------------------------------------------------------- headline and MLflow
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))
+
+
+def _benchmark_numbers(info: dict):
+    """``(metric, its headline numbers)`` for each benchmark experiment that ran (verification, ...)."""
+    from cim.eval.metrics import METRICS
+
+    for name in info.get("metrics", []):
+        m = METRICS.get(name)
+        if m.scope == "benchmark" and m.headline and info.get(name):
+            yield m, m.headline(info[name])
+
+
+def headline(summary: dict) -> dict:
+    """The numbers DVC tracks: ``{benchmark: {method: {metric: value}}}`` plus, per benchmark experiment,
+    ``{benchmark: {experiment: {number: value}}}`` (verification r's, parser recall)."""
+    out: dict = {}
+    for r in summary["results"]:
+        out.setdefault(r["benchmark"], {})[r["method"]] = {k: v for k, v in r["metrics"].items() if _finite(v)}
+    for bench, info in summary["benchmarks"].items():
+        for m, numbers in _benchmark_numbers(info):
+            out.setdefault(bench, {})[m.name] = numbers
+    return out
+
+
+def log_mlflow(cfg, summary: dict, out_dir: Path) -> None:
+    """One MLflow run (stage ``evaluate``): every table number and its delta against ``eval.baseline``,
+    each experiment's headline as ``<benchmark>/<experiment>/<number>``, and the report folders."""
+    import mlflow
+
+    from cim.tracking import start_run
+
+    with start_run(cfg, "evaluate", tags={"benchmarks": ",".join(summary["benchmarks"]),
+                                          "baseline": cfg.eval.baseline or "none"}):
+        mlflow.log_metrics(mlflow_metrics(summary["results"], cfg.eval.baseline))
+        for bench, info in summary["benchmarks"].items():
+            for m, numbers in _benchmark_numbers(info):
+                for k, v in numbers.items():
+                    mlflow.log_metric(f"{bench}/{m.tracking}/{k}", v)
+            bench_dir = Path(out_dir) / bench
+            if bench_dir.is_dir():
+                mlflow.log_artifacts(str(bench_dir), artifact_path=f"eval/{bench}")
+
+
 def mlflow_metrics(results: Sequence[dict], baseline: str = "") -> dict[str, float]:
     """``{"<benchmark>/<method>/<metric>": value}`` plus ``.../delta_<metric>`` against the baseline."""
     out: dict[str, float] = {}
@@ -97,7 +191,7 @@ def mlflow_metrics(results: Sequence[dict], baseline: str = "") -> dict[str, flo
         base = find_baseline(rows, baseline)
         for r in rows:
             for key, value in r["metrics"].items():
-                if isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value)):
+                if _finite(value):
                     name = f"{bench}/{_safe(r['method'])}/{key}"
                     out[name] = float(value)
                     b = (base or {}).get("metrics", {}).get(key)

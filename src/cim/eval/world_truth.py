@@ -14,6 +14,7 @@ from typing import Iterable, Sequence
 
 from cim.eval.parsers import SceneGraph, SceneGraphParser
 from cim.eval.wordnet import lemmatize
+from cim.relations import WORLD_INVERSE, world_relation
 
 
 def _vocab():
@@ -53,19 +54,6 @@ def reference_lists(scene: dict) -> tuple[list[str], dict[str, list[str]]]:
 
 
 # ----------------------------------------------------------------------------------------- parser error
-_REL_CLASS = [("left", "left of"), ("right", "right of"), ("above", "above"), ("over", "above"),
-              ("below", "below"), ("beneath", "below"), ("under", "below"), ("next", "next to"),
-              ("beside", "next to"), ("near", "next to")]
-
-
-def relation_class(relation: str) -> str | None:
-    words = relation.lower().split()
-    for key, cls in _REL_CLASS:
-        if key in words:
-            return cls
-    return None
-
-
 def _shape_of(word: str, scene: dict) -> int | None:
     for i, obj in enumerate(scene["objects"]):
         if word in shape_words(obj["shape"]):
@@ -110,7 +98,7 @@ def graph_vs_scene(graph: SceneGraph, scene: dict) -> dict[str, tuple[int, int, 
     attr_stats = (len(found_pairs), len(true_pairs), out_correct, out_total)
 
     truth = {(r["subject"], r["object"]): r["relation"] for r in scene.get("relations", [])}
-    truth.update({(o, s): ws.INVERSE[r] for (s, o), r in list(truth.items())})
+    truth.update({(o, s): WORLD_INVERSE[r] for (s, o), r in list(truth.items())})
     stated = (0, 1) if len(objs) > 1 else None
     rel_found, rel_out, rel_ok = False, 0, 0
     for s, r, o in graph.relations:
@@ -118,7 +106,7 @@ def graph_vs_scene(graph: SceneGraph, scene: dict) -> dict[str, tuple[int, int, 
         if si is None or oi is None:
             continue
         rel_out += 1
-        cls = relation_class(r)
+        cls = world_relation(r)   # the relation class table: cim.relations
         if cls is not None and truth.get((si, oi)) == cls:
             rel_ok += 1
             if stated and {si, oi} == set(stated):

@@ -2,13 +2,17 @@
 
 Shapes: ``retrieved`` is ``(..., K, D)`` image embeddings of the top-K corpus hits in rank order;
 ``source`` is ``(..., D)``. Inputs are L2-normalised here again, so callers may pass raw embeddings.
-Nothing of ours is imported: this file is the single place the maths lives.
+Nothing of ours is imported: this file is the single place the maths lives. torch is imported when a
+function first runs, so the config check can read :data:`MODES` without loading it.
 """
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    import torch
+
+# Eq. 3 and its Fig. 4 ablation (``reward.mode``): how GRC and QIR combine into the reward
 MODES = ("both", "grc", "qir")
 
 
@@ -18,17 +22,23 @@ def grc(retrieved: torch.Tensor) -> torch.Tensor:
     The mean resultant length of the K retrieved image embeddings: 1 when they coincide, ~0 when they
     point in unrelated directions.
     """
+    import torch.nn.functional as F
+
     unit = F.normalize(retrieved.float(), dim=-1)
     return unit.mean(dim=-2).norm(dim=-1)
 
 
 def rank_weights(k: int, decay: float = 0.5, device=None) -> torch.Tensor:
     """lambda(r) = decay ** (r - 1) for r = 1..k; the paper uses 1 / 2^(r-1)."""
+    import torch
+
     return decay ** torch.arange(k, dtype=torch.float32, device=device)
 
 
 def qir(source: torch.Tensor, retrieved: torch.Tensor, decay: float = 0.5) -> torch.Tensor:
     """Eq. (2): Query-gallery Image Relevance, QIR(v, c) = sum_r lambda(r) cos(v~(v), v~(x_{i_r}))."""
+    import torch.nn.functional as F
+
     src = F.normalize(source.float(), dim=-1).unsqueeze(-2)          # (..., 1, D)
     ret = F.normalize(retrieved.float(), dim=-1)                       # (..., K, D)
     cos = (src * ret).sum(dim=-1)                                      # (..., K)

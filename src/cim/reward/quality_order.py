@@ -4,6 +4,10 @@ Scores the demo world's benchmark captions of known quality (detailed-correct 3,
 partly-wrong 1, wrong 0) and reports, for the reward and each of its terms: the mean per level, the
 Spearman correlation with quality over all captions (pooled) and within each image (averaged), and the
 share of images whose detailed-correct caption outscores each other level.
+
+:func:`verify` is the stage as a library call (the ``cim verify`` command and the Prefect index flow call
+it): it scores in batches of ``reward.batch_size``, writes ``metrics.json``, ``scores.csv`` and
+``scores_by_level.png`` to ``verify.out_dir``, logs an MLflow run and returns the summary.
 """
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from cim.config import load_config
-from cim.io import atomic_open, atomic_write_text
+from cim.io import atomic_open, atomic_write_text, read_jsonl
 
 METRICS = ("score", "grc", "qir")
 
@@ -26,11 +30,6 @@ def add_arguments(parser) -> None:
     parser.add_argument("--index", help="index directory (default: index.out_dir)")
     parser.add_argument("--out", help="report directory (default: verify.out_dir)")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -87,16 +86,18 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def run(args) -> int:
-    cfg = load_config(args.params, args.overrides)
-    from cim.reward.scorer import Scorer
+def verify(cfg, *, captions: str | Path | None = None, index_dir: str | Path | None = None,
+           out_dir: str | Path | None = None, track: bool = True, progress: bool = False) -> dict:
+    """Score the captions of known quality (default ``<world.out_dir>/bench_captions.jsonl``) with the
+    index (default ``index.out_dir``), write the report to ``out_dir`` (default ``verify.out_dir``), log it
+    to MLflow when ``track``; returns the summary (see :func:`summarise`)."""
+    from cim.reward.scorer import Scorer, score_in_batches
 
-    captions_path = Path(args.captions or Path(cfg.world.out_dir) / "bench_captions.jsonl")
-    out_dir = Path(args.out or cfg.verify.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    items = _read_jsonl(captions_path)
-    scorer = Scorer.from_config(cfg, index_dir=args.index)
-    results = scorer.score(items)  # one batch: one encoder call, one search
+    captions_path = Path(captions or Path(cfg.world.out_dir) / "bench_captions.jsonl")
+    out_dir = Path(out_dir or cfg.verify.out_dir)
+    items = [row for _, row in read_jsonl(captions_path)]
+    scorer = Scorer.from_config(cfg, index_dir=str(index_dir) if index_dir else None)
+    results = score_in_batches(scorer, items, cfg.reward.batch_size, progress=progress)
     rows = [{**{k: it[k] for k in ("image_id", "level", "quality")}, **res} for it, res in zip(items, results)]
     summary = summarise(rows)
     summary["reward"] = {k: getattr(cfg.reward, k) for k in ("top_k", "decay", "beta", "mode", "exclude_source")}
@@ -109,8 +110,15 @@ def run(args) -> int:
             if r["error"] is None:
                 fh.write(f"{r['image_id']},{r['level']},{r['quality']},{r['score']:.6f},{r['grc']:.6f},{r['qir']:.6f}\n")
     plot(rows, out_dir / "scores_by_level.png")
-    if not args.no_mlflow:
+    if track:
         _log_mlflow(cfg, summary, out_dir)
+    return summary
+
+
+def run(args) -> int:
+    cfg = load_config(args.params, args.overrides)
+    summary = verify(cfg, captions=args.captions, index_dir=args.index, out_dir=args.out, track=not args.no_mlflow,
+                     progress=True)
     print(json.dumps({m: {"spearman": round(summary[m]["spearman_pooled"], 3),
                           "mean_by_level": {k: round(v, 3) for k, v in summary[m]["mean_by_level"].items()}}
                       for m in METRICS}, indent=1))

@@ -11,13 +11,13 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
-from cim.data.world_scene import (COLOUR_WORDS, INVERSE, SHAPE_WORDS, SIZE_WORDS, TEXTURE_POSTNOMINAL,
+from cim.data.world_scene import (COLOUR_WORDS, NP_BREAK, SHAPE_WORDS, SIZE_WORDS, TEXTURE_POSTNOMINAL,
                                   TEXTURE_WORDS)
-from cim.data.world_captions import REL_PHRASES
+from cim.relations import WORLD_INVERSE, WORLD_PHRASE_WORDS, WORLD_PHRASES
 
-_BREAK = {"a", "an", "the", "and", "of", "is", "are", "to", "on", "in", "at", "against", "beside", "next",
-          "above", "below", "beneath", "under", "there", "with", "sits", "lies", "while", "over", "left",
-          "right", "near", "front"}
+# a noun phrase ends where the world's captions put a function word or a relation phrase, and at the
+# position / background words "near" (the top) and "front" (of a brick wall)
+_BREAK = NP_BREAK | WORLD_PHRASE_WORDS | {"near", "front"}
 _ATTR_WORDS = {"colour": COLOUR_WORDS, "size": SIZE_WORDS, "texture": TEXTURE_WORDS}
 _ALL_ATTR = {kind: {w: name for name, ws in table.items() for w in ws} for kind, table in _ATTR_WORDS.items()}
 _SHAPE_OF = {w: name for name, ws in SHAPE_WORDS.items() for w in ws}
@@ -82,7 +82,7 @@ def scene_recall(caption: str, scene: dict) -> dict[str, float]:
         s_shape, o_shape = objs[rel["subject"]]["shape"], objs[rel["object"]]["shape"]
         s_idx = [m[0] for m in ments if m[1] == s_shape]
         o_idx = [m[0] for m in ments if m[1] == o_shape]
-        fwd, inv = REL_PHRASES[rel["relation"]], REL_PHRASES[INVERSE[rel["relation"]]]
+        fwd, inv = WORLD_PHRASES[rel["relation"]], WORLD_PHRASES[WORLD_INVERSE[rel["relation"]]]
         ok = any(_has_phrase_between(toks, i, j, fwd) for i in s_idx for j in o_idx if i < j) or \
             any(_has_phrase_between(toks, j, i, inv) for i in s_idx for j in o_idx if j < i)
         rel_hit += ok
