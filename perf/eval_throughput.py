@@ -1,8 +1,9 @@
 """Captions/s of CAPTURE on CPU: parse (offline spaCy parser) + match (exact -> WordNet -> SBERT soft), printed
 as JSON.
 
-Candidates are real dense captions: COCO-LN500 references from ../shared when present (each scored against
-another image's reference, so every matching stage has work), else generated sentences. Three timings over
+Candidates are real dense captions when ``--references`` names SC-Captioner's COCO-LN500 references file
+(``test_cocoln_500_gt.json`` from the SC-Captioner release; each scored against another image's reference,
+so every matching stage has work), else generated sentences. Three timings over
 the same n pairs, each from a cold scorer (no parse cache):
 
 - ``parse``: scene-graph parsing of the distinct captions (captions/s counts captions parsed);
@@ -10,7 +11,7 @@ the same n pairs, each from a cold scorer (no parse cache):
 - ``end_to_end``: parse + all three stages with the MiniLM text encoder (the offline default), the number
   to quote: candidate captions scored per second.
 
-    python perf/eval_throughput.py [--n 200]
+    python perf/eval_throughput.py [--n 200] [--references .../test_cocoln_500_gt.json]
 """
 from __future__ import annotations
 
@@ -25,12 +26,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "sc-captioner" / "test_cocoln_500_gt.json"
 
-
-def pairs(n: int) -> tuple[dict, dict, str]:
-    if SHARED.is_file():
-        refs = json.loads(SHARED.read_text())
+def pairs(n: int, references: Path | None = None) -> tuple[dict, dict, str]:
+    if references is not None:
+        refs = json.loads(references.read_text())
         ids = sorted(refs)[:n]
         return ({k: [refs[k]] for k in ids}, {k: [refs[ids[(i + 1) % len(ids)]]] for i, k in enumerate(ids)},
                 "COCO-LN500 references (candidate = the next image's reference)")
@@ -43,6 +42,8 @@ def pairs(n: int) -> tuple[dict, dict, str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=200, help="candidate captions (each with one reference)")
+    ap.add_argument("--references", type=Path, help="SC-Captioner references JSON {id: caption} "
+                    "(default: generated sentences)")
     args = ap.parse_args()
 
     import torch
@@ -53,7 +54,7 @@ def main() -> None:
     from cim.eval.parsers import SpacyParser
     from cim.eval.wordnet import ensure_wordnet, lemma_names
 
-    gts, res, source = pairs(args.n)
+    gts, res, source = pairs(args.n, args.references)
     texts = sorted({c for v in res.values() for c in v} | {r for v in gts.values() for r in v})
     words = sum(len(t.split()) for t in texts) / len(texts)
 

@@ -40,3 +40,26 @@ def test_bad_choice_and_bad_override_syntax():
 def test_flatten_gives_dotted_keys():
     flat = flatten(load_config(None))
     assert flat["reward.beta"] == 1.0 and flat["encoders.text.name"] == "sentence-transformers"
+
+
+def test_closed_choices_come_from_the_registries():
+    with pytest.raises(ConfigError, match="eval.metrics: 'captur' is not one of bleu_meteor, capture, cim"):
+        load_config(None, ["eval.metrics=[capture,captur]"])      # a misspelt metric fails at load
+    assert load_config(None, ["eval.judge.name=lm"]).eval.judge.name == "lm"
+    with pytest.raises(ConfigError, match="eval.judge.name='gpt' is not one of lm, qwen3, triples"):
+        load_config(None, ["eval.judge.name=gpt"])
+    with pytest.raises(ConfigError, match="encoders.image.name='vit' is not one of efficientnet-lite, open_clip"):
+        load_config(None, ["encoders.image.name=vit"])
+    with pytest.raises(ConfigError, match="eval.captioner.name='gpt4' is not one of file, hf, levels, vllm"):
+        load_config(None, ["eval.captioner.name=gpt4"])
+
+
+def test_import_and_load_stay_light():
+    import subprocess
+    import sys
+
+    code = ("import sys; from cim.config import load_config; load_config(None, ['reward.mode=grc']); "
+            "print(sorted(m for m in ('torch', 'spacy', 'transformers', 'sentence_transformers', 'nltk', 'scipy') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -101,12 +101,11 @@ def test_bad_input_is_counted_not_fatal(tiny_cfg, tiny_index_dir, tmp_path):
 def test_command_arguments_map_to_overrides():
     import argparse
 
-    from cim.cli import _add_common
     from cim.config import load_config
     from cim.eval import commands
 
     parser = argparse.ArgumentParser()
-    _add_common(parser)
+    parser.add_argument("overrides", nargs="*")     # what cim.cli adds to every command
     commands.add_arguments(parser)
     args = parser.parse_intermixed_args(["--benchmark", "cocoln500", "--benchmark", "docci500", "--captions", "p.jsonl",
                                          "--method", "ours", "--baseline", "base", "eval.judge.name=qwen3"])

@@ -273,3 +273,25 @@ def test_cim_prepare_command(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         cli_main(["prepare", "--help"])
     assert exc.value.code == 0 and "--out" in capsys.readouterr().out
+
+
+def test_one_relation_table_for_world_captions_questions_parser_error_and_judge():
+    """The world's relations, inverses and phrases, the derived benchmark questions, the parser-error
+    measure and the offline judge's spatial classes all come from cim.relations."""
+    from cim import relations
+    from cim.data import world_captions, world_scene
+    from cim.eval.benchmarks.demo_world import world_questions
+    from cim.eval.judges import split_relation
+    from cim.relations import world_relation
+
+    assert world_scene.RELATIONS == ("left of", "right of", "above", "below", "next to")
+    assert world_scene.INVERSE is relations.WORLD_INVERSE and world_captions.REL_PHRASES is relations.WORLD_PHRASES
+    assert world_scene.INVERSE == {"left of": "right of", "right of": "left of", "above": "below",
+                                   "below": "above", "next to": "next to"}
+    for name, phrases in relations.WORLD_PHRASES.items():   # every phrase a caption says reads back as its relation
+        assert all(world_relation(f"be {p}") == name for p in phrases), name
+    assert split_relation("sit to the left of") == ("left", "sit") and split_relation("on top of")[0] == "on"
+    scene = {"objects": [{"shape": "star", "colour": "red"}, {"shape": "ring", "colour": "blue"}],
+             "relations": [{"subject": 0, "relation": "below", "object": 1}]}
+    assert world_questions(scene) == {"Is the red star below the blue ring?": "Yes",
+                                      "Is the red star above the blue ring?": "No"}

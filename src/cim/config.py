@@ -29,7 +29,7 @@ class WorldConfig:
     n_bench: int = 150            # held-out benchmark images (not in the corpus)
     image_size: int = 128         # rendered side in pixels
     # share of corpus texts written at each detail level (coarse .. detailed); real corpora mix
-    # alt-text-like and dense captions, which is what gives GRC its signal (see notes in docs/)
+    # alt-text-like and dense captions, which is what gives GRC its signal (docs/data.md)
     corpus_detail_mix: list[float] = field(default_factory=lambda: [0.3, 0.3, 0.4])
     # scenes cluster like real photos: a family (a set of shapes, what a vague caption names) has variants
     # (background, colours, textures, sizes, places: what a detailed caption adds); each image is an instance

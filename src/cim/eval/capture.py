@@ -1,4 +1,4 @@
-"""CAPTURE (Dong et al. 2024), ported from the algorithm in ``notes/capture.md``.
+"""CAPTURE (Dong et al. 2024), ported from the algorithm specified in docs/evaluation.md.
 
 Pipeline, per caption: parse sentence by sentence and merge (:mod:`cim.eval.parsers`) -> filter -> match
 against each reference caption -> P/R/F1 per component -> weighted score, averaged over references and then
@@ -114,7 +114,7 @@ class Elements:
 
 
 def capture_elements(graph: SceneGraph, stop_words: frozenset[str] | set[str] = STOP_WORDS_LOWER) -> Elements:
-    """Step 3 of the notes: stop list + noun test on objects, noun test on attribute owners and relations.
+    """The filter step (docs/evaluation.md): stop list + noun test on objects, noun test on attribute owners and relations.
     ``stop_words`` are compared with the lower-cased objects (pass them lower-cased)."""
     nouns = graph.nouns
     objects = tuple(o for o in graph.objects if o.lower() not in stop_words and noun_test(o, nouns))

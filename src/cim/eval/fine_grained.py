@@ -1,5 +1,5 @@
-"""SC-Captioner's fine-grained Objects and Attributes metrics (the paper's Table 2 columns), per
-``notes/capture.md``.
+"""SC-Captioner's fine-grained Objects and Attributes metrics (the paper's Table 2 columns), as specified in
+docs/evaluation.md.
 
 Same parser and filtering as CAPTURE (:class:`cim.eval.capture.Capture` supplies both, and its text encoder).
 Per sample, against the first reference caption:

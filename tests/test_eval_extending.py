@@ -1,0 +1,114 @@
+"""docs/extending.md, done for real: a toy text encoder, benchmark format, judge and metric registered through
+the public registration path, chosen by name in the config (which accepts them because they are
+registered), and used end to end by the evaluate stage: the toy metric is a column of the results table,
+the toy judge answers Relations QA, the toy encoder is CAPTURE's soft-match encoder."""
+import json
+from statistics import fmean
+
+import numpy as np
+import pytest
+
+from cim.config import ConfigError, load_config
+from cim.encoders import TEXT_ENCODERS, TextEncoder, l2_normalize, register_text_encoder
+from cim.eval.benchmarks import (FORMATS, Benchmark, BenchmarkFormat, Sample, benchmark_format, count_images,
+                                 read_rows, resolve_path)
+from cim.eval.evaluate import evaluate
+from cim.eval.judges import JUDGES, JudgeAnswer
+from cim.eval.metrics import METRICS, metric
+
+
+class HashingEncoder(TextEncoder):
+    """Bag of words hashed into 64 dimensions (a real, if crude, text encoder)."""
+
+    name, dim = "toy-hash", 64
+
+    def encode(self, texts):
+        out = np.zeros((len(texts), self.dim), np.float32)
+        for i, text in enumerate(texts):
+            for word in text.lower().split():
+                out[i, sum(map(ord, word)) % self.dim] += 1.0
+        return l2_normalize(out)
+
+    def describe(self):
+        return {"name": self.name, "model": "toy-hash-64", "dim": self.dim}
+
+
+class MentionJudge:
+    """Yes when the caption names the question's last word (the object asked about), else unknown."""
+
+    name, offline = "toy-mention", True
+
+    def answer(self, question, caption):
+        return self.answer_many([(question, caption)])[0]
+
+    def answer_many(self, pairs):
+        return [JudgeAnswer("yes" if q.rstrip("?").split()[-1].lower() in c.lower() else "unknown", "toy")
+                for q, c in pairs]
+
+    def describe(self):
+        return {"name": self.name, "offline": True}
+
+
+@pytest.fixture()
+def toys():
+    @register_text_encoder("toy-hash")
+    def build_encoder(cfg):
+        return HashingEncoder()
+
+    @benchmark_format("toy-jsonl")
+    class ToyJsonl(BenchmarkFormat):
+        """``samples.jsonl``: one ``{"id", "reference", "questions": {question: answer}}`` per line."""
+
+        def load(self, spec, root):
+            rows = read_rows(resolve_path(root, spec.data_dir) / "samples.jsonl")
+            bench = Benchmark(spec, [Sample(r["id"], None, [r["reference"]]) for r in rows])
+            bench.questions = {r["id"]: r["questions"] for r in rows}
+            return count_images(bench)
+
+    @JUDGES.register("toy-mention")
+    def build_judge(model, *, parser, backend, device):
+        return MentionJudge()
+
+    @metric("words", [("words", "Words", False)], order=60)
+    def words(ev, bench, refs, captions, res):
+        res.metrics["words"] = fmean(len(c.split()) for c in captions.values())
+
+    yield
+    TEXT_ENCODERS.unregister("toy-hash")
+    FORMATS.unregister("toy-jsonl")
+    JUDGES.unregister("toy-mention")
+    METRICS.unregister("words")
+
+
+def test_toys_end_to_end(toys, tmp_path):
+    rows = [{"id": "a", "reference": "A red cat sits on a mat.", "questions": {"Is the cat on the mat?": "Yes"}},
+            {"id": "b", "reference": "A dog runs in a park.", "questions": {"Is the dog in the park?": "Yes",
+                                                                            "Is the dog near a tree?": "Yes"}}]
+    (tmp_path / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "toy.yaml").write_text(f"name: toy\nformat: toy-jsonl\ndata_dir: {tmp_path}\n"
+                                       "metrics: [capture, relations_qa, words]\n")
+    (tmp_path / "caps.jsonl").write_text('{"id": "a", "caption": "A red cat on a mat."}\n'
+                                         '{"id": "b", "caption": "A big dog plays in the park today."}\n')
+    cfg = load_config(None, [f"eval.benchmarks=[{tmp_path / 'toy.yaml'}]", f"eval.out_dir={tmp_path / 'out'}",
+                             "encoders.text.name=toy-hash", "eval.judge.name=toy-mention",
+                             "eval.captioner.name=file", f"eval.captioner.model={tmp_path / 'caps.jsonl'}",
+                             "eval.method=mine"])
+    summary = evaluate(cfg, log=lambda *a: None, track=False)
+    (r,) = summary["results"]
+    assert r["errors"] == {}
+    assert r["metrics"]["words"] == pytest.approx((6 + 8) / 2)
+    assert r["metrics"]["relations_qa"] == pytest.approx(2 / 3)          # "tree" is not in caption b
+    assert r["labels"]["judge"] == "toy-mention (offline)"
+    assert r["protocol"]["capture"]["text_encoder"] == "toy-hash-64" and 0 < r["metrics"]["capture"] <= 1
+    table = (tmp_path / "out" / "toy" / "table.md").read_text()
+    assert "| Method | CAPTURE | Rel QA | Words |" in table and "| mine |" in table and "| 7.000 |" in table
+    assert summary["metrics"]["toy"]["mine"]["words"] == pytest.approx(7.0)   # metrics.json, for DVC
+
+
+def test_unregistered_names_are_config_errors(toys):
+    METRICS.unregister("words")
+    with pytest.raises(ConfigError, match="eval.metrics: 'words' is not one of bleu_meteor, capture"):
+        load_config(None, ["eval.metrics=[capture,words]"])
+    JUDGES.unregister("toy-mention")
+    with pytest.raises(ConfigError, match="eval.judge.name='toy-mention' is not one of lm, qwen3, triples"):
+        load_config(None, ["eval.judge.name=toy-mention"])
