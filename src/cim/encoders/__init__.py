@@ -15,5 +15,5 @@ from cim.encoders.base import (IMAGE_ENCODERS, TEXT_ENCODERS, ImageEncoder, Imag
                                resolve_device, text_encoder_names)
 
 __all__ = ["TEXT_ENCODERS", "IMAGE_ENCODERS", "TextEncoder", "ImageEncoder", "WeightsNotFound", "ImageReadError",
-           "build_text_encoder", "build_image_encoder", "register_text_encoder", "register_image_encoder", "text_encoder_names",
-           "image_encoder_names", "resolve_device", "l2_normalize", "load_image"]
+           "build_text_encoder", "build_image_encoder", "register_text_encoder", "register_image_encoder",
+           "text_encoder_names", "image_encoder_names", "resolve_device", "l2_normalize", "load_image"]

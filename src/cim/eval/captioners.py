@@ -11,9 +11,10 @@ the ``eval.captioner`` section:
 
 - ``levels``: :class:`GradedCaptions` — not a model: the benchmark's own graded captions (the demo world's
   detailed-correct ... wrong), one table row per level.
-- ``hf``: :class:`HFVLMCaptioner` — Hugging Face vision-language models through ``AutoModelForImageTextToText`` and
-  the model's own chat template: Qwen2.5-VL, Qwen2-VL, LLaVA / LLaVA-NeXT and InternVL in its HF format
-  (``OpenGVLab/InternVL3-8B-hf``); a hub name (local cache only) or a local folder; GPU when present.
+- ``hf``: :class:`HFVLMCaptioner` — Hugging Face vision-language models through
+  ``AutoModelForImageTextToText`` and the model's own chat template: Qwen2.5-VL, Qwen2-VL, LLaVA /
+  LLaVA-NeXT and InternVL in its HF format (``OpenGVLab/InternVL3-8B-hf``); a hub name (local cache only)
+  or a local folder; GPU when present.
 - ``vllm``: :class:`VLLMCaptioner` — the same models through vLLM, when vLLM is installed.
 - ``file``: :class:`FileCaptioner` — "captions from a file": any external model's output (jsonl rows with
   ``id``/``image_id`` and ``caption``, or a JSON ``{id: caption}``), so it can be scored like the rest.

@@ -17,12 +17,12 @@ in ``order``. Adding one: docs/extending.md.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable, NamedTuple, Optional, Sequence
 
 import numpy as np
 
+from cim.eval.results import finite, write_json
 from cim.registry import Registry
 
 __all__ = ["Column", "Metric", "METRICS", "metric", "table_columns"]
@@ -66,10 +66,6 @@ def table_columns() -> list[Column]:
     """Every registered method metric's columns, in ``order`` (the results table)."""
     ms = sorted((m for _, m in METRICS.items() if m.scope == "method"), key=lambda m: (m.order, m.name))
     return [c for m in ms for c in m.columns]
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))
 
 
 # --------------------------------------------------------------------------------------- method metrics
@@ -163,7 +159,7 @@ def cim(ev, bench, refs, captions, res) -> None:
 
 # ----------------------------------------------------------------------------------- benchmark experiments
 def _verification_headline(ver: dict) -> dict:
-    return {f"pearson_r_{m}": ver[m]["pearson_r"] for m in ("grc", "qir", "score") if _finite(ver[m]["pearson_r"])}
+    return {f"pearson_r_{m}": ver[m]["pearson_r"] for m in ("grc", "qir", "score") if finite(ver[m]["pearson_r"])}
 
 
 @metric("verification", scope="benchmark", requires=("cim",), headline=_verification_headline)
@@ -171,7 +167,6 @@ def verification(ev, bench, results, out_dir) -> Optional[dict]:
     """The paper's Fig. 2 experiment over every method's captions (:mod:`cim.eval.accuracy_correlation`),
     with the classifier the benchmark's format provides."""
     from cim.eval.accuracy_correlation import plot_verification, verification as binned
-    from cim.eval.results import write_json
 
     classifier = bench.format.classifier(bench, ev.judge)
     if classifier is None:
@@ -202,14 +197,13 @@ def verification(ev, bench, results, out_dir) -> Optional[dict]:
 
 
 def _parser_headline(rec: dict) -> dict:
-    return {k: v for k, v in rec.items() if k.endswith(("_recall", "_precision")) and _finite(v)}
+    return {k: v for k, v in rec.items() if k.endswith(("_recall", "_precision")) and finite(v)}
 
 
 @metric("parser_recall", scope="benchmark", headline=_parser_headline, tracking="parser")
 def parser_recall(ev, bench, results, out_dir) -> Optional[dict]:
     """The parser's recall and precision against the ground-truth scene graphs of samples that have them
     (the demo world's reference captions state their graphs)."""
-    from cim.eval.results import write_json
     from cim.eval.world_truth import parser_recall as measure
 
     pairs = [(s.references[0], s.scene_graph) for s in bench.samples if s.scene_graph and s.references]

@@ -136,7 +136,8 @@ def markdown_table(results: Sequence[dict], baseline: str = "", columns=None) ->
 
 
 # ----------------------------------------------------------------------------------- headline and MLflow
-def _finite(value) -> bool:
+def finite(value) -> bool:
+    """A number that is not NaN (what metrics.json and MLflow keep)."""
     return isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))
 
 
@@ -155,7 +156,7 @@ def headline(summary: dict) -> dict:
     ``{benchmark: {experiment: {number: value}}}`` (verification r's, parser recall)."""
     out: dict = {}
     for r in summary["results"]:
-        out.setdefault(r["benchmark"], {})[r["method"]] = {k: v for k, v in r["metrics"].items() if _finite(v)}
+        out.setdefault(r["benchmark"], {})[r["method"]] = {k: v for k, v in r["metrics"].items() if finite(v)}
     for bench, info in summary["benchmarks"].items():
         for m, numbers in _benchmark_numbers(info):
             out.setdefault(bench, {})[m.name] = numbers
@@ -191,11 +192,11 @@ def mlflow_metrics(results: Sequence[dict], baseline: str = "") -> dict[str, flo
         base = find_baseline(rows, baseline)
         for r in rows:
             for key, value in r["metrics"].items():
-                if _finite(value):
+                if finite(value):
                     name = f"{bench}/{_safe(r['method'])}/{key}"
                     out[name] = float(value)
                     b = (base or {}).get("metrics", {}).get(key)
-                    if base is not None and r is not base and isinstance(b, (int, float)) and not math.isnan(b):
+                    if base is not None and r is not base and finite(b):
                         out[f"{bench}/{_safe(r['method'])}/delta_{key}"] = float(value) - float(b)
     return out
 
