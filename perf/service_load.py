@@ -141,8 +141,7 @@ def main(argv=None) -> int:
 
     from cim.config import load_config
     from cim.service import process
-    from cim.service.client import RewardClient
-    from cim.service.server import read_token
+    from cim.service.client import RewardClient, read_token
 
     cfg = load_config(args.params, args.overrides)
     token = read_token(cfg.train.service.token_env)

@@ -92,7 +92,7 @@ def test_minilm_outputs(minilm):
         minilm.encode("a single string")
     d = minilm.describe()
     assert d == {"name": "sentence-transformers", "model": "all-MiniLM-L6-v2", "dim": 384,
-                 "max_seq_length": 256, "normalize": "l2"}
+                 "max_seq_length": 256, "normalize": "l2", "dtype": "float32"}
     assert minilm.device == "cpu"
 
 
@@ -205,8 +205,8 @@ def test_lite0_outputs(lite0, tmp_path):
     red.save(path)
     np.testing.assert_allclose(lite0.encode([str(path), path])[0], emb[0], atol=1e-5)  # paths == PIL
     d = lite0.describe()
-    assert (d["name"], d["model"], d["pretrained"], d["image_size"], d["dim"]) == \
-        ("efficientnet-lite", "efficientnet-lite0", "embedded", 64, 1280)
+    assert (d["name"], d["model"], d["pretrained"], d["image_size"], d["dim"], d["dtype"]) == \
+        ("efficientnet-lite", "efficientnet-lite0", "embedded", 64, 1280, "float32")
     assert lite0.encode([]).shape == (0, 1280)
 
 
@@ -322,3 +322,6 @@ def test_encoders_on_cuda_match_cpu(minilm, lite0):
     gpu_img = build_image_encoder(ImageEncoderConfig(device="cuda", image_size=64))
     im = [_square((200, 40, 40))]
     assert float(gpu_img.encode(im)[0] @ lite0.encode(im)[0]) > 0.999
+    # fp16 on CUDA is recorded, so an index built there is not silently loaded with fp32 CPU encoders
+    assert gpu_text.describe()["dtype"] == gpu_img.describe()["dtype"] == "float16"
+    assert minilm.describe()["dtype"] == lite0.describe()["dtype"] == "float32"

@@ -162,3 +162,87 @@ def test_near_ties_resolve_by_row_not_by_float_noise(tiny_encoders):
     index = CorpusIndex.from_arrays([f"c{i}" for i in range(9)], text_emb, image)
     res = Scorer(index, text).score([{"caption": "a red circle", "image_id": "c0"}])[0]
     assert res["retrieved"] == ["c1", "c2", "c3", "c4", "c5"]
+
+
+def test_one_result_schema(tiny_scorer, tiny_world):
+    from cim.reward import RESULT_KEYS as exported, empty_result
+    from cim.reward.schema import NUMERIC_KEYS, RewardResult
+
+    assert RESULT_KEYS == exported == tuple(RewardResult.__annotations__)
+    assert set(NUMERIC_KEYS) == {"score", "grc", "qir", "source_rank", "truncated"}
+    assert empty_result("why") == {"score": None, "grc": None, "qir": None, "retrieved": [], "source_rank": None,
+                                   "truncated": False, "error": "why"}
+    good, bad = tiny_scorer.score([_bench_items(tiny_world, 1)[0], {"caption": ""}])
+    assert list(good) == list(RESULT_KEYS) and list(bad) == list(RESULT_KEYS)
+
+
+def test_a_caption_that_is_not_utf8_text_fails_alone(tiny_scorer, tiny_world):
+    """A lone surrogate is valid JSON but made the tokenizer raise TypeError for the whole batch."""
+    good = _bench_items(tiny_world, 6)
+    clean = tiny_scorer.score(good)
+    mixed = tiny_scorer.score(good[:3] + [{"caption": "\ud800 x", "image_id": good[0]["image_id"]}] + good[3:])
+    assert "not valid UTF-8" in mixed[3]["error"] and "surrogate" in mixed[3]["error"] and mixed[3]["score"] is None
+    for got, want in zip(mixed[:3] + mixed[4:], clean):
+        assert got["retrieved"] == want["retrieved"] and got["score"] == pytest.approx(want["score"], abs=1e-6)
+
+
+def test_a_corpus_smaller_than_top_k_is_a_config_error(tiny_scorer):
+    from cim.errors import ConfigError
+
+    n = len(tiny_scorer.index.ids)
+    with pytest.raises(ConfigError, match=f"corpus has {n} rows but reward.top_k={n}"):
+        Scorer(tiny_scorer.index, tiny_scorer.text_encoder, top_k=n)          # excluding the source: n + 1
+    Scorer(tiny_scorer.index, tiny_scorer.text_encoder, top_k=n, exclude_source=False)
+
+
+def test_index_meta_records_encoder_dtypes_and_load_checks_them(tiny_index_dir, tiny_encoders):
+    from cim.index import CorpusIndex, IndexMismatch
+
+    text, image = tiny_encoders
+    meta = json.loads((tiny_index_dir / "meta.json").read_text())
+    assert meta["encoders"]["text"]["dtype"] == text.describe()["dtype"] == "float32"      # CPU
+    assert meta["encoders"]["image"]["dtype"] == image.describe()["dtype"] == "float32"
+    for side, desc in (("text", text.describe()), ("image", image.describe())):
+        with pytest.raises(IndexMismatch, match=f"encoders.{side}.dtype='float32'.*'float16'"):
+            CorpusIndex.load(tiny_index_dir, expect={side: dict(desc, dtype="float16")}, device="cpu")
+
+
+@pytest.mark.parametrize("override", [{"pretrained": "none"}, {"image_size": 224}])
+def test_image_paths_need_the_image_encoder_the_index_was_built_with(tiny_cfg, tiny_scorer, tiny_world, override):
+    """Before: an image path embedded with other settings was scored silently in another embedding space."""
+    from omegaconf import OmegaConf
+
+    from cim.encoders import build_image_encoder
+    from cim.index import IndexMismatch
+
+    other = build_image_encoder(OmegaConf.merge(tiny_cfg.encoders.image, override))
+    scorer = Scorer(tiny_scorer.index, tiny_scorer.text_encoder, lambda: other)
+    bench = json.loads(open(tiny_world / "bench.jsonl").readline())
+    by_path = {"caption": bench["reference"], "image": str(tiny_world / bench["image"])}
+    with pytest.raises(IndexMismatch, match=f"encoders.image.{next(iter(override))}"):
+        scorer.score([by_path])
+    assert scorer.score([{"caption": bench["reference"], "image_id": bench["id"]}])[0]["error"] is None
+    assert tiny_scorer.score([by_path])[0]["error"] is None       # the index's own encoder: scored
+
+
+def test_cim_score_one_row_per_input_line(tiny_index_dir, tiny_world, tmp_path, capsys):
+    """Before: blank lines got no row (16 in, 14 out) and a surrogate caption crashed the run (exit 1)."""
+    from cim.cli import main
+
+    items = _bench_items(tiny_world, 14)
+    lines = [json.dumps(it) for it in items]
+    lines[5] = json.dumps({"caption": "\ud800 x", "image_id": items[5]["image_id"]})   # escaped, valid JSON
+    lines[3:3] = [""]
+    lines[8:8] = ["   \t"]
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    rc = main(["score", "--params", "/nonexistent.yaml", "--input", str(src), "--output", str(out),
+               "encoders.image.image_size=64", f"index.out_dir={tiny_index_dir}"])
+    assert rc == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == len(lines) == 16 and [r["line"] for r in rows] == list(range(1, 17))
+    assert rows[3]["error"] == "line 4 is blank" and rows[8]["error"] == "line 9 is blank"
+    assert "UTF-8" in rows[6]["error"] and rows[6]["caption"] == "\ud800 x"       # echoed as the input had it
+    assert sum(r["error"] is None for r in rows) == 13
+    assert all(list(r)[-len(RESULT_KEYS):] == list(RESULT_KEYS) for r in rows)
+    assert json.loads(capsys.readouterr().err.strip().splitlines()[-1])["errors"] == 3

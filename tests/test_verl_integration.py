@@ -7,12 +7,14 @@
 - our parquet goes through verl's ``RLHFDataset`` (with a real Qwen2-VL processor) and ``image_id`` reaches
   the reward.
 """
+import asyncio
 import os
 
 import numpy as np
 import pytest
 import torch
 
+from test_service import Tripwire, assert_same_results, tripwire_scorer  # noqa: F401
 from test_train_support import captions_for, config, index_dir, params_file, scorer, tiny_vl_model, world
 
 import verl
@@ -185,6 +187,77 @@ def test_reward_fn_via_service_and_failures_fall_back():
     out = _run(worker, _rollouts(worker, [({"image_id": items[0]["image_id"]}, "a red circle")] * 3))
     assert [o["reward_score"] for o in out] == [-1.0] * 3
     assert all(o["reward_extra_info"]["failed"] == 1.0 for o in out)
+
+
+def _verl_scores(requests, **kwargs):
+    """verl's per-rollout calls of compute_score, concurrent in one event loop (as a reward worker makes them)."""
+    async def main():
+        return await asyncio.gather(*(verl_reward.compute_score("cim_caption", it["caption"], it["image_id"],
+                                                                {"image_id": it["image_id"]}, **kwargs)
+                                      for it in requests))
+
+    return asyncio.run(main())
+
+
+def test_one_item_gives_the_same_result_on_every_path():
+    """Scorer, service via both clients, verl's function in-process and via the service: key by key.
+
+    Before: the service dropped ``truncated`` (so verl's truncated monitor read 0 through the service)."""
+    from cim.reward.schema import NUMERIC_KEYS
+    from cim.service.client import AsyncRewardClient, RewardClient
+    from cim.service.server import RewardService, ServerHandle, build_app
+
+    row = world()["rows"][5]
+    items = [{"caption": row["text"], "image_id": row["id"]},
+             {"caption": (row["text"] + " with") * 1500, "image_id": row["id"]}]      # > 20,000 chars: cut
+    want = scorer().score(items)
+    assert want[1]["truncated"] is True and want[0]["source_rank"] == 1
+    with ServerHandle(build_app(RewardService(scorer(), window_s=0.0))) as handle:
+        with RewardClient(handle.url) as client:
+            assert_same_results(client.score(items), want)
+
+        async def via_async():
+            client = AsyncRewardClient(handle.url)
+            try:
+                return await client.score(items)
+            finally:
+                await client.aclose()
+
+        assert_same_results(asyncio.run(via_async()), want)
+        via_service = _verl_scores(items, service_url=handle.url)
+    in_process = _verl_scores(items, params=str(params_file()))
+    for w, it in zip(want, items):
+        expected = {k: float(w[k] or 0) for k in NUMERIC_KEYS}
+        expected.update(failed=0.0, source_retrieved=1.0 if w["source_rank"] else 0.0,
+                        caption_len=float(len(it["caption"].split())), caption_chars=float(len(it["caption"])))
+        for got in (via_service.pop(0), in_process.pop(0)):
+            assert list(got) == list(verl_reward.KEYS)
+            assert got == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_poisoned_rollout_falls_back_alone_and_the_others_are_scored_as_without_it():
+    """Before: in-process, one lone-surrogate caption gave all 16 rollouts of its batch the fallback score."""
+    from cim.service.server import RewardService, ServerHandle, build_app
+
+    good = captions_for(world()["rows"][:15])
+    want = scorer().score(good)
+    poison = [{"caption": "\ud800 x", "image_id": good[0]["image_id"]}]
+    trip = [{"caption": "a TRIPWIRE", "image_id": good[0]["image_id"]}]
+    verl_reward._SCORERS["tripwire"] = tripwire_scorer()       # a fault the scorer's validation misses
+    try:
+        with ServerHandle(build_app(RewardService(tripwire_scorer(), window_s=0.0))) as handle:
+            runs = {"in-process": _verl_scores(good + poison, params=str(params_file())),
+                    "in-process, scorer raises": _verl_scores(trip + good, params="tripwire"),
+                    "service": _verl_scores(poison + good, service_url=handle.url),
+                    "service, scorer raises": _verl_scores(good + trip, service_url=handle.url)}
+    finally:
+        del verl_reward._SCORERS["tripwire"]
+    for name, out in runs.items():
+        bad = [o for o in out if o["failed"]]
+        assert len(bad) == 1 and bad[0]["score"] == 0.0, name
+        scored = [o for o in out if not o["failed"]]
+        assert [o["score"] for o in scored] == pytest.approx([w["score"] for w in want], abs=1e-6), name
+        assert [o["qir"] for o in scored] == pytest.approx([w["qir"] for w in want], abs=1e-6), name
 
 
 # -- parquet -> RLHFDataset -> reward --------------------------------------------------------------------

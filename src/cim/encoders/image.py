@@ -87,7 +87,10 @@ class TorchImageEncoder(ImageEncoder):
         return l2_normalize(np.concatenate(out, axis=0))
 
     def describe(self) -> dict:
-        return {"name": self.name, **self._info, "dim": self.dim, "normalize": "l2"}
+        """What an index built with this encoder records (and a load checks), dtype included (fp16 on CUDA,
+        fp32 on the CPU)."""
+        dtype = str(next(self._module.parameters()).dtype).replace("torch.", "")
+        return {"name": self.name, **self._info, "dim": self.dim, "normalize": "l2", "dtype": dtype}
 
 
 # -- EfficientNet-Lite ---------------------------------------------------------------------------------------

@@ -116,8 +116,11 @@ class SentenceTransformerEncoder(TextEncoder):
         return l2_normalize(np.asarray(out, dtype=np.float32))
 
     def describe(self) -> dict:
+        """What an index built with this encoder records (and a load checks), dtype included: fp16 weights
+        on CUDA embed a little differently from fp32 on the CPU."""
+        dtype = str(next(self._model.parameters()).dtype).replace("torch.", "")
         return {"name": self.name, "model": self.model_name, "dim": self.dim,
-                "max_seq_length": self.max_seq_length, "normalize": "l2"}
+                "max_seq_length": self.max_seq_length, "normalize": "l2", "dtype": dtype}
 
 
 @register_text_encoder("sentence-transformers")

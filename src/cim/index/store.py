@@ -8,6 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cim.errors import ConfigError
 from cim.index.search import configure_faiss_index, exact_topk, exact_topk_torch, faiss_search, faiss_vectors
 
 __all__ = ["CorpusIndex", "IndexMismatch", "IndexCorrupt", "FORMAT", "sha256_file", "sha256_array",
@@ -20,8 +21,9 @@ class IndexCorrupt(RuntimeError):
     """The index folder is incomplete or a file does not match what meta.json recorded."""
 
 
-class IndexMismatch(ValueError):
-    """The index was built with other encoders than the caller means to use.
+class IndexMismatch(ConfigError):
+    """The index was built with other encoders than the caller means to use (a ``ValueError``, and a
+    :class:`cim.errors.ConfigError`: the message says which setting to change).
 
     ``field`` is the dotted key (``encoders.text.model``), ``index_value`` what the index recorded,
     ``expected`` what the caller's encoder describes.

@@ -1,17 +1,20 @@
 """The CIM scorer: captions -> text embeddings -> top-K corpus rows -> image embeddings -> GRC, QIR, reward.
 
 One text-encoder call and one search per batch. Per-item problems (empty or non-UTF-8 captions, unknown
-image ids, unreadable images) become an ``error`` on that item; the rest of the batch is scored.
+image ids, unreadable images) become an ``error`` on that item; the rest of the batch is scored. Items and
+results are :mod:`cim.reward.schema`'s.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
 
+from cim.errors import ConfigError
 from cim.reward.equations import cim_reward, grc, qir
+from cim.reward.schema import RESULT_KEYS, RewardResult, caption_text, empty_result
 
 # Longer captions are cut before tokenising: every encoder truncates far below this (MiniLM at 256 word
 # pieces, MPNet at 384), so the cut only saves tokenizer time on pathological inputs.
@@ -24,7 +27,7 @@ MAX_CAPTION_CHARS = 20_000
 SIMILARITY_DECIMALS = 4
 TIE_MARGIN = 4
 
-RESULT_KEYS = ("score", "grc", "qir", "retrieved", "source_rank", "truncated", "error")
+__all__ = ["Scorer", "score_in_batches", "RESULT_KEYS", "MAX_CAPTION_CHARS"]
 
 
 @dataclass
@@ -34,24 +37,6 @@ class _Prepared:
     truncated: bool
     image_id: Optional[str] = None
     image_path: Optional[str] = None
-
-
-def _empty_result(error: str | None = None) -> dict[str, Any]:
-    return {"score": None, "grc": None, "qir": None, "retrieved": [], "source_rank": None,
-            "truncated": False, "error": error}
-
-
-def _caption_text(raw: Any) -> str:
-    if isinstance(raw, bytes):
-        try:
-            raw = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValueError(f"caption is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
-    if not isinstance(raw, str):
-        raise ValueError(f"caption must be a string, got {type(raw).__name__}")
-    if not raw.strip():
-        raise ValueError("caption is empty or whitespace only")
-    return raw
 
 
 def _rank_stably(scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray]:
@@ -70,10 +55,14 @@ class Scorer:
 
     def __init__(self, index, text_encoder, image_encoder=None, *, top_k: int = 5, decay: float = 0.5,
                  beta: float = 1.0, mode: str = "both", exclude_source: bool = True):
-        if len(index.ids) < top_k + (1 if exclude_source else 0):
-            raise ValueError(f"corpus has {len(index.ids)} rows; top_k={top_k} needs more")
+        need = top_k + (1 if exclude_source else 0)
+        if len(index.ids) < need:
+            raise ConfigError(f"the corpus has {len(index.ids)} rows but reward.top_k={top_k} needs at least {need}"
+                              + (" (one more: reward.exclude_source drops the source's own row)"
+                                 if exclude_source else "") + "; lower reward.top_k or index a larger corpus")
         self.index, self.text_encoder = index, text_encoder
         self._image_encoder = image_encoder
+        self._image_checked = False
         self.top_k, self.decay, self.beta, self.mode = top_k, decay, beta, mode
         self.exclude_source = exclude_source
         self.calls = 0  # number of batched scoring calls (observable batching)
@@ -93,10 +82,10 @@ class Scorer:
                    decay=r.decay, beta=r.beta, mode=r.mode, exclude_source=r.exclude_source)
 
     # -- public -------------------------------------------------------------------------------------
-    def score(self, items: Sequence[dict]) -> list[dict[str, Any]]:
-        """Score a batch; returns one dict per item with the keys in :data:`RESULT_KEYS`."""
+    def score(self, items: Sequence[dict]) -> list[RewardResult]:
+        """Score a batch; returns one :class:`~cim.reward.schema.RewardResult` per item, in order."""
         self.calls += 1
-        results = [_empty_result() for _ in items]
+        results = [empty_result() for _ in items]
         prepared: list[_Prepared] = []
         for pos, item in enumerate(items):
             try:
@@ -130,7 +119,7 @@ class Scorer:
             raise ValueError(f"item must be an object with 'caption' and 'image_id' or 'image', got {item!r:.80}")
         if "caption" not in item:
             raise ValueError("item has no 'caption'")
-        caption = _caption_text(item["caption"])
+        caption = caption_text(item["caption"])
         truncated = len(caption) > MAX_CAPTION_CHARS
         caption = caption[:MAX_CAPTION_CHARS]
         image_id, image_path = item.get("image_id"), item.get("image")
@@ -168,15 +157,29 @@ class Scorer:
                 results[p.position]["error"] = f"cannot read image {p.image_path!r}: {exc}"
         if not images:
             return {}
-        if callable(self._image_encoder) and not hasattr(self._image_encoder, "encode"):
-            self._image_encoder = self._image_encoder()
-        if self._image_encoder is None:
+        encoder = self._checked_image_encoder()
+        if encoder is None:
             for p in keep:
                 results[p.position]["error"] = "no image encoder configured: pass image_id instead of image"
             return {}
-        raw = self._image_encoder.encode(images)
+        raw = encoder.encode(images)
         emb = self.index.transform_images(raw)
         return {p.position: e.astype(np.float32) for p, e in zip(keep, emb)}
+
+    def _checked_image_encoder(self):
+        """The image encoder (built on first use), checked once against the encoder the index was built with:
+        an image embedded with other settings (weights, input size, dtype) lies in another space than the
+        index's source embeddings and image table. Raises IndexMismatch."""
+        if callable(self._image_encoder) and not hasattr(self._image_encoder, "encode"):
+            self._image_encoder = self._image_encoder()
+        encoder = self._image_encoder
+        if encoder is not None and not self._image_checked:
+            if (self.index.meta.get("encoders") or {}).get("image") and hasattr(encoder, "describe"):
+                from cim.index.store import check_expected
+
+                check_expected(self.index.meta, {"image": encoder.describe()}, self.index.path or "index")
+            self._image_checked = True
+        return encoder
 
     def _choose_rows(self, prepared: list[_Prepared], rows: np.ndarray) -> tuple[np.ndarray, list]:
         """Drop the source's own corpus row when excluding; record the rank it was found at (monitor)."""
@@ -196,14 +199,14 @@ class Scorer:
 
 
 def score_in_batches(scorer: "Scorer", items: Sequence[dict], batch_size: int, progress: bool = False,
-                     desc: str = "scoring") -> list[dict[str, Any]]:
+                     desc: str = "scoring") -> list[RewardResult]:
     """``scorer.score`` over ``items`` in chunks of ``batch_size`` (``reward.batch_size``): one encoder call
     and one search per chunk, results in input order. ``progress`` shows a bar over captions."""
     if batch_size < 1:
-        raise ValueError(f"reward.batch_size must be >= 1, got {batch_size}")
+        raise ConfigError(f"reward.batch_size must be >= 1, got {batch_size}")
     from tqdm.auto import tqdm
 
-    out: list[dict[str, Any]] = []
+    out: list[RewardResult] = []
     with tqdm(total=len(items), desc=desc, unit="caption", disable=not progress) as bar:
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]

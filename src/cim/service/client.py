@@ -2,16 +2,33 @@
 
 Both split a long list into requests of at most ``max_request_items``, retry connection errors and 5xx with
 exponential backoff (``retries`` times), never retry 4xx (a bad token or an oversized request will not get
-better), and check that the answer has one result per item.
+better), and check that the answer has one result per item, each with every key of
+:class:`cim.reward.schema.RewardResult`.
+
+Time is bounded twice: ``timeout_s`` per attempt and ``deadline_s`` for the whole call (all chunks, attempts
+and backoff sleeps): each attempt gets what is left of the deadline, and no retry starts after it. The worst
+case of one ``score`` call is therefore ``deadline_s`` (default 120 s), not ``timeout_s x (retries + 1)``.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import Any, Optional, Sequence
 
+from cim.reward.schema import RewardResult, missing_keys
+
 log = logging.getLogger(__name__)
+
+DEADLINE_S = 120.0
+
+
+def read_token(token_env: str) -> Optional[str]:
+    """The bearer token from the environment variable named ``token_env`` (None when unnamed, unset or empty);
+    the one place a token is read, for the service and every client."""
+    value = os.environ.get(token_env, "") if token_env else ""
+    return value or None
 
 
 class ServiceError(RuntimeError):
@@ -26,11 +43,36 @@ def _headers(token: Optional[str]) -> dict:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def _check(results: Any, n: int) -> list[dict]:
+def _check(results: Any, n: int) -> list[RewardResult]:
     if not isinstance(results, list) or len(results) != n:
         got = len(results) if isinstance(results, list) else type(results).__name__
         raise ServiceError(f"service answered {got} results for {n} items")
+    for r in results:
+        missing = missing_keys(r)
+        if missing:
+            raise ServiceError(f"service answered a result without {', '.join(missing)} "
+                               "(a service of another version?)")
     return results
+
+
+class _Deadline:
+    def __init__(self, seconds: float):
+        self.seconds, self.end = float(seconds), time.monotonic() + float(seconds)
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def expired(self, what: str, last: Optional[Exception]) -> "ServiceError":
+        return ServiceError(f"{what}: no answer within the call's deadline of {self.seconds:g} s"
+                            + (f" (last error: {last})" if last else ""), getattr(last, "status", None))
+
+    def pause(self, backoff_s: float, attempt: int, retries: int) -> Optional[float]:
+        """Seconds to wait before attempt ``attempt + 1``; None when there is none (retries spent, or the
+        deadline would pass while waiting)."""
+        if attempt >= retries:
+            return None
+        pause = backoff_s * 2 ** attempt
+        return pause if pause < self.left() else None
 
 
 def _chunks(items: Sequence[dict], size: int) -> list[list[dict]]:
@@ -41,42 +83,53 @@ class RewardClient:
     """Synchronous client: ``RewardClient(url).score([{"caption": ..., "image_id": ...}])``."""
 
     def __init__(self, url: str, token: Optional[str] = None, timeout_s: float = 120.0, retries: int = 3,
-                 max_request_items: int = 4096, backoff_s: float = 0.5):
+                 max_request_items: int = 4096, backoff_s: float = 0.5, deadline_s: float = DEADLINE_S):
         import httpx
 
         self.url = url.rstrip("/")
         self.retries, self.max_request_items, self.backoff_s = retries, max_request_items, backoff_s
-        self._http = httpx.Client(timeout=timeout_s, headers=_headers(token))
+        self.timeout_s, self.deadline_s = float(timeout_s), float(deadline_s)
+        # idle connections are dropped before the service's header/idle timeout (10 s) would close them
+        self._http = httpx.Client(timeout=timeout_s, headers=_headers(token),
+                                  limits=httpx.Limits(keepalive_expiry=5.0))
 
-    def _request(self, method: str, path: str, **kwargs) -> Any:
+    def _request(self, method: str, path: str, deadline: Optional[_Deadline] = None, **kwargs) -> Any:
         import httpx
 
+        deadline = deadline or _Deadline(self.deadline_s)
+        what = f"{method} {self.url}{path}"
         last: Exception | None = None
         for attempt in range(self.retries + 1):
+            left = deadline.left()
+            if left <= 0:
+                raise deadline.expired(what, last)
             try:
-                resp = self._http.request(method, self.url + path, **kwargs)
+                resp = self._http.request(method, self.url + path, timeout=min(self.timeout_s, left), **kwargs)
             except httpx.TransportError as exc:
-                last = ServiceError(f"{method} {self.url}{path}: {exc}")
+                last = ServiceError(f"{what}: {exc}")
             else:
                 if resp.status_code < 400:
                     return resp.json()
-                err = ServiceError(f"{method} {self.url}{path}: HTTP {resp.status_code} {resp.text[:200]}",
-                                   status=resp.status_code)
+                err = ServiceError(f"{what}: HTTP {resp.status_code} {resp.text[:200]}", status=resp.status_code)
                 if resp.status_code < 500:
                     raise err
                 last = err
-            if attempt < self.retries:
-                time.sleep(self.backoff_s * 2 ** attempt)
+            pause = deadline.pause(self.backoff_s, attempt, self.retries)
+            if pause is None:
+                break
+            time.sleep(pause)
         assert last is not None
-        raise last
+        raise last if attempt >= self.retries else deadline.expired(what, last)
 
     def health(self) -> dict:
         return self._request("GET", "/health")
 
-    def score(self, items: Sequence[dict]) -> list[dict]:
-        out: list[dict] = []
+    def score(self, items: Sequence[dict]) -> list[RewardResult]:
+        deadline = _Deadline(self.deadline_s)
+        out: list[RewardResult] = []
         for chunk in _chunks(items, self.max_request_items):
-            out.extend(_check(self._request("POST", "/score", json={"items": chunk}).get("results"), len(chunk)))
+            answer = self._request("POST", "/score", deadline, json={"items": chunk})
+            out.extend(_check(answer.get("results") if isinstance(answer, dict) else None, len(chunk)))
         return out
 
     def wait_ready(self, timeout_s: float = 60.0, interval_s: float = 0.5) -> dict:
@@ -111,10 +164,12 @@ class AsyncRewardClient:
     """Asyncio client; one ``aiohttp.ClientSession`` per event loop, opened on first use."""
 
     def __init__(self, url: str, token: Optional[str] = None, timeout_s: float = 120.0, retries: int = 3,
-                 max_request_items: int = 4096, backoff_s: float = 0.5, max_connections: int = 16):
+                 max_request_items: int = 4096, backoff_s: float = 0.5, max_connections: int = 16,
+                 deadline_s: float = DEADLINE_S):
         self.url = url.rstrip("/")
-        self.token, self.timeout_s, self.retries = token, timeout_s, retries
+        self.token, self.timeout_s, self.retries = token, float(timeout_s), retries
         self.max_request_items, self.backoff_s, self.max_connections = max_request_items, backoff_s, max_connections
+        self.deadline_s = float(deadline_s)
         self._session = None
 
     async def _get_session(self):
@@ -122,40 +177,51 @@ class AsyncRewardClient:
 
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._session._loop is not loop:
+            # idle connections are dropped before the service's header/idle timeout (10 s) would close them
             self._session = aiohttp.ClientSession(
                 headers=_headers(self.token), timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                connector=aiohttp.TCPConnector(limit=self.max_connections))
+                connector=aiohttp.TCPConnector(limit=self.max_connections, keepalive_timeout=5.0))
         return self._session
 
-    async def _request(self, method: str, path: str, **kwargs) -> Any:
+    async def _request(self, method: str, path: str, deadline: Optional[_Deadline] = None, **kwargs) -> Any:
         import aiohttp
 
+        deadline = deadline or _Deadline(self.deadline_s)
+        what = f"{method} {self.url}{path}"
         session = await self._get_session()
         last: Exception | None = None
         for attempt in range(self.retries + 1):
+            left = deadline.left()
+            if left <= 0:
+                raise deadline.expired(what, last)
             try:
-                async with session.request(method, self.url + path, **kwargs) as resp:
+                async with session.request(method, self.url + path,
+                                           timeout=aiohttp.ClientTimeout(total=min(self.timeout_s, left)),
+                                           **kwargs) as resp:
                     if resp.status < 400:
                         return await resp.json()
-                    err = ServiceError(f"{method} {self.url}{path}: HTTP {resp.status} {(await resp.text())[:200]}",
-                                       status=resp.status)
+                    err = ServiceError(f"{what}: HTTP {resp.status} {(await resp.text())[:200]}", status=resp.status)
                     if resp.status < 500:
                         raise err
                     last = err
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                last = ServiceError(f"{method} {self.url}{path}: {type(exc).__name__}: {exc}")
-            if attempt < self.retries:
-                await asyncio.sleep(self.backoff_s * 2 ** attempt)
+                last = ServiceError(f"{what}: {type(exc).__name__}: {exc}")
+            pause = deadline.pause(self.backoff_s, attempt, self.retries)
+            if pause is None:
+                break
+            await asyncio.sleep(pause)
         assert last is not None
-        raise last
+        raise last if attempt >= self.retries else deadline.expired(what, last)
 
     async def health(self) -> dict:
         return await self._request("GET", "/health")
 
-    async def score(self, items: Sequence[dict]) -> list[dict]:
+    async def score(self, items: Sequence[dict]) -> list[RewardResult]:
+        deadline = _Deadline(self.deadline_s)
         chunks = _chunks(items, self.max_request_items)
-        answers = await asyncio.gather(*(self._request("POST", "/score", json={"items": c}) for c in chunks))
-        out: list[dict] = []
+        answers = await asyncio.gather(*(self._request("POST", "/score", deadline, json={"items": c})
+                                         for c in chunks))
+        out: list[RewardResult] = []
         for chunk, answer in zip(chunks, answers):
             out.extend(_check(answer.get("results") if isinstance(answer, dict) else None, len(chunk)))
         return out

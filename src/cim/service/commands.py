@@ -17,6 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="search device: auto | cpu | cuda (default index.device)")
     parser.add_argument("--max-batch", type=int, default=None, help="most captions in one scorer call")
     parser.add_argument("--batch-window-ms", type=float, default=None, help="how long a batch waits to fill")
+    parser.add_argument("--header-timeout-s", type=float, default=None,
+                        help="close a connection that has not sent its request head (or stays idle) this long "
+                             "(default 10)")
+    parser.add_argument("--body-timeout-s", type=float, default=None,
+                        help="answer 408 to a request whose body has not arrived this long after its head "
+                             "(default 30)")
     parser.add_argument("--token-env", default=None,
                         help="env var holding the bearer token (default train.service.token_env); "
                              "the token is never taken on the command line")
@@ -25,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from cim.config import load_config
     from cim.reward.scorer import Scorer
-    from cim.service.server import RewardService, build_app, read_token, serve_forever
+    from cim.service.client import read_token
+    from cim.service.server import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, RewardService, build_app, serve_forever
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     cfg = load_config(args.params, args.overrides)
@@ -44,6 +51,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"cim serve: http://{host}:{port}  corpus={info['corpus_size']} text={info['text_encoder']} "
           f"index={info['index_checksum']} auth={'bearer' if token else 'none'}", file=sys.stderr, flush=True)
     app = build_app(service, token=token, max_request_bytes=int(s.max_request_mb * (1 << 20)),
-                    max_request_items=s.max_request_items)
-    serve_forever(app, host, port)
+                    max_request_items=s.max_request_items,
+                    body_timeout_s=BODY_TIMEOUT_S if args.body_timeout_s is None else args.body_timeout_s)
+    serve_forever(app, host, port,
+                  header_timeout_s=HEADER_TIMEOUT_S if args.header_timeout_s is None else args.header_timeout_s)
     return 0

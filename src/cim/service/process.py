@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 from urllib.parse import urlparse
 
-from cim.service.client import RewardClient, ServiceError
-from cim.service.server import read_token
+from cim.service.client import RewardClient, ServiceError, read_token
 
 log = logging.getLogger(__name__)
 

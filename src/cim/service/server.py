@@ -7,14 +7,19 @@ layer: a request is a JSON list that goes straight into the batcher. The service
 FastAPI's schema machinery would be weight without benefit.
 
 API (JSON):
-- ``POST /score``   ``{"items": [{"caption": str, "image_id": str, "id"?: any}, ...]}``
-  -> ``{"results": [{"score", "grc", "qir", "error", "retrieved", "source_rank", "id"?}, ...]}`` in order.
-  A bad item gets an ``error`` and ``null`` scores; the rest are scored. A malformed body is 400, too many
-  items or bytes 413, a missing or wrong bearer token 401.
+- ``POST /score``   ``{"items": [{"caption": str, "image_id": str, "id"?: str}, ...]}``
+  -> ``{"results": [{<every key of cim.reward.schema.RewardResult>, "id"?}, ...]}`` in order.
+  A bad item gets an ``error`` and ``null`` scores; the rest are scored. Refused whole: a body that is not
+  strict JSON (malformed, nested too deeply, ``NaN``/``Infinity`` or a number out of range) or not
+  ``{"items": [...]}``, or an ``id`` that is not a string: 400; too many items or bytes: 413; a body slower
+  than ``body_timeout_s``: 408; a missing or wrong bearer token: 401; a request whose items make the scorer
+  raise (the other requests of its batch are scored): 422.
 - ``GET /health``   model names, corpus size, index checksum, reward settings, batching counters.
 
 Concurrent requests are gathered by :class:`cim.service.batching.MicroBatcher` into one scorer call, run on
-one worker thread (the scorer owns one device; the event loop keeps accepting while it works).
+one worker thread (the scorer owns one device; the event loop keeps accepting while it works). Requests
+above ``max_batch`` items are scored in pieces interleaved with the others. A connection that has not sent
+its request head within ``header_timeout_s`` (or stays idle that long between requests) is closed.
 """
 from __future__ import annotations
 
@@ -24,19 +29,20 @@ import hmac
 import json
 import logging
 import math
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
 from aiohttp import web
 
-from cim.service.batching import MicroBatcher
+from cim.reward.schema import RESULT_KEYS, empty_result
+from cim.service.batching import MicroBatcher, UnitFailed
 
 log = logging.getLogger(__name__)
 
 SERVICE_KEY = web.AppKey("cim_service", object)
-RESULT_FIELDS = ("score", "grc", "qir", "error", "retrieved", "source_rank")
+HEADER_TIMEOUT_S = 10.0     # a connection must send its request head within this (and is closed when idle)
+BODY_TIMEOUT_S = 30.0       # ... and its body within this (16 MB at >= 0.5 MB/s)
 
 
 def _finite(value: Any) -> Any:
@@ -110,17 +116,45 @@ class RewardService:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+def _json_error(exc_class, message: str, **kwargs) -> web.HTTPException:
+    return exc_class(text=json.dumps({"error": message}), content_type="application/json", **kwargs)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON (RFC 8259 has no NaN or Infinity)")
+
+
+def parse_body(raw: bytes) -> Any:
+    """Strict JSON: ValueError for malformed text, ``NaN``/``Infinity``, numbers that overflow to inf, and
+    nesting too deep to parse (which Python's parser reports as RecursionError)."""
+    try:
+        return json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def _validate(body: Any, max_items: int) -> list[dict]:
-    """Raises ``web.HTTPException`` for a body that is not ``{"items": [...]}``; items are checked lightly
-    here (type of the container) and fully by the scorer, which reports per-item errors."""
+    """Raises ``web.HTTPException`` for a body that is not ``{"items": [...]}`` or whose ids are not strings
+    (ids route answers back to the caller's rows: a number would come back rounded or as NaN to some
+    parsers, so a wrong-typed id is refused before any work, never silently echoed). Items are checked
+    lightly here and fully by the scorer, which reports per-item errors."""
     if not isinstance(body, dict) or not isinstance(body.get("items"), list):
-        raise web.HTTPBadRequest(text=json.dumps({"error": 'body must be {"items": [...]}'}),
-                                 content_type="application/json")
+        raise _json_error(web.HTTPBadRequest, 'body must be {"items": [...]}')
     items = body["items"]
     if len(items) > max_items:
-        raise web.HTTPRequestEntityTooLarge(max_size=max_items, actual_size=len(items),
-                                            text=json.dumps({"error": f"{len(items)} items > {max_items}"}),
-                                            content_type="application/json")
+        raise _json_error(web.HTTPRequestEntityTooLarge, f"{len(items)} items > {max_items}",
+                          max_size=max_items, actual_size=len(items))
+    for i, item in enumerate(items):
+        if isinstance(item, dict) and "id" in item and not isinstance(item["id"], str):
+            raise _json_error(web.HTTPBadRequest, f"items[{i}].id must be a string, got "
+                              f"{type(item['id']).__name__}")
     return items
 
 
@@ -136,8 +170,20 @@ def _clean_item(item: Any) -> dict:
     return out
 
 
+def _scoring_failed(exc: Exception) -> web.HTTPException:
+    """422 when the request's own items make the scorer raise (it failed alone while other requests of its
+    batch were scored, or the scorer raised a TypeError/ValueError, which its per-item validation leaves
+    only to inputs it did not foresee); 500 otherwise (the service itself is in trouble; clients retry)."""
+    cause = exc.cause if isinstance(exc, UnitFailed) else exc
+    if isinstance(exc, UnitFailed) or isinstance(cause, (TypeError, ValueError)):
+        return _json_error(web.HTTPUnprocessableEntity, f"the scorer raised on this request's items "
+                           f"({type(cause).__name__}: {str(cause)[:300]}); other requests were scored")
+    log.error("scoring failed: %s: %s", type(cause).__name__, cause, exc_info=cause)
+    return _json_error(web.HTTPInternalServerError, f"scoring failed: {type(cause).__name__}: {str(cause)[:300]}")
+
+
 def build_app(service: RewardService, token: Optional[str] = None, max_request_bytes: int = 16 << 20,
-              max_request_items: int = 4096) -> web.Application:
+              max_request_items: int = 4096, body_timeout_s: float = BODY_TIMEOUT_S) -> web.Application:
     expected = f"Bearer {token}".encode() if token else None
 
     @web.middleware
@@ -145,35 +191,34 @@ def build_app(service: RewardService, token: Optional[str] = None, max_request_b
         if expected is not None and request.path != "/health":
             given = request.headers.get("Authorization", "").encode()
             if not hmac.compare_digest(given, expected):
-                raise web.HTTPUnauthorized(headers={"WWW-Authenticate": "Bearer"},
-                                           text=json.dumps({"error": "missing or wrong bearer token"}),
-                                           content_type="application/json")
+                raise _json_error(web.HTTPUnauthorized, "missing or wrong bearer token",
+                                  headers={"WWW-Authenticate": "Bearer"})
         return await handler(request)
 
     async def score(request: web.Request) -> web.Response:
         try:
-            body = await request.json(loads=json.loads)
-        except web.HTTPException:
-            raise
+            raw = await asyncio.wait_for(request.read(), body_timeout_s)
+        except (asyncio.TimeoutError, TimeoutError):
+            raise _json_error(web.HTTPRequestTimeout, f"request body not received within {body_timeout_s:g} s")
+        try:
+            body = parse_body(raw)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise web.HTTPBadRequest(text=json.dumps({"error": f"invalid JSON: {exc}"}),
-                                     content_type="application/json")
+            raise _json_error(web.HTTPBadRequest, f"invalid JSON: {exc}")
         items = _validate(body, max_request_items)
         cleaned = [_clean_item(it) for it in items]
         good = [c for c in cleaned if "_bad" not in c]
-        scored = iter(await service.score(good) if good else [])
+        try:
+            scored = iter(await service.score(good) if good else [])
+        except Exception as exc:  # noqa: BLE001 - answered as 422 or 500, never a traceback page
+            raise _scoring_failed(exc)
         results = []
-        for raw, c in zip(items, cleaned):
-            if "_bad" in c:
-                r = {"score": None, "grc": None, "qir": None, "error": c["_bad"], "retrieved": [],
-                     "source_rank": None}
-            else:
-                full = next(scored)
-                r = {k: _finite(full.get(k)) for k in RESULT_FIELDS}
-            if isinstance(raw, dict) and "id" in raw:
-                r["id"] = raw["id"]
+        for raw_item, c in zip(items, cleaned):
+            full = empty_result(c["_bad"]) if "_bad" in c else next(scored)
+            r = {k: _finite(full.get(k)) for k in RESULT_KEYS}
+            if isinstance(raw_item, dict) and "id" in raw_item:
+                r["id"] = raw_item["id"]
             results.append(r)
-        return web.json_response({"results": results})
+        return web.json_response({"results": results}, dumps=_strict_dumps)
 
     async def health(request: web.Request) -> web.Response:
         return web.json_response(service.health())
@@ -189,20 +234,20 @@ def build_app(service: RewardService, token: Optional[str] = None, max_request_b
     return app
 
 
-def read_token(token_env: str) -> Optional[str]:
-    value = os.environ.get(token_env, "") if token_env else ""
-    return value or None
+def _strict_dumps(obj: Any) -> str:
+    return json.dumps(obj, allow_nan=False)
 
 
 class ServerHandle:
     """A service running in this process on its own event loop thread (tests, benchmarks, notebooks)."""
 
-    def __init__(self, app: web.Application, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, app: web.Application, host: str = "127.0.0.1", port: int = 0,
+                 header_timeout_s: float = HEADER_TIMEOUT_S):
         import threading
 
         self.app, self.host = app, host
         self._loop = asyncio.new_event_loop()
-        self._runner = web.AppRunner(app, access_log=None)
+        self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=header_timeout_s)
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._serve, args=(port,), daemon=True, name="cim-service")
@@ -244,6 +289,9 @@ class ServerHandle:
         self.close()
 
 
-def serve_forever(app: web.Application, host: str, port: int) -> None:
-    """Blocking: what ``cim serve`` runs."""
-    web.run_app(app, host=host, port=port, access_log=None, print=lambda msg: log.info(msg))
+def serve_forever(app: web.Application, host: str, port: int, header_timeout_s: float = HEADER_TIMEOUT_S) -> None:
+    """Blocking: what ``cim serve`` runs. ``header_timeout_s`` is aiohttp's keep-alive timeout, which runs from
+    the moment a connection opens (or its last answer) until a complete request head has arrived: a client
+    trickling its headers is cut off then, as is a connection left idle."""
+    web.run_app(app, host=host, port=port, access_log=None, print=lambda msg: log.info(msg),
+                keepalive_timeout=header_timeout_s)

@@ -6,15 +6,19 @@ one go: one POST to the reward service (``service_url``), or one call of an in-p
 :class:`cim.reward.scorer.Scorer` when no service URL is configured (built once per worker process from a
 params snapshot, ``params``).
 
-Contract with verl (see shared notes): every sample returns the *same keys* -- ``score``, ``grc``, ``qir``
-and the monitors ``failed``, ``source_retrieved``, ``source_rank``, ``caption_len``, ``caption_chars``,
-``truncated``. An item that cannot be scored (service down after retries, unknown image id, empty caption)
-gets ``fallback_score``, ``failed = 1``, a counted log line, and never an exception into the training step.
+Contract with verl: every sample returns the *same keys* (:data:`KEYS`): the numeric keys of the reward's
+result (:data:`cim.reward.schema.NUMERIC_KEYS`: ``score``, ``grc``, ``qir``, ``source_rank``, ``truncated``)
+as floats, and the monitors ``failed``, ``source_retrieved``, ``caption_len``, ``caption_chars``. An item
+that cannot be scored (service down after retries, unknown image id, empty caption, a caption that makes the
+scorer raise) gets ``fallback_score``, ``failed = 1``, a counted log line, and never an exception into the
+training step; the other samples of its batch are scored as if it were not there (the batcher re-scores
+the callers of a failed batch apart).
 
 reward kwargs (``+reward.custom_reward_function.reward_kwargs.<k>=<v>``), each also read from the
 environment as ``CIM_REWARD_<K>`` (upper case) when not given:
 ``service_url``, ``token_env`` (name of the env var holding the bearer token), ``params`` (params file for
-the in-process scorer), ``fallback_score``, ``window_ms``, ``max_batch``, ``timeout_s``, ``retries``.
+the in-process scorer), ``fallback_score``, ``window_ms``, ``max_batch``, ``timeout_s`` (per attempt),
+``retries``, ``deadline_s`` (the whole call to the service, retries included).
 """
 from __future__ import annotations
 
@@ -25,15 +29,17 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
+from cim.reward.schema import NUMERIC_KEYS, RewardResult
 from cim.service.batching import MicroBatcher
+from cim.service.client import DEADLINE_S, read_token
 
 log = logging.getLogger("cim.train.verl_reward")
 
-KEYS = ("score", "grc", "qir", "failed", "source_retrieved", "source_rank", "caption_len", "caption_chars",
-        "truncated")
+MONITOR_KEYS = ("failed", "source_retrieved", "caption_len", "caption_chars")
+KEYS = NUMERIC_KEYS + MONITOR_KEYS
 
 _DEFAULTS = {"service_url": "", "token_env": "CIM_REWARD_TOKEN", "params": "", "fallback_score": 0.0,
-             "window_ms": 50.0, "max_batch": 4096, "timeout_s": 120.0, "retries": 3}
+             "window_ms": 50.0, "max_batch": 4096, "timeout_s": 120.0, "retries": 3, "deadline_s": DEADLINE_S}
 
 # process-wide counters (a reward worker is one process); read with stats()
 _STATS = {"calls": 0, "failed": 0, "batches": 0}
@@ -99,10 +105,9 @@ class _Backend:
         if url:
             from cim.service.client import AsyncRewardClient
 
-            token_env = str(settings["token_env"] or "")
-            token = os.environ.get(token_env) or None if token_env else None
-            self.client: Optional[Any] = AsyncRewardClient(url, token=token, timeout_s=float(settings["timeout_s"]),
-                                                           retries=int(settings["retries"]))
+            self.client: Optional[Any] = AsyncRewardClient(
+                url, token=read_token(str(settings["token_env"] or "")), timeout_s=float(settings["timeout_s"]),
+                retries=int(settings["retries"]), deadline_s=float(settings["deadline_s"]))
             self.executor = None
         else:
             self.client = None
@@ -138,16 +143,16 @@ def _image_id(ground_truth: Any, extra_info: Any) -> Optional[str]:
     return None
 
 
-def _result(caption: str, fallback: float, scored: Optional[dict], error: Optional[str]) -> dict:
+def _result(caption: str, fallback: float, scored: Optional[RewardResult], error: Optional[str]) -> dict:
+    """verl's per-sample dict: the scored result's numeric keys as floats, plus the monitors; or the
+    fallback score with ``failed = 1``. Always exactly :data:`KEYS`."""
     out = {"caption_len": float(len(caption.split())), "caption_chars": float(len(caption))}
     if scored is not None and error is None and scored.get("error") is None and scored.get("score") is not None:
-        rank = scored.get("source_rank")
-        out.update(score=float(scored["score"]), grc=float(scored["grc"]), qir=float(scored["qir"]), failed=0.0,
-                   source_retrieved=1.0 if rank else 0.0, source_rank=float(rank or 0),
-                   truncated=1.0 if scored.get("truncated") else 0.0)
+        rank = scored["source_rank"]
+        out.update({k: float(scored[k] or 0) for k in NUMERIC_KEYS},
+                   failed=0.0, source_retrieved=1.0 if rank else 0.0)
     else:
-        out.update(score=fallback, grc=0.0, qir=0.0, failed=1.0, source_retrieved=0.0, source_rank=0.0,
-                   truncated=0.0)
+        out.update({k: 0.0 for k in NUMERIC_KEYS}, score=fallback, failed=1.0, source_retrieved=0.0)
     return {k: out[k] for k in KEYS}
 
 

@@ -1,0 +1,74 @@
+"""The reward's item and result: one definition used by the scorer, the service, its clients, verl's reward
+function and `cim score`.
+
+An item is ``{"caption": str, "image_id": str}`` (the source image by id: its embedding was precomputed at
+indexing time) or ``{"caption": str, "image": path}`` (embedded on the fly; in-process only, the service never
+opens paths). The service also echoes an optional string ``id``.
+
+A result has every key of :class:`RewardResult`, always: a scored item has ``error = None``; an item that
+could not be scored has ``score = grc = qir = source_rank = None``, ``retrieved = []`` and an ``error``.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, TypedDict, get_type_hints
+
+__all__ = ["RewardItem", "RewardResult", "RESULT_KEYS", "NUMERIC_KEYS", "empty_result", "caption_text",
+           "missing_keys"]
+
+
+class RewardItem(TypedDict, total=False):
+    caption: str
+    image_id: str           # the source image by id (the service and verl use only this)
+    image: str              # or by path (in-process scoring only)
+    id: str                 # echoed by the service, never scored
+
+
+class RewardResult(TypedDict):
+    score: Optional[float]          # GRC + beta * QIR (paper Eq. 3; or one term, reward.mode)
+    grc: Optional[float]            # Eq. 1
+    qir: Optional[float]            # Eq. 2
+    retrieved: list[str]            # the top-K corpus ids the caption retrieved
+    source_rank: Optional[int]      # where the source's own corpus row was found (1-based), None if not
+    truncated: bool                 # the caption was cut to MAX_CAPTION_CHARS before tokenising
+    error: Optional[str]            # why the item was not scored; None when it was
+
+
+RESULT_KEYS: tuple[str, ...] = tuple(get_type_hints(RewardResult))
+# The keys whose values are numbers (or a bool, or None when unscored): what a metrics logger can average.
+NUMERIC_KEYS: tuple[str, ...] = tuple(k for k in RESULT_KEYS if k not in ("retrieved", "error"))
+
+
+def empty_result(error: Optional[str] = None) -> RewardResult:
+    """A result with no scores: the start of every result, and the whole of an unscorable one."""
+    return {"score": None, "grc": None, "qir": None, "retrieved": [], "source_rank": None, "truncated": False,
+            "error": error}
+
+
+def missing_keys(result: Any) -> list[str]:
+    """The :data:`RESULT_KEYS` a result lacks (all of them when it is not a dict)."""
+    if not isinstance(result, dict):
+        return list(RESULT_KEYS)
+    return [k for k in RESULT_KEYS if k not in result]
+
+
+def caption_text(raw: Any) -> str:
+    """The caption as text, or ValueError saying why it cannot be scored.
+
+    Bytes must be UTF-8; a string must be encodable as UTF-8 (a lone UTF-16 surrogate such as ``"\\ud800"``
+    is valid JSON but no text, and makes the tokenizer raise); empty or whitespace-only captions are refused.
+    """
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"caption is not valid UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if not isinstance(raw, str):
+        raise ValueError(f"caption must be a string, got {type(raw).__name__}")
+    try:
+        raw.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"caption is not valid UTF-8 text ({exc.reason}: {raw[exc.start]!r} at character "
+                         f"{exc.start})") from None
+    if not raw.strip():
+        raise ValueError("caption is empty or whitespace only")
+    return raw
