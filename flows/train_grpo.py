@@ -64,7 +64,7 @@ def reward_service(params: str, overrides: list[str]) -> dict:
 def train_verl(params: str, overrides: list[str], dry_run: bool) -> dict:
     from cim.train.commands import launch_verl
 
-    result = launch_verl(_cfg(params, overrides), params, overrides, dry_run=dry_run)
+    result = launch_verl(_cfg(params, overrides), dry_run=dry_run)
     if result["returncode"] != 0:
         raise RuntimeError(f"verl exited with code {result['returncode']} (MLflow run {result['run_id']})")
     return {k: v for k, v in result.items() if k != "plan"}

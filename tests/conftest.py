@@ -38,6 +38,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
+def defaults_params(tmp_path_factory) -> Path:
+    """A params file that sets nothing, i.e. the built-in defaults (a --params file that is missing is an error)."""
+    path = tmp_path_factory.mktemp("params") / "params.yaml"
+    path.write_text("# empty: the built-in defaults\n")
+    return path
+
+
+@pytest.fixture(scope="session")
 def tiny_cfg(tmp_path_factory):
     from cim.config import load_config
 

@@ -110,15 +110,15 @@ def test_record_without_caption_names_file_and_record(tmp_path):
         convert("laion", ann, tmp_path, tmp_path / "m.jsonl")
 
 
-def test_cim_manifest_command(tmp_path, capsys):
+def test_cim_manifest_command(tmp_path, capsys, defaults_params):
     _images(tmp_path, ["000000000139.jpg"])
     ann = tmp_path / "ln.jsonl"
     shutil.copy(FIXTURES / "coco_ln.jsonl", ann)
-    args = ["manifest", "--params", str(tmp_path / "none.yaml"), "--format", "coco-ln", "--annotations",
+    args = ["manifest", "--params", str(defaults_params), "--format", "coco-ln", "--annotations",
             str(ann), "--images", str(tmp_path), "--out", str(tmp_path / "m.jsonl")]
     assert cli_main(args) == 0
     err = capsys.readouterr().err
     assert "3 records -> 2 rows" in err and "1 images missing" in err
     assert len(read_manifest(tmp_path / "m.jsonl")) == 2
-    assert cli_main(args[:-2] + ["--out", str(tmp_path / "f.jsonl"), "--on-missing", "fail"]) == 1
+    assert cli_main(args[:-2] + ["--out", str(tmp_path / "f.jsonl"), "--on-missing", "fail"]) == 2
     assert "not under" in capsys.readouterr().err and not (tmp_path / "f.jsonl").exists()

@@ -3,9 +3,39 @@ import pytest
 from cim.config import ConfigError, flatten, load_config
 
 
-def test_defaults_without_file(tmp_path):
-    cfg = load_config(tmp_path / "absent.yaml")
+def test_defaults_without_file():
+    cfg = load_config(None)
     assert cfg.reward.top_k == 5 and cfg.reward.beta == 1.0 and cfg.reward.decay == 0.5
+
+
+@pytest.mark.parametrize("content, problem", [
+    (None, "does not exist"),
+    ("folder", "is a folder"),
+    (b"reward: [1\n", "not valid YAML (line 2"),
+    (b"reward:\n  beta: 0.5\n bad: 1\n", "not valid YAML (line 3"),
+    (b"reward:\n  mode: \xffboth\n", "not UTF-8 text (invalid start byte 0xff at byte 16)"),
+    (b"- reward\n", "holds a list"),
+])
+def test_a_params_file_that_cannot_be_read_is_an_error_naming_it(tmp_path, content, problem):
+    path = tmp_path / "params.yaml"
+    if content == "folder":
+        path.mkdir()
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError, match="params file .*params.yaml") as exc:
+        load_config(path)
+    assert problem in str(exc.value)
+
+
+def test_an_empty_params_file_means_the_defaults(tmp_path):
+    (tmp_path / "params.yaml").write_text("# nothing set\n")
+    assert load_config(tmp_path / "params.yaml").reward.top_k == 5
+
+
+def test_an_omegaconf_error_is_one_line():
+    with pytest.raises(ConfigError) as exc:
+        load_config(None, ["reward.top_k=five"])
+    assert "\n" not in str(exc.value) and str(exc.value).startswith("reward.top_k: ")
 
 
 def test_file_and_overrides(tmp_path):

@@ -24,8 +24,10 @@ def test_index_flow_end_to_end(prefect_home, tmp_path):
     # A subprocess, as a user runs it: Prefect's temporary server logs at interpreter exit.
     overrides = TINY_OVERRIDES + [f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
                                   f"tracking.artifact_dir={tmp_path / 'artifacts'}"]
+    params = tmp_path / "params.yaml"
+    params.write_text("# empty: the built-in defaults\n")
     proc = subprocess.run([sys.executable, str(ROOT / "flows" / "index_corpus.py"), "--params",
-                           str(tmp_path / "absent.yaml"), *overrides], cwd=tmp_path, capture_output=True,
+                           str(params), *overrides], cwd=tmp_path, capture_output=True,
                           text=True, timeout=600, env={**{k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"},
                                "PYTHONPATH": str(ROOT / "src")})
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -388,7 +388,7 @@ def test_unreadable_corpus_image_policy(cfg, encoders, corpus, tmp_path):
 
 
 # -- CLI ---------------------------------------------------------------------------------------------------------
-def test_cli_index_command(built, corpus, tmp_path, capsys):
+def test_cli_index_command(built, corpus, tmp_path, capsys, defaults_params):
     from cim.cli import main
 
     manifest, sources, _ = corpus
@@ -396,13 +396,13 @@ def test_cli_index_command(built, corpus, tmp_path, capsys):
     out.mkdir()
     _copy_shards(built, out)                                      # reused: the CLI run only loads encoders
     code = main(["index", "--manifest", str(manifest), "--out", str(out), "--sources", str(sources),
-                 "--params", str(tmp_path / "absent.yaml"), "--no-progress", *OVERRIDES])
+                 "--params", str(defaults_params), "--no-progress", *OVERRIDES])
     assert code == 0
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["rows"] == N and summary["shards"]["reused"] == 3 and summary["sources"] == 4
     _same_outputs(out, built)
     assert main(["index", "--manifest", str(tmp_path / "none.jsonl"), "--out", str(out),
-                 "--params", str(tmp_path / "absent.yaml")]) == 2
+                 "--params", str(defaults_params)]) == 2
 
 
 # -- GPU ----------------------------------------------------------------------------------------------------

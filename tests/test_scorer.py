@@ -124,7 +124,7 @@ def test_image_path_input_matches_image_id(tiny_scorer, tiny_world):
         assert b["qir"] == pytest.approx(a["qir"], abs=2e-3)   # fp16 source table vs fresh fp32 embedding
 
 
-def test_cim_score_cli(tiny_cfg, tiny_index_dir, tiny_world, tmp_path):
+def test_cim_score_cli(tiny_cfg, tiny_index_dir, tiny_world, tmp_path, defaults_params):
     items = _bench_items(tiny_world, 3)
     src = tmp_path / "in.jsonl"
     with open(src, "wb") as fh:
@@ -135,7 +135,7 @@ def test_cim_score_cli(tiny_cfg, tiny_index_dir, tiny_world, tmp_path):
         fh.write(b'{"caption": "", "image_id": "b00000"}\n')
     out = tmp_path / "out.jsonl"
     overrides = [f"encoders.image.image_size=64", f"index.out_dir={tiny_index_dir}"]
-    proc = subprocess.run([sys.executable, "-m", "cim.cli", "score", "--params", "/nonexistent.yaml",
+    proc = subprocess.run([sys.executable, "-m", "cim.cli", "score", "--params", str(defaults_params),
                            "--input", str(src), "--output", str(out), *overrides],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr

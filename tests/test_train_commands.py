@@ -68,11 +68,11 @@ def test_train_verl_on_a_ray_cluster_uses_ray_job_submit(capsys):
 
 
 def test_train_verl_without_data_says_what_to_run(tmp_path, capsys):
-    from cim.train import commands
+    from cim.cli import main
 
-    argv = ["--params", str(params_file()), "--backend", "verl", f"train.data_dir={tmp_path}/none",
+    argv = ["train", "--params", str(params_file()), "--backend", "verl", f"train.data_dir={tmp_path}/none",
             f"train.verl.checkpoint_dir={tmp_path}/ckpt"]
-    assert commands.run(_args(commands, argv)) == 2
+    assert main(argv) == 2
     assert "cim prepare-train" in capsys.readouterr().err
 
 

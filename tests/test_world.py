@@ -263,9 +263,9 @@ def test_interrupted_run_is_not_marked_complete(tmp_path, monkeypatch):
     assert _digest(out) == complete
 
 
-def test_cim_prepare_command(tmp_path, capsys):
+def test_cim_prepare_command(tmp_path, capsys, defaults_params):
     out = tmp_path / "w"
-    code = cli_main(["prepare", "--params", str(tmp_path / "none.yaml"), "--out", str(out), "--no-progress",
+    code = cli_main(["prepare", "--params", str(defaults_params), "--out", str(out), "--no-progress",
                      "world.n_corpus=25", "world.n_train=5", "world.n_bench=3", "world.image_size=32"])
     assert code == 0 and (out / "world.json").exists()
     assert json.loads((out / "world.json").read_text())["counts"]["corpus"] == 25

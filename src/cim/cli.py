@@ -1,13 +1,25 @@
 """`cim <command>`: every DVC stage and flow step is one command.
 
 Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``; this file
-only lists them, so ``cim --help`` stays fast (modules are imported when their command runs).
+only lists them, so ``cim --help`` stays fast (modules are imported when their command runs, and nothing
+they import at parse time loads torch, transformers, faiss or mlflow).
+
+Errors a person can fix (:func:`cim.errors.user_message`: every ``CimError``, a missing input file, a file
+that is not UTF-8, JSON or YAML) are printed here, once for all commands, as ``cim <command>: <message>``
+with exit code 2 and no traceback; ``--debug`` or ``CIM_DEBUG=1`` prints the traceback too.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
+from pathlib import Path
+
+DEFAULT_PARAMS = "params.yaml"
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -25,7 +37,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--params", default=None,
+                        help=f"params file (default: {DEFAULT_PARAMS} in the working folder; where there is none, "
+                             "the built-in defaults, with a note)")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, print the traceback too (or set CIM_DEBUG=1)")
     parser.add_argument("overrides", nargs="*", metavar="key=value",
                         help="config overrides, the syntax of `dvc exp run -S` (e.g. reward.beta=0.5)")
 
@@ -38,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def debug_enabled(argv: list[str]) -> bool:
+    return "--debug" in argv or os.environ.get("CIM_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     top = build_parser()
@@ -45,17 +65,55 @@ def main(argv: list[str] | None = None) -> int:
         if argv and argv[0] not in ("-h", "--help"):
             top.print_usage(sys.stderr)
             print(f"cim: unknown command {argv[0]!r}", file=sys.stderr)
-            return 2
+            return EXIT_USER_ERROR
         top.print_help()
         return 0
     name = argv[0]
+    try:
+        return run_command(name, argv[1:])
+    except KeyboardInterrupt:
+        if debug_enabled(argv):
+            traceback.print_exc()
+        print(f"cim {name}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001  (the boundary: a user's error becomes one line, a bug re-raises)
+        from cim.errors import user_message
+
+        message = user_message(exc)
+        if message is None:
+            raise
+        if debug_enabled(argv):
+            traceback.print_exc()
+        print(f"cim {name}: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
+def run_command(name: str, argv: list[str]) -> int:
+    """Parse ``argv`` for command ``name``, settle the params file, run the command; errors propagate."""
     module_name, help_text = COMMANDS[name]
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"cim {name}", description=help_text)
     _add_common(parser)
     module.add_arguments(parser)
-    args = parser.parse_intermixed_args(argv[1:])
+    args = parser.parse_intermixed_args(argv)
+    args.params = settle_params(name, args.params, args.overrides)
     return int(module.run(args) or 0)
+
+
+def settle_params(name: str, params: str | None, overrides: list[str]) -> str | None:
+    """The params file the command reads: ``--params`` if given (it must exist), else params.yaml in the
+    working folder, else ``None`` (the built-in defaults, said in one line on stderr). The file and the
+    overrides are checked here, before the command does any work, so every command fails the same way."""
+    from cim.config import load_config
+
+    if params is None:
+        if Path(DEFAULT_PARAMS).exists():
+            params = DEFAULT_PARAMS
+        else:
+            print(f"cim {name}: note: no {DEFAULT_PARAMS} in {Path.cwd()}; using the built-in defaults "
+                  "(pass --params FILE to use another file)", file=sys.stderr)
+    load_config(params, overrides)
+    return params
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from cim.errors import ConfigError
+from cim.errors import ConfigError, describe_decode_error, describe_yaml_error
 
 __all__ = ["Config", "ConfigError", "load_config", "to_dict", "flatten"]
 
@@ -331,14 +332,17 @@ def _check_choices(cfg: DictConfig) -> None:
 
 
 def load_config(path: str | Path | None = "params.yaml", overrides: Sequence[str] = ()) -> Config:
-    """Load ``params.yaml`` (if it exists) over the defaults, then apply ``key=value`` overrides.
+    """Load the params file ``path`` over the defaults, then apply ``key=value`` overrides.
 
-    Returns an omegaconf-backed object typed as :class:`Config` (attribute access, type-checked on write).
+    ``path=None`` means the built-in defaults alone. A ``path`` that does not exist, is a folder, is not UTF-8
+    or not YAML is a ConfigError naming the file (`cim` uses the defaults only when no ``--params`` was given
+    and the working folder has no params.yaml, and says so). Returns an omegaconf-backed object typed as
+    :class:`Config` (attribute access, type-checked on write).
     """
     cfg = OmegaConf.structured(Config)
     try:
-        if path is not None and Path(path).exists():
-            cfg = OmegaConf.merge(cfg, OmegaConf.load(path))
+        if path is not None:
+            cfg = OmegaConf.merge(cfg, _read_params_file(Path(path)))
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not of the form key=value")
@@ -346,9 +350,28 @@ def load_config(path: str | Path | None = "params.yaml", overrides: Sequence[str
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as exc:  # unknown key, wrong type: the message names the full key
         key = getattr(exc, "full_key", None)
-        raise ConfigError(f"{key}: {exc.msg if hasattr(exc, 'msg') else exc}" if key else str(exc)) from None
+        message = str(getattr(exc, "msg", None) or exc).strip().splitlines()[0]  # omegaconf appends its context
+        raise ConfigError(f"{key}: {message}" if key else message) from None
     _check_choices(cfg)
     return cfg  # type: ignore[return-value]
+
+
+def _read_params_file(path: Path) -> DictConfig:
+    if path.is_dir():
+        raise ConfigError(f"params file {path} is a folder; pass a YAML file with --params")
+    if not path.is_file():
+        raise ConfigError(f"params file {path} does not exist; pass an existing file with --params")
+    try:
+        data = OmegaConf.load(path)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"params file {path} is {describe_decode_error(exc)}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"params file {path} is not valid YAML ({describe_yaml_error(exc, with_file=False)}); "
+                          "fix the file or pass another with --params") from None
+    if not isinstance(data, DictConfig):
+        raise ConfigError(f"params file {path} holds a list; it must map section names to settings "
+                          "(world:, index:, reward:, ...)")
+    return data
 
 
 def to_dict(cfg: Any) -> dict:

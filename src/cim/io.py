@@ -132,18 +132,25 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, object)`` for each non-blank line; ValueError names file and line."""
+    """Yield ``(line_number, object)`` for each non-blank line; a line that is not UTF-8, not JSON or not an
+    object raises :class:`~cim.errors.InputError` (a ValueError) naming the file and line."""
+    from cim.errors import InputError, describe_decode_error
+
     path = Path(path)
-    with path.open("r", encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}:{lineno}: {describe_decode_error(exc)}") from None
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
+                raise InputError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
             if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
             yield lineno, obj
 
 

@@ -26,7 +26,7 @@ Accepted shapes (one record each; keys tried in the order given):
   ``<image_id>_<annotator_id>``.
 
 Duplicate ids (one image captioned twice) get ``_2``, ``_3``... appended. A record without a usable image
-key or caption raises ValueError naming the file and record.
+key or caption raises InputError (a ValueError) naming the file and record.
 
 The readers are registered by name in :data:`FORMATS` (a :class:`cim.registry.Registry`; a reader is
 ``read(annotations: Path, split: str | None) -> Iterator[Record]``): another release format is one
@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+from cim.errors import CimError, InputError, describe_decode_error
 from cim.io import atomic_write_text, read_jsonl
 from cim.registry import Registry
 
@@ -53,7 +54,7 @@ log = logging.getLogger(__name__)
 MAX_SHOWN = 20
 
 
-class MissingImagesError(FileNotFoundError):
+class MissingImagesError(CimError, FileNotFoundError):
     """Images named by the annotations are not in the images folder (with ``on_missing="fail"``)."""
 
 
@@ -100,20 +101,25 @@ def _records(path: Path) -> Iterator[tuple[str, dict]]:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         with path.open(newline="", encoding="utf-8") as handle:
-            for lineno, row in enumerate(csv.DictReader(handle), start=2):
-                yield f"{path}:{lineno}", row
+            try:
+                for lineno, row in enumerate(csv.DictReader(handle), start=2):
+                    yield f"{path}:{lineno}", row
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}: {describe_decode_error(exc)}") from None
         return
-    with path.open(encoding="utf-8") as handle:
+    with path.open("rb") as handle:
         head = handle.read(4096).lstrip()
-    if head.startswith("["):
+    if head.startswith(b"["):
         with path.open(encoding="utf-8") as handle:
             try:
                 data = json.load(handle)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{path}: malformed JSON ({exc.msg}, line {exc.lineno})") from None
+                raise InputError(f"{path}: malformed JSON ({exc.msg}, line {exc.lineno})") from None
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{path}: {describe_decode_error(exc)}") from None
         for index, obj in enumerate(data):
             if not isinstance(obj, dict):
-                raise ValueError(f"{path}: record {index} is not a JSON object")
+                raise InputError(f"{path}: record {index} is not a JSON object")
             yield f"{path}: record {index}", obj
         return
     for lineno, obj in read_jsonl(path):
@@ -141,7 +147,7 @@ def _caption(obj: dict, keys: tuple[str, ...], where: str) -> str:
     if value is None:
         value = _dialogue_answer(obj.get("conversations")) or _dialogue_answer(obj.get("messages"))
     if value is None or not isinstance(value, str):
-        raise ValueError(f"{where}: no caption (expected one of {', '.join(keys)}, conversations, messages)")
+        raise InputError(f"{where}: no caption (expected one of {', '.join(keys)}, conversations, messages)")
     return re.sub(r"\s+", " ", value.replace("<image>", "")).strip()
 
 
@@ -164,7 +170,7 @@ def read_refinedcaps(path: Path, split: str | None = None) -> Iterator[Record]:
     for where, obj in _records(path):
         value = _first(obj, ("image", "image_id", "file_name", "images"))
         if value is None:
-            raise ValueError(f"{where}: no image (expected one of image, image_id, file_name, images)")
+            raise InputError(f"{where}: no image (expected one of image, image_id, file_name, images)")
         images = _image_candidates(value)
         text = _caption(obj, ("caption", "refined_caption"), where)
         yield Record(str(obj.get("id") or Path(images[0]).stem), images, text)
@@ -176,7 +182,7 @@ def read_densefusion(path: Path, split: str | None = None) -> Iterator[Record]:
         image_id = _first(obj, ("image_id", "id"))
         value = _first(obj, ("image_path", "image"))
         if value is None and image_id is None:
-            raise ValueError(f"{where}: no image (expected image_path, image or image_id)")
+            raise InputError(f"{where}: no image (expected image_path, image or image_id)")
         images = _image_candidates(value) if value is not None else [f"{image_id}.jpg"]
         text = _caption(obj, ("caption",), where)
         yield Record(str(image_id if image_id is not None else Path(images[0]).stem), images, text)
@@ -187,7 +193,7 @@ def read_docci(path: Path, split: str | None = None) -> Iterator[Record]:
     for where, obj in _records(path):
         missing = [k for k in ("example_id", "image_file", "description") if k not in obj]
         if missing:
-            raise ValueError(f"{where}: missing key(s) {', '.join(missing)}")
+            raise InputError(f"{where}: missing key(s) {', '.join(missing)}")
         if split is not None and obj.get("split") != split:
             continue
         name = obj["image_file"]
@@ -200,7 +206,7 @@ def read_coco_ln(path: Path, split: str | None = None) -> Iterator[Record]:
     for where, obj in _records(path):
         missing = [k for k in ("image_id", "annotator_id", "caption") if k not in obj]
         if missing:
-            raise ValueError(f"{where}: missing key(s) {', '.join(missing)}")
+            raise InputError(f"{where}: missing key(s) {', '.join(missing)}")
         yield Record(f"{obj['image_id']}_{obj['annotator_id']}", [_coco_name(obj["image_id"])],
                      str(obj["caption"]).strip(),
                      {"dataset_id": obj.get("dataset_id"), "annotator_id": obj["annotator_id"]})

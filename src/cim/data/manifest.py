@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from cim.errors import InputError
 from cim.io import read_jsonl, write_jsonl
 
 __all__ = ["read_manifest", "write_manifest", "read_sources", "write_sources", "write_image_rows"]
@@ -34,10 +35,10 @@ def _relative(image: str, folder: Path) -> str:
 def _check(obj: dict, required: tuple[str, ...], where: str) -> None:
     missing = [key for key in required if key not in obj]
     if missing:
-        raise ValueError(f"{where}: missing key(s) {', '.join(missing)}")
+        raise InputError(f"{where}: missing key(s) {', '.join(missing)}")
     for key in required:
         if not isinstance(obj[key], str) or not obj[key].strip():
-            raise ValueError(f"{where}: {key!r} must be a non-empty string, got {obj[key]!r}")
+            raise InputError(f"{where}: {key!r} must be a non-empty string, got {obj[key]!r}")
 
 
 def _read_rows(path: str | Path, required: tuple[str, ...]) -> list[dict]:
@@ -49,7 +50,7 @@ def _read_rows(path: str | Path, required: tuple[str, ...]) -> list[dict]:
         _check(obj, required, f"{path}:{lineno}")
         row_id = obj["id"]
         if row_id in first_line:
-            raise ValueError(f"{path}:{lineno}: duplicate id {row_id!r} (first on line {first_line[row_id]})")
+            raise InputError(f"{path}:{lineno}: duplicate id {row_id!r} (first on line {first_line[row_id]})")
         first_line[row_id] = lineno
         obj["image"] = _resolve(obj["image"], folder)
         rows.append(obj)

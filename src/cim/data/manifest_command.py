@@ -19,13 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cim.data.adapters import MissingImagesError, convert
+    from cim.data.adapters import convert
 
-    try:
-        report = convert(args.format, args.annotations, args.images, args.out, on_missing=args.on_missing,
-                         split=args.split)
-    except (MissingImagesError, FileNotFoundError, ValueError) as exc:
-        print(f"cim manifest: {exc}", file=sys.stderr)
-        return 1
+    report = convert(args.format, args.annotations, args.images, args.out, on_missing=args.on_missing,
+                     split=args.split)
     print(report.summary(), file=sys.stderr)
     return 0

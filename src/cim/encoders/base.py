@@ -12,7 +12,7 @@ from typing import Any, Callable, Sequence, Union
 
 import numpy as np
 
-from cim.errors import WeightsNotFound
+from cim.errors import CimError, WeightsNotFound
 from cim.io import cache_dir
 from cim.registry import Registry
 
@@ -25,7 +25,7 @@ __all__ = [
 ]
 
 
-class ImageReadError(OSError):
+class ImageReadError(CimError, OSError):
     """An image file that cannot be opened or decoded. ``path`` names the file."""
 
     def __init__(self, path: str, reason: str):

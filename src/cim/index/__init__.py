@@ -5,12 +5,14 @@
 >>> index = CorpusIndex.load("data/index", expect={"text": text_encoder.describe()})
 >>> scores, rows = index.search(text_encoder.encode(captions), k=5)
 
-Layout and guarantees: docs/architecture.md and docs/index.md.
+Layout and guarantees: docs/architecture.md and docs/index.md. The names are imported on first use, so
+``import cim.index.commands`` (``cim index --help``) loads no numerical library.
 """
-from cim.index.build import build_index
-from cim.index.recall import recall_at_k
-from cim.index.search import build_faiss_index, exact_topk
-from cim.index.store import CorpusIndex, IndexCorrupt, IndexMismatch
+from cim.lazy import lazy_exports
 
+_EXPORTS = {"build_index": "cim.index.build", "recall_at_k": "cim.index.recall",
+            "build_faiss_index": "cim.index.search", "exact_topk": "cim.index.search",
+            "CorpusIndex": "cim.index.store", "IndexCorrupt": "cim.index.store", "IndexMismatch": "cim.index.store"}
 __all__ = ["build_index", "CorpusIndex", "IndexMismatch", "IndexCorrupt", "recall_at_k", "build_faiss_index",
            "exact_topk"]
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -23,13 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cim.config import ConfigError, load_config
+    from cim.config import load_config
+    from cim.errors import InputError
 
-    try:
-        cfg = load_config(args.params, args.overrides)
-    except ConfigError as exc:
-        print(f"cim index: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.params, args.overrides)
     manifest = Path(args.manifest or cfg.index.manifest)
     out = Path(args.out or cfg.index.out_dir)
     sources: Path | None = None
@@ -37,26 +34,19 @@ def run(args: argparse.Namespace) -> int:
         if args.sources:
             sources = Path(args.sources)
             if not sources.is_file():
-                print(f"cim index: sources file {sources} does not exist", file=sys.stderr)
-                return 2
+                raise InputError(f"sources file {sources} does not exist (pass --no-sources to build without)")
         elif cfg.index.sources and Path(cfg.index.sources).is_file():
             sources = Path(cfg.index.sources)
         elif cfg.index.sources:
             print(f"cim index: note: {cfg.index.sources} does not exist; building without source embeddings",
                   file=sys.stderr)
     if not manifest.is_file():
-        print(f"cim index: manifest {manifest} does not exist", file=sys.stderr)
-        return 2
+        raise InputError(f"manifest {manifest} does not exist (write one with `cim manifest` or `cim prepare`)")
 
-    from cim.encoders import ImageReadError, WeightsNotFound
     from cim.index import build_index
 
     started = time.perf_counter()
-    try:
-        build_index(cfg, manifest, out, sources=sources, progress=not args.no_progress)
-    except (WeightsNotFound, ImageReadError, ValueError) as exc:
-        print(f"cim index: {exc}", file=sys.stderr)
-        return 1
+    build_index(cfg, manifest, out, sources=sources, progress=not args.no_progress)
     meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
     summary = {"out": str(out), "rows": meta["rows"], "kind": meta["kind"], "dims": meta["dims"],
                "skipped": len(meta["manifest"]["skipped"]), "sources": (meta["sources"] or {}).get("rows", 0),

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cim.errors import ConfigError
+from cim.errors import CimError, ConfigError
 from cim.index.search import configure_faiss_index, exact_topk, exact_topk_torch, faiss_search, faiss_vectors
 
 __all__ = ["CorpusIndex", "IndexMismatch", "IndexCorrupt", "FORMAT", "sha256_file", "sha256_array",
@@ -17,7 +17,7 @@ __all__ = ["CorpusIndex", "IndexMismatch", "IndexCorrupt", "FORMAT", "sha256_fil
 FORMAT = 1
 
 
-class IndexCorrupt(RuntimeError):
+class IndexCorrupt(CimError, RuntimeError):
     """The index folder is incomplete or a file does not match what meta.json recorded."""
 
 

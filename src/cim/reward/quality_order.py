@@ -15,9 +15,6 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
-from scipy.stats import spearmanr
-
 from cim.config import load_config
 from cim.io import atomic_open, atomic_write_text, read_jsonl
 
@@ -34,6 +31,9 @@ def add_arguments(parser) -> None:
 
 def summarise(rows: list[dict]) -> dict:
     """rows: scored captions with image_id, level, quality, score, grc, qir (None where failed)."""
+    import numpy as np
+    from scipy.stats import spearmanr
+
     ok = [r for r in rows if r.get("error") is None]
     quality = np.array([r["quality"] for r in ok], dtype=float)
     out: dict = {"n_captions": len(rows), "n_failed": len(rows) - len(ok)}

@@ -78,11 +78,11 @@ def checkpoints(checkpoint_dir: str | Path) -> list[dict]:
     return out
 
 
-def launch_verl(cfg, params: str, overrides: list[str], dry_run: bool = False) -> dict:
+def launch_verl(cfg, dry_run: bool = False) -> dict:
     """Run verl for ``cfg`` inside an MLflow parent run; returns ``{"returncode", "run_id", "checkpoints"}``.
 
-    The library form of ``cim train --backend verl`` (the Prefect flow calls this). ``params`` and
-    ``overrides`` are what a started reward service is given, so it scores with the same config.
+    The library form of ``cim train --backend verl`` (the Prefect flow calls this). A reward service started
+    here reads the params snapshot (``cfg`` resolved), so it scores with the same config as the trainer.
     """
     from cim.config import flatten
     from cim.service import process as service_process
@@ -106,7 +106,7 @@ def launch_verl(cfg, params: str, overrides: list[str], dry_run: bool = False) -
     snapshot_params(cfg, snapshot)
     service = None
     if cfg.train.service.url:
-        service = service_process.ensure(cfg, params, overrides, log_path=str(ckpt / "reward_service.log"))
+        service = service_process.ensure(cfg, str(snapshot), [], log_path=str(ckpt / "reward_service.log"))
     try:
         with start_run(cfg, "train", tags={"backend": "verl", "preset": v.preset, "setting": v.setting},
                        log_params=False) as run:
@@ -138,14 +138,6 @@ def launch_verl(cfg, params: str, overrides: list[str], dry_run: bool = False) -
             service.stop()
 
 
-def run_verl(cfg, args) -> int:
-    try:
-        return int(launch_verl(cfg, args.params, args.overrides, dry_run=args.dry_run)["returncode"])
-    except FileNotFoundError as exc:
-        print(f"cim train: {exc}", file=sys.stderr)
-        return 2
-
-
 def run(args: argparse.Namespace) -> int:
     from cim.config import load_config
 
@@ -161,11 +153,10 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"train.verl.preset={args.preset}")
     if args.setting:
         overrides.append(f"train.verl.setting={args.setting}")
-    args.overrides = overrides
     cfg = load_config(args.params, overrides)
     backend = args.backend or cfg.train.backend
     if backend == "verl":
-        return run_verl(cfg, args)
+        return int(launch_verl(cfg, dry_run=args.dry_run)["returncode"])
     from cim.train.local import run_local
 
     return run_local(cfg, dry_run=args.dry_run)

@@ -20,6 +20,8 @@ import random
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from cim.errors import ConfigError, InputError
+
 DATA_SOURCE = "cim_caption"
 IMAGE_TOKEN = "<image>"
 
@@ -31,7 +33,7 @@ def _read_training_manifest(path: str | Path) -> list[dict]:
     seen: set[str] = set()
     for r in rows:
         if r["id"] in seen:
-            raise ValueError(f"{path}: duplicate id {r['id']!r}")
+            raise InputError(f"{path}: duplicate id {r['id']!r}")
         seen.add(r["id"])
     return rows
 
@@ -40,7 +42,7 @@ def to_verl_rows(rows: Sequence[dict], prompt: str, split: str) -> list[dict]:
     """Manifest rows (``id``, absolute ``image`` path) -> verl parquet rows."""
     text = prompt if IMAGE_TOKEN in prompt else IMAGE_TOKEN + prompt
     if text.count(IMAGE_TOKEN) != 1:
-        raise ValueError(f"the prompt must hold exactly one {IMAGE_TOKEN}: {prompt!r}")
+        raise ConfigError(f"train.prompt must hold exactly one {IMAGE_TOKEN}: {prompt!r}")
     out = []
     for i, r in enumerate(rows):
         image_id = str(r["id"])
@@ -88,7 +90,7 @@ def prepare_train(cfg, manifest: str | None = None, val_manifest: str | None = N
     t = cfg.train
     rows = _read_training_manifest(manifest or t.manifest)
     if not rows:
-        raise ValueError(f"{manifest or t.manifest}: no training rows")
+        raise InputError(f"{manifest or t.manifest}: no training rows")
     val_path = val_manifest if val_manifest is not None else t.val_manifest
     if val_path:
         train_rows, val_rows = rows, _read_training_manifest(val_path)

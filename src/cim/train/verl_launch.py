@@ -14,11 +14,13 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
+from cim.errors import CimError
+
 REWARD_FN = "pkg://cim.train.verl_reward"
 PRESET_DIR = Path(__file__).resolve().parents[3] / "configs" / "train"
 
 
-class PresetError(ValueError):
+class PresetError(CimError, ValueError):
     pass
 
 
