@@ -16,6 +16,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below
+from perf_report import emit, uptime  # noqa: E402
+
 HEAVY = ("torch", "transformers", "faiss", "mlflow", "sentence_transformers", "scipy", "numpy")
 PROBE = ("import runpy, sys, json\n"
          "sys.argv = ['cim', *sys.argv[1:]]\n"
@@ -51,7 +54,7 @@ def main() -> None:
         for name, src in trees.items():
             times[name].append(one_run(src, args.command)[0])
     result = {"command": f"cim {args.command} --help", "repeats": args.repeats,
-              "load_average_1_5_15": list(os.getloadavg()), "cpus": os.cpu_count(),
+              "uptime": uptime(), "cpus": os.cpu_count(),
               "trees": {name: {"src": trees[name], "median_s": round(statistics.median(t), 3),
                                "min_s": round(min(t), 3), "max_s": round(max(t), 3), "heavy_imported": heavy[name]}
                         for name, t in times.items()}}
@@ -59,11 +62,7 @@ def main() -> None:
     if len(names) == 2:
         a, b = (result["trees"][n]["median_s"] for n in names)
         result[f"{names[0]}_over_{names[1]}"] = round(a / b, 1)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

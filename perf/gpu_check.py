@@ -30,14 +30,15 @@ On a CPU, toy sizes check that it works: `python perf/gpu_check.py --device cpu 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below
+from perf_report import emit, uptime  # noqa: E402
 
 TEXT_DIM, IMAGE_DIM = 768, 1024          # all-mpnet-base-v2, ViT-H-14
 TARGETS = {"step_2560_s": 1.0, "speedup_vs_released_serial": 20.0}
@@ -230,13 +231,6 @@ def step_and_released(args, encoder) -> dict:
     return out
 
 
-def _uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except OSError:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--device", default="cuda", help="cuda | cuda:N | cpu (toy sizes)")
@@ -258,7 +252,6 @@ def main(argv=None) -> None:
     ap.add_argument("--out", help="write the JSON here too")
     args = ap.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import torch
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
@@ -266,7 +259,7 @@ def main(argv=None) -> None:
     started = time.perf_counter()
     result: dict = {"script": "perf/gpu_check.py", "argv": sys.argv[1:] if argv is None else argv,
                     "machine": {"device": args.device, "torch": torch.__version__, "python": platform.python_version(),
-                                "cpus": os.cpu_count(), "uptime_before": _uptime()}}
+                                "cpus": os.cpu_count(), "uptime_before": uptime()}}
     if args.device.startswith("cuda"):
         props = torch.cuda.get_device_properties(args.device)
         result["machine"].update(gpu=props.name, gpu_memory_bytes=int(props.total_memory),
@@ -289,13 +282,9 @@ def main(argv=None) -> None:
                                        "met": speedup >= TARGETS["speedup_vs_released_serial"]}}
     if args.device.startswith("cuda"):
         result["machine"]["gpu_peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated(args.device))
-    result["machine"]["uptime_after"] = _uptime()
+    result["machine"]["uptime_after"] = uptime()
     result["wall_s"] = round(time.perf_counter() - started, 1)
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

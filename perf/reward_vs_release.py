@@ -37,6 +37,9 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below
+from perf_report import emit, uptime  # noqa: E402
+
 TEXT_DIM, IMAGE_DIM = 384, 1280       # MiniLM text, EfficientNet-Lite0 image: the embedded default
 TARGETS = {"scorer_share_100k": 0.90, "scorer_share_1m": 0.80, "http_speedup_vs_released": 3.0}
 
@@ -213,13 +216,6 @@ def through_http(rows: int, args) -> dict:
                     "client and the service share the machine's CPUs"}
 
 
-def _uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except OSError:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
 def _targets(sizes: dict, http: dict) -> dict:
     def share(rows):
         return sizes.get(str(rows), {}).get("scorer_share_of_encoder")
@@ -256,7 +252,6 @@ def main(argv=None) -> None:
     ap.add_argument("--out", help="write the JSON here too (e.g. perf/results/reward_vs_release.json)")
     args = ap.parse_args(argv)
     _env_threads(args.threads)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     if args.mode == "serve":
         serve(args)
         return
@@ -264,7 +259,7 @@ def main(argv=None) -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    load_before = _uptime()
+    load_before = uptime()
     encoder, cfg = text_encoder()
     result: dict = {
         "script": "perf/reward_vs_release.py", "argv": sys.argv[1:],
@@ -287,13 +282,9 @@ def main(argv=None) -> None:
     result["reference_issue_measurement"] = {
         "3k_rows": {"released": 113, "scorer": 201, "ratio": 1.8},
         "100k_rows": {"released": 64, "scorer": 142, "ratio": 2.2, "scorer_share_of_encoder": 0.67}}
-    result["machine"]["uptime_after"] = _uptime()
+    result["machine"]["uptime_after"] = uptime()
     result["machine"]["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    emit(result, args.out)
 
 
 if __name__ == "__main__":
