@@ -3,7 +3,7 @@
 Each run is a fresh interpreter (`python -m cim.cli <command> --help` with PYTHONPATH=<src>), as a user
 starts it; also records which heavy libraries that run imported. Prints JSON and writes it with --out.
 
-    python perf/cli_help_time.py --src before=/path/to/main/src --src after=src [--command score] [--repeats 7]
+    python perf/cli_help_time.py --src before=/path/to/old/src --src after=src [--command score] [--repeats 7]
 """
 from __future__ import annotations
 

@@ -53,18 +53,12 @@ def test_the_console_script_answers_help():
     assert proc.returncode == 0 and "usage: cim score" in proc.stdout
 
 
-def test_packages_export_their_names_on_first_use():
+def test_the_index_package_exports_its_names_on_first_use():
     import cim.index
-    import cim.reward
-    import cim.service
 
-    from cim.index import CorpusIndex, IndexMismatch
-    from cim.reward import MODES, cim_reward
-    from cim.service import RewardClient
+    from cim.index import CorpusIndex, IndexMismatch, build_index
 
-    assert MODES == ("both", "grc", "qir") and callable(cim_reward)
     assert CorpusIndex.__module__ == "cim.index.store" and issubclass(IndexMismatch, ValueError)
-    assert RewardClient.__module__ == "cim.service.client"
-    assert {"cim_reward", "grc", "qir"} <= set(dir(cim.reward))
+    assert callable(build_index) and {"CorpusIndex", "recall_at_k"} <= set(dir(cim.index))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         cim.index.nope  # noqa: B018

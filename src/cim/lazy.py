@@ -1,8 +1,8 @@
 """Package attributes imported on first use (PEP 562), so importing a package loads none of its heavy
 submodules: ``cim <command> --help`` imports command modules, and those import their packages.
 
-    # cim/reward/__init__.py
-    __getattr__, __dir__ = lazy_exports(__name__, {"cim_reward": "cim.reward.equations", ...})
+    # cim/index/__init__.py
+    __getattr__, __dir__ = lazy_exports(__name__, {"CorpusIndex": "cim.index.store", ...})
 """
 from __future__ import annotations
 
