@@ -42,12 +42,17 @@ class ReleasedReward:
         self.text = torch.as_tensor(text_table).to(device=device, dtype=torch.float32)
         self.images = torch.as_tensor(image_table).to(device)
 
+    def top(self, caption: str, n: int):
+        """The ``n`` best gallery rows for ``caption`` and their similarities (exact, whole gallery)."""
+        torch = self.torch
+        query = torch.as_tensor(self.encode([caption])).to(self.device, torch.float32)   # (1, Dt)
+        values, rows = torch.topk(query @ self.text.T, n, dim=1)
+        return rows[0], values[0]
+
     def __call__(self, caption: str, source_row: int) -> float:
         from cim.reward.equations import cim_reward, grc, qir
 
-        torch = self.torch
-        query = torch.as_tensor(self.encode([caption])).to(self.device, torch.float32)   # (1, Dt)
-        top = torch.topk(query @ self.text.T, self.k, dim=1).indices[0]                  # exact, whole gallery
+        top, _ = self.top(caption, self.k)
         retrieved = self.images[top].float()                                              # (K, Di)
         source = self.images[source_row].float()                                          # in the gallery
         g = grc(retrieved)
@@ -56,6 +61,25 @@ class ReleasedReward:
 
     def score_serially(self, captions: Sequence[str], source_rows: Sequence[int]) -> list[float]:
         return [self(c, int(r)) for c, r in zip(captions, source_rows)]
+
+
+def agreement(released: ReleasedReward, results: Sequence[dict], captions: Sequence[str],
+              source_rows: Sequence[int], margin: float = 2e-4) -> dict:
+    """Does the released design give this project's scorer's scores (``results``, scored with the same K)?
+
+    Compared only where the ranking is clear: the K+1 best similarities at least ``margin`` apart and the
+    source's own row not among them (the scorer ranks near-ties by rounded similarity, then row, and leaves
+    the source out; the release takes topk's order and keeps it), so any difference there is a real one."""
+    compared, diffs = 0, []
+    for caption, row, result in zip(captions, source_rows, results):
+        rows, sims = released.top(caption, released.k + 1)
+        gaps = (sims[:-1] - sims[1:]).min().item()
+        if gaps < margin or int(row) in rows.tolist():
+            continue
+        compared += 1
+        diffs.append(abs(result["score"] - released(caption, int(row))))
+    return {"compared": compared, "skipped_near_ties": len(results) - compared,
+            "max_abs_diff": max(diffs) if diffs else None}
 
 
 def released_http_rewards(url: str, captions: Sequence[str], image_ids: Sequence[str],

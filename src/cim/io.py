@@ -19,6 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable, Iterable, Iterator
 
+from cim.errors import InputError, describe_decode_error
+
 __all__ = ["atomic_write", "atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
            "atomic_dir", "read_jsonl", "write_jsonl", "cache_dir"]
 
@@ -134,8 +136,6 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
     """Yield ``(line_number, object)`` for each non-blank line; a line that is not UTF-8, not JSON or not an
     object raises :class:`~cim.errors.InputError` (a ValueError) naming the file and line."""
-    from cim.errors import InputError, describe_decode_error
-
     path = Path(path)
     with path.open("rb") as handle:
         for lineno, raw in enumerate(handle, start=1):
