@@ -225,7 +225,7 @@ def test_image_paths_need_the_image_encoder_the_index_was_built_with(tiny_cfg, t
     assert tiny_scorer.score([by_path])[0]["error"] is None       # the index's own encoder: scored
 
 
-def test_cim_score_one_row_per_input_line(tiny_index_dir, tiny_world, tmp_path, capsys):
+def test_cim_score_one_row_per_input_line(tiny_index_dir, tiny_world, tmp_path, capsys, defaults_params):
     """Before: blank lines got no row (16 in, 14 out) and a surrogate caption crashed the run (exit 1)."""
     from cim.cli import main
 
@@ -236,7 +236,7 @@ def test_cim_score_one_row_per_input_line(tiny_index_dir, tiny_world, tmp_path, 
     lines[8:8] = ["   \t"]
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_text("\n".join(lines) + "\n")
-    rc = main(["score", "--params", "/nonexistent.yaml", "--input", str(src), "--output", str(out),
+    rc = main(["score", "--params", str(defaults_params), "--input", str(src), "--output", str(out),
                "encoders.image.image_size=64", f"index.out_dir={tiny_index_dir}"])
     assert rc == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
