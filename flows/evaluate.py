@@ -33,8 +33,9 @@ def record_results(params: str, overrides: list[str], parts: list[dict], log_mlf
 
 
 @flow(name="cim-evaluate", log_prints=True)
-def evaluate(params: str = "params.yaml", overrides: list[str] | None = None, log_mlflow: bool = True) -> dict:
-    overrides = list(overrides or [])
+def evaluate(params: str = "params.yaml", overrides: list[str] | None = None, log_mlflow: bool = True,
+             protocol: str | None = None) -> dict:
+    overrides = ([f"protocol={protocol}"] if protocol else []) + list(overrides or [])
     cfg = load_config(params, overrides)   # fail fast on a bad key
     parts = [evaluate_benchmark(params, overrides, name) for name in cfg.eval.benchmarks]
     return record_results(params, overrides, parts, log_mlflow)
@@ -46,14 +47,15 @@ def main() -> None:
     ap.add_argument("--captions")
     ap.add_argument("--method")
     ap.add_argument("--no-mlflow", action="store_true")
+    ap.add_argument("--protocol", help="a named protocol (configs/protocols/NAME.yaml)")
     ap.add_argument("overrides", nargs="*")
-    a = ap.parse_args()
+    a = ap.parse_intermixed_args()
     overrides = list(a.overrides)
     if a.captions:
         overrides += ["eval.captioner.name=file", f"eval.captioner.model={a.captions}"]
     if a.method:
         overrides.append(f"eval.method={a.method}")
-    print(json.dumps(evaluate(a.params, overrides, not a.no_mlflow), indent=1, default=str))
+    print(json.dumps(evaluate(a.params, overrides, not a.no_mlflow, a.protocol), indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -63,8 +63,8 @@ def verify_reward(params: str, overrides: list[str], index_dir: str) -> dict:
 @flow(name="cim-index-corpus", log_prints=True)
 def index_corpus(params: str = "params.yaml", overrides: list[str] | None = None,
                  manifest: str | None = None, sources: str | None = None,
-                 skip_prepare: bool = False, skip_verify: bool = False) -> dict:
-    overrides = list(overrides or [])
+                 skip_prepare: bool = False, skip_verify: bool = False, protocol: str | None = None) -> dict:
+    overrides = ([f"protocol={protocol}"] if protocol else []) + list(overrides or [])
     cfg = _cfg(params, overrides)  # fail fast on a bad key before any work
     print("config hash", hashlib.sha256(json.dumps(to_dict(cfg), sort_keys=True).encode()).hexdigest()[:12])
     if not skip_prepare and manifest is None:
@@ -88,9 +88,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sources", help="source images (id, image) to embed for QIR")
     parser.add_argument("--skip-prepare", action="store_true")
     parser.add_argument("--skip-verify", action="store_true")
+    parser.add_argument("--protocol", help="a named protocol (configs/protocols/NAME.yaml)")
     parser.add_argument("overrides", nargs="*", metavar="key=value")
     args = parser.parse_intermixed_args(argv)
-    index_corpus(args.params, args.overrides, args.manifest, args.sources, args.skip_prepare, args.skip_verify)
+    index_corpus(args.params, args.overrides, args.manifest, args.sources, args.skip_prepare, args.skip_verify,
+                 args.protocol)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@ server (a temporary local API is started), or as the ``cim-train-grpo`` deployme
 (``prefect.yaml``; commands in docs/training.md):
 
     python flows/train_grpo.py                                          # train.backend from params.yaml
-    python flows/train_grpo.py --backend verl --preset qwen2_5_vl_7b train.service.url=http://127.0.0.1:8750
-    python flows/train_grpo.py --backend verl --dry-run                 # print the verl command only
+    python flows/train_grpo.py --backend verl --preset qwen2_5_vl_7b     # reward service started on loopback
+    python flows/train_grpo.py --backend verl --protocol official --dry-run   # print the verl command only
 """
 from __future__ import annotations
 
@@ -50,11 +50,11 @@ def prepare_training_data(params: str, overrides: list[str]) -> dict:
 
 @task(retries=2, retry_delay_seconds=10)
 def reward_service(params: str, overrides: list[str]) -> dict:
-    """Up and healthy at ``train.service.url`` (started here when down and on loopback)."""
-    from cim.service import process
+    """Up and healthy at ``train.service.url`` (default ``http://host:port``; started here when down and on
+    loopback)."""
+    from cim.train.commands import ensure_reward_service
 
-    cfg = _cfg(params, overrides)
-    handle = process.ensure(cfg, params, overrides)
+    handle = ensure_reward_service(_cfg(params, overrides), params, overrides)
     if handle.process is not None:
         _SERVICES[handle.url] = handle
     return {"url": handle.url, "started_here": handle.process is not None, "health": handle.health}
@@ -96,8 +96,9 @@ def summarise(params: str, overrides: list[str], run_id: str | None) -> dict:
 
 @flow(name="cim-train-grpo", log_prints=True)
 def train_grpo(params: str = "params.yaml", overrides: list[str] | None = None, backend: str | None = None,
-               preset: str | None = None, setting: str | None = None, dry_run: bool = False) -> dict:
-    overrides = list(overrides or [])
+               preset: str | None = None, setting: str | None = None, dry_run: bool = False,
+               protocol: str | None = None) -> dict:
+    overrides = ([f"protocol={protocol}"] if protocol else []) + list(overrides or [])
     if backend:
         overrides.append(f"train.backend={backend}")
     if preset:
@@ -110,7 +111,7 @@ def train_grpo(params: str = "params.yaml", overrides: list[str] | None = None, 
         if not dry_run:
             result["data"] = prepare_training_data(params, overrides)
         if cfg.train.backend == "verl":
-            if cfg.train.service.url and not dry_run:
+            if not cfg.train.service.in_process and not dry_run:
                 result["service"] = reward_service(params, overrides)
             result["train"] = train_verl(params, overrides, dry_run)
         else:
@@ -130,8 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--preset", default=None)
     p.add_argument("--setting", choices=("base", "sft"), default=None)
     p.add_argument("--dry-run", action="store_true")
+    p.add_argument("--protocol", default=None, help="a named protocol (configs/protocols/NAME.yaml)")
     a = p.parse_intermixed_args(argv)
-    out = train_grpo(a.params, a.overrides, a.backend, a.preset, a.setting, a.dry_run)
+    out = train_grpo(a.params, a.overrides, a.backend, a.preset, a.setting, a.dry_run, a.protocol)
     print(json.dumps(out, indent=2, default=str))
     return 0
 

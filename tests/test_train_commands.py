@@ -24,13 +24,16 @@ def test_prepare_train_writes_verl_parquet(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     train = pq.read_table(info["train_files"]).to_pylist()
     val = pq.read_table(info["val_files"]).to_pylist()
-    assert len(train) + len(val) == len(world()["train_rows"]) and len(val) == 3
+    assert len(train) == len(world()["train_rows"]) and len(val) == 3     # every row trains; val is a sample
+    assert {r["extra_info"]["image_id"] for r in val} <= {r["extra_info"]["image_id"] for r in train}
     row = train[0]
     assert row["data_source"] == "cim_caption" and row["ability"] == "caption"
     assert row["prompt"] == [{"role": "user", "content": "<image>Describe this image in detail."}]
     assert row["images"][0]["bytes"][:8] == b"\x89PNG\r\n\x1a\n"
     assert row["reward_model"]["ground_truth"] == row["extra_info"]["image_id"]
-    assert {r["extra_info"]["image_id"] for r in train + val} == {r["id"] for r in world()["train_rows"]}
+    assert {r["extra_info"]["image_id"] for r in train} == {r["id"] for r in world()["train_rows"]}
+    corpus_ids = [r["id"] for r in world()["rows"]]          # index.manifest: the gallery
+    assert all(r["extra_info"]["index"] == corpus_ids.index(r["extra_info"]["image_id"]) for r in train)
     assert {r["extra_info"]["split"] for r in val} == {"val"}
 
 
@@ -60,7 +63,7 @@ def test_train_verl_on_a_ray_cluster_uses_ray_job_submit(capsys):
     from cim.train import commands
 
     argv = ["--params", str(params_file()), "--backend", "verl", "--dry-run",
-            "train.verl.ray_address=http://head:8265", "train.verl.nnodes=4"]
+            "train.verl.ray_address=http://head:8265", "train.verl.nnodes=4", "train.service.url=http://head:8750"]
     assert commands.run(_args(commands, argv)) == 0
     out = capsys.readouterr().out
     assert out.count("ray job submit --address http://head:8265") == 1

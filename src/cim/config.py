@@ -84,6 +84,9 @@ class IndexConfig:
     on_bad_image: str = "error"  # unreadable corpus/source image: error (name it and stop) | skip (leave the row out)
     center_images: bool = False  # subtract the corpus mean image embedding before normalising
     device: str = "auto"         # where search runs: auto | cpu | cuda
+    # who runs the search: torch (exact, deterministic; the default) | faiss (FAISS's own kernels: faiss-gpu
+    # on CUDA, the `gpu` extra; see docs/index.md)
+    search_backend: str = "torch"
 
 
 @dataclass
@@ -121,7 +124,7 @@ class RewardServiceConfig:
 
     host: str = "127.0.0.1"       # bind address; anything but loopback should set a token
     port: int = 8750
-    url: str = ""                 # where verl's reward function sends captions; "" = score in-process
+    url: str = ""                 # where verl's reward function sends captions; "" = http://host:port
     token_env: str = "CIM_REWARD_TOKEN"   # env var holding the bearer token (unset or empty: no auth)
     max_batch: int = 2560         # dynamic batching: most captions in one scorer call
     batch_window_ms: float = 5.0  # how long a batch waits for more requests after its first one
@@ -132,6 +135,9 @@ class RewardServiceConfig:
     fallback_score: float = 0.0   # reward of an item that could not be scored (counted and logged)
     client_window_ms: float = 50.0    # verl reward function: gather concurrent calls this long
     start: bool = True            # `cim train`: start the service when `url` is on loopback and down
+    # `cim train --backend verl` scores through this service by default ("" url = http://host:port); true =
+    # every verl reward worker loads its own scorer instead (the whole index per worker: fine for small corpora)
+    in_process: bool = False
     startup_timeout_s: float = 300.0
 
 
@@ -240,9 +246,13 @@ class EvalJudgeConfig:
 @dataclass
 class EvalCaptionerConfig:
     # a registered captioner (cim.eval.captioners.CAPTIONERS): levels (the demo world's graded captions, one
-    # table row per level) | file | hf | vllm
+    # table row per level) | file | hf | vllm | a released checkpoint by name (kkk5/CIM-Qwen2.5-VL-7B, ...)
     name: str = "levels"
-    model: str = ""              # file: the captions file; hf / vllm: hub name (local cache) or a path
+    # file: the captions file; hf / vllm: hub name (local cache) or a path; a released checkpoint: its local
+    # folder ("" = the local hub cache)
+    model: str = ""
+    engine: str = "hf"           # released checkpoints: hf (transformers) | vllm
+    with_base: bool = False      # released checkpoints: also caption with the base model (the table's baseline)
     batch_size: int = 8
     max_new_tokens: int = 512
     dtype: str = "auto"
@@ -273,6 +283,9 @@ class EvalConfig:
 @dataclass
 class Config:
     seed: int = 0
+    # a named protocol, configs/protocols/<name>.yaml (paper | official; docs/protocols.md): its values are
+    # applied between this file and the command-line overrides; "" = none
+    protocol: str = ""
     world: WorldConfig = field(default_factory=WorldConfig)
     encoders: EncodersConfig = field(default_factory=EncodersConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
@@ -290,6 +303,8 @@ _CHOICES: dict[str, tuple[str, ...] | str] = {
     "encoders.text.name": "cim.encoders.base:TEXT_ENCODERS",
     "encoders.image.name": "cim.encoders.base:IMAGE_ENCODERS",
     "index.kind": ("exact", "ivf", "hnsw"),
+    "index.search_backend": ("torch", "faiss"),
+    "eval.captioner.engine": ("hf", "vllm"),
     "reward.mode": "cim.reward.equations:MODES",
     "train.backend": ("local", "verl"),
     "train.verl.setting": ("base", "sft"),
@@ -346,6 +361,7 @@ def load_config(path: str | Path | None = "params.yaml", overrides: Sequence[str
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not of the form key=value")
+        cfg = _apply_protocol(cfg, overrides)
         if overrides:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as exc:  # unknown key, wrong type: the message names the full key
@@ -372,6 +388,18 @@ def _read_params_file(path: Path) -> DictConfig:
         raise ConfigError(f"params file {path} holds a list; it must map section names to settings "
                           "(world:, index:, reward:, ...)")
     return data
+# -- protocols (cim.protocols): one layer between the params file and the overrides -------------------------
+def _apply_protocol(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """Merge the protocol named by the last ``protocol=`` override, else by the params file, if any."""
+    name = cfg.protocol
+    for item in overrides:
+        if item.split("=", 1)[0].strip() == "protocol":
+            name = item.split("=", 1)[1].strip()
+    if not name:
+        return cfg
+    from cim.protocols import layer
+
+    return OmegaConf.merge(cfg, layer(name))
 
 
 def to_dict(cfg: Any) -> dict:

@@ -26,6 +26,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--method", help="table row name for these captions (default: from the captioner)")
     parser.add_argument("--baseline", help="row to take deltas against: a method name or a results.json path")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    from cim.protocols import add_argument
+
+    add_argument(parser)
 
 
 def config_overrides(args) -> list[str]:
@@ -39,7 +42,9 @@ def config_overrides(args) -> list[str]:
         extra.append(f"eval.method={args.method}")
     if args.baseline:
         extra.append(f"eval.baseline={args.baseline}")
-    return list(args.overrides) + extra
+    from cim.protocols import with_protocol
+
+    return with_protocol(args) + extra
 
 
 def print_summary(summary: dict) -> None:

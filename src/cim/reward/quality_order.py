@@ -27,6 +27,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--index", help="index directory (default: index.out_dir)")
     parser.add_argument("--out", help="report directory (default: verify.out_dir)")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    from cim.protocols import add_argument
+
+    add_argument(parser)
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -101,6 +104,9 @@ def verify(cfg, *, captions: str | Path | None = None, index_dir: str | Path | N
     rows = [{**{k: it[k] for k in ("image_id", "level", "quality")}, **res} for it, res in zip(items, results)]
     summary = summarise(rows)
     summary["reward"] = {k: getattr(cfg.reward, k) for k in ("top_k", "decay", "beta", "mode", "exclude_source")}
+    from cim.protocols import describe
+
+    summary["protocol"] = describe(cfg)
     summary["encoders"] = {"text": cfg.encoders.text.model, "image": cfg.encoders.image.model,
                            "center_images": cfg.index.center_images}
     atomic_write_text(out_dir / "metrics.json", json.dumps(summary, indent=2))
@@ -116,7 +122,9 @@ def verify(cfg, *, captions: str | Path | None = None, index_dir: str | Path | N
 
 
 def run(args) -> int:
-    cfg = load_config(args.params, args.overrides)
+    from cim.protocols import with_protocol
+
+    cfg = load_config(args.params, with_protocol(args))
     summary = verify(cfg, captions=args.captions, index_dir=args.index, out_dir=args.out, track=not args.no_mlflow,
                      progress=True)
     print(json.dumps({m: {"spearman": round(summary[m]["spearman_pooled"], 3),
@@ -130,7 +138,9 @@ def _log_mlflow(cfg, summary: dict, out_dir: Path) -> None:
 
     from cim.tracking import start_run
 
-    with start_run(cfg, "verify"):
+    from cim.protocols import tags
+
+    with start_run(cfg, "verify", tags=tags(cfg)):
         metrics = {}
         for m in METRICS:
             metrics[f"{m}.spearman_pooled"] = summary[m]["spearman_pooled"]

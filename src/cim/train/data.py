@@ -3,15 +3,21 @@
 One row per training image::
 
     data_source  "cim_caption"
-    prompt       [{"role": "user", "content": "<image>Describe this image in detail."}]
+    prompt       [{"role": "user", "content": "<image>" + the row's ``prompt``, else ``train.prompt``}]
     images       [{"bytes": <the image file's bytes>}]
     ability      "caption"
     reward_model {"style": "model", "ground_truth": <image id>}
-    extra_info   {"split": "train" | "val", "index": i, "image_id": <image id>}
+    extra_info   {"split": "train" | "val", "index": <row of the image in the gallery>, "image_id": <image id>}
 
 verl drops ``images`` before the reward is called, so the reward finds the source image by id
 (``extra_info.image_id``; ``ground_truth`` carries it too, as a fallback): every id must have a source
-embedding in the index (the sources file lists the training images).
+embedding in the index (the sources file lists the training images). ``extra_info.index`` is the id's
+position in the gallery manifest (``index.manifest``, the corpus the index is built from; -1 when the image
+is not in it), as in the released implementation.
+
+Every training row is trained on. ``val.parquet`` is the validation manifest when one is given; else
+``train.val_size`` training rows drawn as a validation monitor (they stay in training), or, with
+``train.val_size: 0``, no separate file: verl validates on the training parquet (the release's setting).
 """
 from __future__ import annotations
 
@@ -38,21 +44,39 @@ def _read_training_manifest(path: str | Path) -> list[dict]:
     return rows
 
 
-def to_verl_rows(rows: Sequence[dict], prompt: str, split: str) -> list[dict]:
-    """Manifest rows (``id``, absolute ``image`` path) -> verl parquet rows."""
+def _user_turn(prompt: str, where: str = "") -> str:
     text = prompt if IMAGE_TOKEN in prompt else IMAGE_TOKEN + prompt
     if text.count(IMAGE_TOKEN) != 1:
+        if where:
+            raise InputError(f"{where}: the prompt must hold exactly one {IMAGE_TOKEN}: {prompt!r}")
         raise ConfigError(f"train.prompt must hold exactly one {IMAGE_TOKEN}: {prompt!r}")
+    return text
+
+
+def gallery_rows(path: str | Path) -> dict[str, int]:
+    """id -> position in the gallery manifest ({} when there is no such file)."""
+    from cim.io import read_jsonl
+
+    if not path or not Path(path).is_file():
+        return {}
+    return {str(obj["id"]): n for n, (_, obj) in enumerate(read_jsonl(path))}
+
+
+def to_verl_rows(rows: Sequence[dict], prompt: str, split: str, gallery: dict[str, int] | None = None) -> list[dict]:
+    """Manifest rows (``id``, absolute ``image`` path, optional ``prompt``) -> verl parquet rows; a row's own
+    ``prompt`` wins over ``prompt``. ``gallery``: id -> gallery row (``extra_info.index``; -1 if absent)."""
+    default = _user_turn(prompt)
     out = []
-    for i, r in enumerate(rows):
+    for r in rows:
         image_id = str(r["id"])
         out.append({
             "data_source": DATA_SOURCE,
-            "prompt": [{"role": "user", "content": text}],
+            "prompt": [{"role": "user", "content": _user_turn(r["prompt"], f"row {image_id!r}") if r.get("prompt")
+                        else default}],
             "images": [{"bytes": Path(r["image"]).read_bytes()}],
             "ability": "caption",
             "reward_model": {"style": "model", "ground_truth": image_id},
-            "extra_info": {"split": split, "index": i, "image_id": image_id},
+            "extra_info": {"split": split, "index": (gallery or {}).get(image_id, -1), "image_id": image_id},
         })
     return out
 
@@ -75,13 +99,12 @@ def write_parquet(rows: Iterable[dict], path: str | Path) -> Path:
     return path
 
 
-def split_train_val(rows: list[dict], val_size: int, seed: int) -> tuple[list[dict], list[dict]]:
-    """Deterministic hold-out of ``val_size`` rows (never all of them)."""
-    n_val = max(0, min(val_size, len(rows) - 1))
+def validation_sample(rows: list[dict], val_size: int, seed: int) -> list[dict]:
+    """``val_size`` rows drawn deterministically (in manifest order) as a validation monitor."""
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
-    val_idx = set(order[:n_val])
-    return ([r for i, r in enumerate(rows) if i not in val_idx], [r for i, r in enumerate(rows) if i in val_idx])
+    keep = set(order[:max(0, min(val_size, len(rows)))])
+    return [r for i, r in enumerate(rows) if i in keep]
 
 
 def prepare_train(cfg, manifest: str | None = None, val_manifest: str | None = None,
@@ -92,12 +115,16 @@ def prepare_train(cfg, manifest: str | None = None, val_manifest: str | None = N
     if not rows:
         raise InputError(f"{manifest or t.manifest}: no training rows")
     val_path = val_manifest if val_manifest is not None else t.val_manifest
-    if val_path:
-        train_rows, val_rows = rows, _read_training_manifest(val_path)
-    else:
-        train_rows, val_rows = split_train_val(rows, t.val_size, cfg.seed)
+    val_rows = _read_training_manifest(val_path) if val_path else validation_sample(rows, t.val_size, cfg.seed)
+    gallery = gallery_rows(cfg.index.manifest)
     out = Path(out_dir or t.data_dir)
-    train_file = write_parquet(to_verl_rows(train_rows, t.prompt, "train"), out / "train.parquet")
-    val_file = write_parquet(to_verl_rows(val_rows, t.prompt, "val"), out / "val.parquet")
+    train_file = write_parquet(to_verl_rows(rows, t.prompt, "train", gallery), out / "train.parquet")
+    val_file = train_file
+    if val_rows:
+        val_file = write_parquet(to_verl_rows(val_rows, t.prompt, "val", gallery), out / "val.parquet")
+    else:
+        (out / "val.parquet").unlink(missing_ok=True)
     return {"train_files": str(train_file.resolve()), "val_files": str(val_file.resolve()),
-            "train_rows": len(train_rows), "val_rows": len(val_rows)}
+            "train_rows": len(rows), "val_rows": len(val_rows) if val_rows else len(rows),
+            "val_is_train_subset": not val_path, "in_gallery": sum(1 for r in rows if str(r["id"]) in gallery),
+            "gallery": str(cfg.index.manifest), "row_prompts": sum(1 for r in rows if r.get("prompt"))}

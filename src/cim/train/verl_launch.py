@@ -2,7 +2,10 @@
 
 Layers, last wins: the paper's GRPO settings from ``train.verl`` (n=5, batch 256, mini-batch 64, Adam
 lr 1e-6 without weight decay, 2 epochs, a KL choice) -> the model preset (``configs/train/<preset>.yaml``:
-model, parallelism, micro-batches; its ``settings.<base|sft>`` block) -> ``train.verl.extra``.
+model, parallelism, micro-batches, ``min_prompt_length``; its ``settings.<base|sft>`` block) -> the
+protocol's raw ``verl`` keys (:mod:`cim.protocols`) -> ``train.verl.extra``.
+The reward is scored by the shared reward service (``train.service.url``, default ``http://host:port``)
+unless ``train.service.in_process`` asks every reward worker to load its own scorer.
 The reward goes through the ``reward.``-prefixed keys of verl 0.9.1 (the legacy top-level
 ``custom_reward_function.*`` keys are silently ignored by ``main_ppo``).
 """
@@ -72,6 +75,24 @@ def _kv(key: str, value: Any) -> str:
     return f"{key}={hydra_value(value)}"
 
 
+def reward_service_url(cfg) -> str:
+    """Where verl's reward function sends captions: ``train.service.url``, else the service ``cim train``
+    starts on ``host:port`` (a wildcard bind is reached on loopback); ``""`` with ``train.service.in_process``."""
+    s = cfg.train.service
+    if s.in_process:
+        return ""
+    if s.url:
+        return s.url
+    host = "127.0.0.1" if s.host in ("", "0.0.0.0", "::") else s.host
+    return f"http://{host}:{s.port}"
+
+
+def prompt_length(cfg, preset: dict) -> int:
+    """``data.max_prompt_length``: ``train.verl.max_prompt_length``, raised to the preset's
+    ``min_prompt_length`` (what the model's image tokens alone can take, e.g. InternVL's tiling)."""
+    return max(int(cfg.train.verl.max_prompt_length), int(preset.get("min_prompt_length") or 0))
+
+
 def build_overrides(cfg, *, train_files: str, val_files: str, params_snapshot: str = "",
                     service_url: Optional[str] = None, preset: Optional[dict] = None,
                     experiment_name: Optional[str] = None) -> list[str]:
@@ -85,13 +106,13 @@ def build_overrides(cfg, *, train_files: str, val_files: str, params_snapshot: s
             raise PresetError("train.verl.setting=sft needs train.verl.sft_checkpoint (the SFT model to start from)")
     else:
         model = v.model_path or setting.get("model") or preset["model"]
-    url = s.url if service_url is None else service_url
+    url = reward_service_url(cfg) if service_url is None else service_url
     ov: dict[str, Any] = {
         "algorithm.adv_estimator": "grpo",
         "data.train_files": train_files,
         "data.val_files": val_files,
         "data.train_batch_size": v.train_batch_size,
-        "data.max_prompt_length": v.max_prompt_length,
+        "data.max_prompt_length": prompt_length(cfg, preset),
         "data.max_response_length": v.max_response_length,
         "data.image_key": "images",
         "data.filter_overlong_prompts": True,
@@ -136,12 +157,20 @@ def build_overrides(cfg, *, train_files: str, val_files: str, params_snapshot: s
     elif v.kl == "reward":
         ov["algorithm.kl_ctrl.kl_coef"] = v.kl_coef
         ov["algorithm.kl_penalty"] = v.kl_type
-    for block in (preset.get("overrides") or {}, setting.get("overrides") or {}):
+    for block in (preset.get("overrides") or {}, setting.get("overrides") or {}, _protocol_verl(cfg)):
         for key, value in block.items():
             ov[key] = value
     out = [_kv(k, val) for k, val in ov.items()]
     out.extend(v.extra)
     return out
+
+
+def _protocol_verl(cfg) -> dict:
+    if not getattr(cfg, "protocol", ""):
+        return {}
+    from cim.protocols import load_protocol
+
+    return load_protocol(cfg.protocol).verl
 
 
 def main_ppo_command(overrides: list[str], python: str = sys.executable) -> list[str]:

@@ -1,0 +1,159 @@
+"""Named protocols: everything that differs between the paper and the authors' released implementation.
+
+A protocol is data, ``configs/protocols/<name>.yaml``::
+
+    name: official
+    description: ...
+    params:  {reward.top_k: 3, train.verl.kl_coef: 0.001, ...}   # dotted config keys -> values
+    verl:    {actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu: 8}   # raw verl keys (after the preset)
+    sources: {reward.top_k: "released training scripts", ...}     # where each value is stated
+
+It is selected by the top-level config key ``protocol`` (in params.yaml, or ``protocol=NAME`` /
+``--protocol NAME`` on a command). :func:`cim.config.load_config` applies its ``params`` between the params
+file and the command-line overrides, so an override still wins; :func:`describe` then lists every such
+deviation, and every result (MLflow tags, results.json, the evaluation table's notes, the verl launch)
+records the protocol and its deviations. The built-in protocols are ``paper`` and ``official``
+(docs/protocols.md has the table of their differences and sources).
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cim.errors import ConfigError
+
+__all__ = ["PROTOCOL_DIR", "Protocol", "names", "load_protocol", "layer", "describe", "label", "tags",
+           "add_argument", "with_protocol"]
+
+PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "configs" / "protocols"
+_KEYS = {"name", "description", "params", "verl", "sources"}
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    description: str
+    params: dict[str, Any]
+    verl: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    path: str = ""
+    sha256: str = ""
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in PROTOCOL_DIR.glob("*.yaml"))
+
+
+def _path(name: str) -> Path:
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return p
+    candidate = PROTOCOL_DIR / f"{name}.yaml"
+    if not candidate.is_file():
+        raise ConfigError(f"protocol={name!r} is not one of {', '.join(names()) or 'none'} "
+                          f"(configs/protocols/<name>.yaml, or a .yaml path)")
+    return candidate
+
+
+def load_protocol(name: str) -> Protocol:
+    """The protocol file ``name`` (a name under configs/protocols/ or a .yaml path), checked for shape."""
+    import yaml
+
+    path = _path(name)
+    raw = path.read_bytes()
+    data = yaml.safe_load(raw) or {}
+    where = f"protocol {name!r} ({path})"
+    if not isinstance(data, dict) or set(data) - _KEYS:
+        extra = sorted(set(data) - _KEYS) if isinstance(data, dict) else []
+        raise ConfigError(f"{where}: expected the keys {', '.join(sorted(_KEYS))}; unknown: {', '.join(extra)}")
+    params, verl, sources = (data.get(k) or {} for k in ("params", "verl", "sources"))
+    for key, block in (("params", params), ("verl", verl), ("sources", sources)):
+        if not isinstance(block, dict):
+            raise ConfigError(f"{where}: {key} must be a mapping of dotted keys")
+    if "protocol" in params:
+        raise ConfigError(f"{where}: a protocol cannot set `protocol`")
+    return Protocol(str(data.get("name") or path.stem), str(data.get("description") or ""), dict(params),
+                    dict(verl), {str(k): str(v) for k, v in sources.items()}, str(path),
+                    hashlib.sha256(raw).hexdigest()[:16])
+
+
+def _nested(flat: dict[str, Any]) -> dict:
+    out: dict = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = str(key).split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def layer(name: str):
+    """The protocol's ``params`` as an omegaconf layer (plus ``protocol: name``), checked against the schema."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    from cim.config import Config
+
+    proto = load_protocol(name)
+    conf = OmegaConf.create({**_nested(proto.params), "protocol": name})
+    try:
+        OmegaConf.merge(OmegaConf.structured(Config), conf)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(f"protocol {name!r} ({proto.path}): {key}: "
+                          f"{str(getattr(exc, 'msg', exc)).splitlines()[0]}") from None
+    return conf
+
+
+def describe(cfg) -> dict:
+    """``{"name", "path", "sha256", "deviations": {key: {"protocol": v, "used": v}}}`` for ``cfg.protocol``;
+    ``{"name": "none"}`` without one (the params file alone decides)."""
+    from omegaconf import OmegaConf
+
+    name = getattr(cfg, "protocol", "") or ""
+    if not name:
+        return {"name": "none"}
+    proto = load_protocol(name)
+    deviations = {}
+    for key, value in proto.params.items():
+        used = OmegaConf.select(cfg, key)
+        used = OmegaConf.to_container(used) if OmegaConf.is_config(used) else used
+        if used != value and not (isinstance(value, (int, float)) and isinstance(used, (int, float))
+                                  and float(value) == float(used)):
+            deviations[key] = {"protocol": value, "used": used}
+    return {"name": proto.name, "path": proto.path, "sha256": proto.sha256, "deviations": deviations}
+
+
+def label(cfg) -> str:
+    """One line for tables and logs: ``official`` or ``official (deviations: reward.top_k=5)``."""
+    d = describe(cfg)
+    if not d.get("deviations"):
+        return d["name"]
+    return f"{d['name']} (deviations: " + ", ".join(f"{k}={v['used']}" for k, v in d["deviations"].items()) + ")"
+
+
+def tags(cfg) -> dict[str, str]:
+    """MLflow tags naming the protocol of a run."""
+    d = describe(cfg)
+    out = {"protocol": d["name"]}
+    if d.get("sha256"):
+        out["protocol.sha256"] = d["sha256"]
+        out["protocol.deviations"] = ",".join(sorted(d["deviations"])) or "none"
+    return out
+
+
+def add_argument(parser) -> None:
+    """``--protocol NAME`` on a command (the same as the override ``protocol=NAME``)."""
+    parser.add_argument("--protocol", default=None, metavar="NAME",
+                        help="a named protocol, configs/protocols/NAME.yaml: " + ", ".join(names())
+                        + " (the same as the override protocol=NAME; later overrides still win)")
+
+
+def with_protocol(args) -> list[str]:
+    """The command's overrides with ``--protocol`` placed first (so explicit overrides still win)."""
+    overrides = list(getattr(args, "overrides", None) or [])
+    name = getattr(args, "protocol", None)
+    return ([f"protocol={name}"] if name else []) + overrides
