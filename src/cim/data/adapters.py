@@ -21,6 +21,11 @@ Accepted shapes (one record each; keys tried in the order given):
 ``docci`` (``docci_descriptions.jsonlines``): JSONL with ``example_id``, ``split``, ``image_file``,
   ``description``; images under the folder given (or its ``images/`` subfolder). ``split`` keeps only
   that split (train, test, qual_dev, qual_test); the row keeps ``split``.
+``sc-captioner-sft`` (SC-Captioner's ``train_coco6k_sft.json``, the released training set): a JSON list of
+  LLaMA-Factory / ShareGPT records, ``images`` (a list, first item) or ``image``, and ``messages``
+  (role/content) or ``conversations`` (from/value). Corpus text: the last model turn; ``prompt``: the first
+  user turn without its ``<image>`` token. With ``train_out`` the records also become the training manifest
+  (``id, image, prompt, split``; it doubles as the index's sources file).
 ``coco-ln`` (Localized Narratives, COCO): JSONL with ``dataset_id``, ``image_id``, ``annotator_id``,
   ``caption``; image ``{image_id:012d}.jpg`` in the folder given. One row per narrative, id
   ``<image_id>_<annotator_id>``.
@@ -47,7 +52,7 @@ from cim.errors import CimError, InputError, describe_decode_error
 from cim.io import atomic_write_text, read_jsonl
 from cim.registry import Registry
 
-from .manifest import write_manifest
+from .manifest import write_image_rows, write_manifest
 
 __all__ = ["FORMATS", "AdapterReport", "MissingImagesError", "convert"]
 log = logging.getLogger(__name__)
@@ -68,6 +73,8 @@ class AdapterReport:
     missing_images: list[str] = field(default_factory=list)   # every image not found, as expected there
     empty_captions: list[str] = field(default_factory=list)   # ids of records with a blank caption
     missing_list: str | None = None        # file listing every missing image, when there are any
+    train_out: str | None = None           # the training manifest, when one was asked for
+    train_rows: int = 0
 
     def summary(self) -> str:
         text = f"{self.format}: {self.records} records -> {self.written} rows in {self.out}"
@@ -79,6 +86,8 @@ class AdapterReport:
                 text += f"; full list in {self.missing_list}"
         if self.empty_captions:
             text += f"; {len(self.empty_captions)} blank captions skipped"
+        if self.train_out:
+            text += f"; training manifest {self.train_out}: {self.train_rows} rows"
         return text
 
 
@@ -142,13 +151,26 @@ def _dialogue_answer(turns) -> str | None:
     return answers[-1] if answers else None
 
 
+def _first_user_turn(turns) -> str | None:
+    """The first user turn of a LLaVA (from/value) or LLaMA-Factory (role/content) conversation."""
+    if not isinstance(turns, list):
+        return None
+    asks = [t.get("value", t.get("content")) for t in turns if isinstance(t, dict)
+            and (t.get("from") in ("human", "user") or t.get("role") == "user")]
+    return asks[0] if asks and isinstance(asks[0], str) else None
+
+
+def _clean(text: str) -> str:
+    return re.sub(r"\s+", " ", text.replace("<image>", "")).strip()
+
+
 def _caption(obj: dict, keys: tuple[str, ...], where: str) -> str:
     value = _first(obj, keys)
     if value is None:
         value = _dialogue_answer(obj.get("conversations")) or _dialogue_answer(obj.get("messages"))
     if value is None or not isinstance(value, str):
         raise InputError(f"{where}: no caption (expected one of {', '.join(keys)}, conversations, messages)")
-    return re.sub(r"\s+", " ", value.replace("<image>", "")).strip()
+    return _clean(value)
 
 
 def _coco_name(value) -> str:
@@ -174,6 +196,21 @@ def read_refinedcaps(path: Path, split: str | None = None) -> Iterator[Record]:
         images = _image_candidates(value)
         text = _caption(obj, ("caption", "refined_caption"), where)
         yield Record(str(obj.get("id") or Path(images[0]).stem), images, text)
+
+
+@FORMATS.register("sc-captioner-sft")
+def read_sc_captioner_sft(path: Path, split: str | None = None) -> Iterator[Record]:
+    for where, obj in _records(path):
+        value = _first(obj, ("images", "image"))
+        if value is None:
+            raise InputError(f"{where}: no image (expected images or image)")
+        turns = obj.get("messages") or obj.get("conversations")
+        prompt = _first_user_turn(turns)
+        if prompt is None or not _clean(prompt):
+            raise InputError(f"{where}: no user turn (expected messages or conversations with a user prompt)")
+        images = _image_candidates(value)
+        yield Record(str(obj.get("id") or Path(images[0]).stem), images, _caption(obj, (), where),
+                     {"prompt": _clean(prompt)})
 
 
 @FORMATS.register("densefusion")
@@ -225,11 +262,13 @@ def _find(candidates: list[str], images: Path) -> str | None:
 
 
 def convert(fmt: str, annotations: str | Path, images: str | Path, out: str | Path,
-            on_missing: str = "skip", split: str | None = None) -> AdapterReport:
+            on_missing: str = "skip", split: str | None = None, train_out: str | Path | None = None) -> AdapterReport:
     """Write the corpus manifest ``out`` from a release's annotation file and images folder.
 
     ``on_missing``: ``skip`` (warn, list them in the report and ``<out>.missing.txt``) or ``fail``
-    (raise :class:`MissingImagesError`, write nothing). ``split`` filters DOCCI records.
+    (raise :class:`MissingImagesError`, write nothing). ``split`` filters DOCCI records. ``train_out``:
+    also write the training manifest (``id, image, prompt, split: train``) of the records that carry a
+    prompt (``sc-captioner-sft``), row for row with the corpus manifest.
     """
     read = FORMATS.get(fmt)
     if on_missing not in ("skip", "fail"):
@@ -241,6 +280,7 @@ def convert(fmt: str, annotations: str | Path, images: str | Path, out: str | Pa
         raise FileNotFoundError(f"images folder not found: {images}")
     report = AdapterReport(fmt, str(annotations), str(out))
     counts: dict[str, int] = {}
+    train_rows: list[dict] = []
 
     def rows() -> Iterator[dict]:   # streamed into the manifest: a 1M-row release is not held in memory
         for rec in read(annotations, split=split):
@@ -254,14 +294,20 @@ def convert(fmt: str, annotations: str | Path, images: str | Path, out: str | Pa
                 continue
             counts[rec.id] = counts.get(rec.id, 0) + 1
             row_id = rec.id if counts[rec.id] == 1 else f"{rec.id}_{counts[rec.id]}"
+            if rec.extra.get("prompt"):
+                train_rows.append({"id": row_id, "image": found, "prompt": rec.extra["prompt"], "split": "train"})
             yield {"id": row_id, "image": found, "text": rec.text, "source": fmt,
-                   **{k: v for k, v in rec.extra.items() if v is not None}}
+                   **{k: v for k, v in rec.extra.items() if v is not None and k != "prompt"}}
         if report.missing_images and on_missing == "fail":   # raised inside the atomic write: nothing written
             raise MissingImagesError(f"{len(report.missing_images)} of {report.records} images named in "
                                      f"{annotations} are not under {images}; first: "
                                      + ", ".join(report.missing_images[:MAX_SHOWN]))
 
     report.written = write_manifest(rows(), out)
+    if train_out is not None:
+        if not train_rows:
+            raise InputError(f"{fmt}: no record of {annotations} carries a prompt, so there is no training manifest")
+        report.train_out, report.train_rows = str(train_out), write_image_rows(train_rows, train_out)
     missing_path = out.with_name(out.name + ".missing.txt")
     if report.missing_images:
         atomic_write_text(missing_path, "".join(p + "\n" for p in report.missing_images))

@@ -13,7 +13,8 @@ from typing import Iterable, Iterator
 from cim.errors import InputError
 from cim.io import read_jsonl, write_jsonl
 
-__all__ = ["read_manifest", "write_manifest", "read_sources", "write_sources", "write_image_rows"]
+__all__ = ["read_manifest", "write_manifest", "read_sources", "write_sources", "write_image_rows",
+           "concat_manifests"]
 
 
 def _resolve(image: str, folder: Path) -> str:
@@ -105,3 +106,27 @@ def read_sources(path: str | Path) -> list[dict]:
 def write_sources(rows: Iterable[dict], path: str | Path) -> int:
     """Write a sources file atomically (same path rules as :func:`write_manifest`)."""
     return write_image_rows(rows, path, ("id", "image", "split"))
+
+
+def concat_manifests(parts: Iterable[str | Path], out: str | Path) -> dict[str, int]:
+    """One corpus manifest from several, in the order given (the released gallery: RefinedCaps' training
+    pairs first, then DenseFusion-1M), streamed. A row's position in ``out`` is its gallery row. Ids must be
+    unique across the parts (ValueError naming both places). Returns rows per part."""
+    counts: dict[str, int] = {}
+    first: dict[str, str] = {}
+
+    def rows() -> Iterator[dict]:
+        for part in map(Path, parts):
+            folder = Path(os.path.abspath(part)).parent
+            counts[str(part)] = 0
+            for lineno, obj in read_jsonl(part):
+                where = f"{part}:{lineno}"
+                _check(obj, ("id", "image", "text"), where)
+                if obj["id"] in first:
+                    raise ValueError(f"{where}: id {obj['id']!r} is already in the gallery ({first[obj['id']]})")
+                first[obj["id"]] = where
+                counts[str(part)] += 1
+                yield {**obj, "image": _resolve(obj["image"], folder)}
+
+    write_manifest(rows(), out)
+    return counts
