@@ -44,9 +44,29 @@ def test_empty_caption(parser):
 def test_factual_output_format():
     entities, attrs, triples = parse_factual_output(
         "( pigs , is , 2 ) , ( bags , on back of , pigs ) , ( bags , is , red ) , ( pigs , fly on , sky )")
-    assert attrs == [("pigs", "2"), ("bags", "red")]
+    assert attrs == [("bags", "red"), ("pigs", "2")]            # FACTUAL sorts its facts
     assert triples == [("bags", "on back of", "pigs"), ("pigs", "fly on", "sky")]
     assert parse_factual_output("( dog )") == (["dog"], [], [])
+
+
+@pytest.mark.parametrize("raw, cleaned, parsed", [
+    # a truncated one-fact output keeps only what precedes its first comma, without the bracket
+    ("( man , hold", "( man )", (["man"], [], [])),
+    ("( man , is , ta", "( man )", (["man"], [], [])),
+    # a truncated last fact is dropped; complete ones stay
+    ("( man , hold , cup ) , ( cup , is", "( man , hold , cup )", ([], [], [("man", "hold", "cup")])),
+    # unspaced output, duplicates, the task prefix
+    ("Generate Scene Graph: (dog,is,brown),(dog,is,brown)", "( dog , is , brown )", ([], [("dog", "brown")], [])),
+    # a fact that is not a triple: skipped among others, an entity when alone
+    ("( man , hold , cup ) , ( hat )", "( hat ) , ( man , hold , cup )", ([], [], [("man", "hold", "cup")])),
+    ("( a , b , c , d )", "( a , b , c , d )", (["a"], [], [])),
+    ("", "", ([], [], [])),
+])
+def test_factual_output_is_cleaned_as_factual_cleans_it(raw, cleaned, parsed):
+    from cim.eval.parsers.factual import clean_factual_output
+
+    assert clean_factual_output(raw) == cleaned
+    assert parse_factual_output(raw) == parsed
 
 
 def test_factual_offline_error_is_clear(monkeypatch, tmp_path):

@@ -268,7 +268,7 @@ class EvalConfig:
     images: dict[str, str] = field(default_factory=dict)      # benchmark -> images folder override
     metrics: list[str] = field(default_factory=list)   # registered metrics (cim.eval.metrics); [] = the benchmark's
     parser: EvalParserConfig = field(default_factory=EvalParserConfig)
-    text_encoder: str = ""        # CAPTURE's SBERT; "" = encoders.text.model (the paper: all-mpnet-base-v2)
+    text_encoder: str = ""        # CAPTURE's SBERT for every benchmark; "" = each benchmark's capture_encoder
     substring: str = "faithful"   # CAPTURE synonym stage: faithful (man~woman, as the reference) | word
     judge: EvalJudgeConfig = field(default_factory=EvalJudgeConfig)
     captioner: EvalCaptionerConfig = field(default_factory=EvalCaptionerConfig)

@@ -61,6 +61,7 @@ class Evaluator:
     def __init__(self, cfg, root: str | Path = ".", log=print):
         self.cfg, self.ecfg, self.root, self.log = cfg, cfg.eval, Path(root), log
         self._parts: dict[str, Any] = {}
+        self.current: Benchmark | None = None      # the benchmark being evaluated
 
     # -- components ---------------------------------------------------------------------------------
     def _part(self, key: str, build):
@@ -74,24 +75,29 @@ class Evaluator:
         p = self.ecfg.parser
         return self._part("parser", lambda: build_parser(p.name, p.model or None, p.device))
 
-    def text_encoder(self):
-        from omegaconf import OmegaConf
+    def capture_encoder(self, bench: Benchmark | None = None) -> str:
+        """The SBERT model of CAPTURE's soft match (and the attribute metrics) for ``bench`` (default: the one
+        being evaluated): ``eval.text_encoder`` when set, else the benchmark's declared ``capture_encoder``.
+        Never the retrieval encoder (``encoders.text``): changing the reward's encoder must not move these
+        numbers."""
+        bench = bench or self.current
+        return self.ecfg.text_encoder or bench.spec.capture_encoder
 
+    def text_encoder(self, bench: Benchmark | None = None):
+        from cim.config import TextEncoderConfig
         from cim.encoders import build_text_encoder
 
-        def build():
-            tcfg = OmegaConf.to_object(self.cfg.encoders.text) if OmegaConf.is_config(self.cfg.encoders.text) \
-                else self.cfg.encoders.text
-            if self.ecfg.text_encoder:
-                tcfg = dataclasses.replace(tcfg, model=self.ecfg.text_encoder)
-            return build_text_encoder(tcfg)
-        return self._part("text_encoder", build)
+        model = self.capture_encoder(bench)
+        t = self.cfg.encoders.text
+        return self._part(f"text_encoder:{model}", lambda: build_text_encoder(TextEncoderConfig(
+            name="sentence-transformers", model=model, batch_size=t.batch_size, device=t.device)))
 
-    def capture(self):
+    def capture(self, bench: Benchmark | None = None):
         from cim.eval.capture import Capture
 
-        return self._part("capture", lambda: Capture(self.parser(), self.text_encoder(),
-                                                     substring=self.ecfg.substring))
+        model = self.capture_encoder(bench)
+        return self._part(f"capture:{model}", lambda: Capture(self.parser(), self.text_encoder(bench),
+                                                               substring=self.ecfg.substring))
 
     def judge(self):
         from cim.eval.judges import build_judge
@@ -103,9 +109,10 @@ class Evaluator:
     def scorer(self):
         from cim.reward.scorer import Scorer
 
-        # CAPTURE's encoder is the reward's unless eval.text_encoder names another: load it once
-        return self._part("scorer", lambda: Scorer.from_config(
-            self.cfg, text_encoder=None if self.ecfg.text_encoder else self.text_encoder()))
+        # the reward's own encoder (encoders.text); one already loaded for CAPTURE is shared when it is the same
+        t = self.cfg.encoders.text
+        shared = self._parts.get(f"text_encoder:{t.model}") if t.name == "sentence-transformers" else None
+        return self._part("scorer", lambda: Scorer.from_config(self.cfg, text_encoder=shared))
 
     # -- benchmarks and captions --------------------------------------------------------------------
     def bench_dir(self, bench: Benchmark) -> Path:
@@ -129,6 +136,7 @@ class Evaluator:
     # -- metrics ------------------------------------------------------------------------------------
     def evaluate(self, bench: Benchmark, method: str, captions: dict[str, str], metrics: list[str]) -> MethodResult:
         """One table row: every method-scope metric of ``metrics`` on ``captions``."""
+        self.current = bench
         res = MethodResult(bench.name, method)
         refs = bench.references()
         ids = [s.id for s in bench.samples]

@@ -6,7 +6,8 @@ Two scopes:
   ``counts``, ``protocol``, ``labels``, per-caption ``items``) for one captioning method. ``refs`` is
   ``{id: [reference, ...]}`` over the benchmark's samples, ``captions`` ``{id: caption}`` restricted to them;
   ``ev`` is the :class:`~cim.eval.evaluate.Evaluator`, which builds the heavy parts once (``ev.parser()``,
-  ``ev.capture()``, ``ev.judge()``, ``ev.scorer()``, ``ev.text_encoder()``; ``ev.cfg`` is the config).
+  ``ev.capture(bench)``, ``ev.judge()``, ``ev.scorer()``, ``ev.text_encoder(bench)``: CAPTURE's SBERT, the
+  benchmark's ``capture_encoder``; ``ev.cfg`` is the config).
 - ``benchmark`` (an experiment over every method's results): ``compute(ev, bench, results, out_dir)``
   returns a JSON-able dict (or None) stored under the metric's name in ``benchmark.json``; its
   ``headline(result)`` gives the numbers ``metrics.json`` and MLflow keep.
@@ -71,7 +72,7 @@ def table_columns() -> list[Column]:
 # --------------------------------------------------------------------------------------- method metrics
 @metric("capture", [("capture", "CAPTURE", True)], order=10)
 def capture(ev, bench, refs, captions, res) -> None:
-    out = ev.capture().compute_score({k: v for k, v in refs.items() if v}, captions)
+    out = ev.capture(bench).compute_score({k: v for k, v in refs.items() if v}, captions)
     res.metrics["capture"] = out.score
     res.metrics.update({f"capture_{k}": v for k, v in out.components.items()})
     res.counts["capture"], res.protocol["capture"] = out.counts, out.protocol
@@ -90,7 +91,7 @@ def fine_grained(ev, bench, refs, captions, res) -> None:
     objects, attributes = bench.reference_lists()
     if not objects or not attributes:
         raise ValueError(f"{bench.name} has no object/attribute reference lists")
-    out = fine_grained_scores(ev.capture(), refs, captions, objects, attributes)
+    out = fine_grained_scores(ev.capture(bench), refs, captions, objects, attributes)
     res.metrics.update(out.components)
     res.counts["fine_grained"], res.protocol["fine_grained"] = out.counts, out.protocol
     if bench.format.reference_note:

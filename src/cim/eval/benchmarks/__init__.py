@@ -11,6 +11,7 @@ images: data/benchmarks/coco2017     # supplied by the user (images are not redi
 image_patterns: ["{id}.jpg", "val2017/{id}.jpg", "train2017/{id}.jpg"]
 prompt: Describe this image in detail.
 metrics: [capture, fine_grained, relations_qa, bleu_meteor, cim]    # registered metrics (cim.eval.metrics)
+capture_encoder: all-mpnet-base-v2   # CAPTURE's soft-match SBERT (the default), whatever encoders.text is
 ```
 
 Relative paths resolve against ``root`` (the project folder, where ``params.yaml`` lives). A missing
@@ -62,6 +63,9 @@ class BenchmarkSpec:
     metrics: list[str] = field(default_factory=lambda: ["capture"])
     description: str = ""
     paper: dict = field(default_factory=dict)     # published numbers to compare with (optional)
+    # CAPTURE's soft-match SBERT model (and the attribute metrics'); CAPTURE's own unless the YAML says
+    # otherwise; never the retrieval encoder
+    capture_encoder: str = "all-mpnet-base-v2"
     source: Optional[str] = None                  # the YAML file it came from
 
     def to_dict(self) -> dict:

@@ -1,6 +1,7 @@
 """``factual``: the FACTUAL Flan-T5 scene-graph parser the reference CAPTURE uses
 (``lizhuang144/flan-t5-base-VG-factual-sg``; beam 5, at most 128 output tokens, input truncated at 64
-tokens), from a local path or the local hub cache only. Sentences are split with spaCy.
+tokens), from a local path or the local hub cache only. Sentences are split with spaCy. The generated text is
+cleaned and read as FACTUAL's own parser does (:func:`clean_factual_output`, :func:`parse_factual_output`).
 """
 from __future__ import annotations
 
@@ -11,30 +12,48 @@ from cim.errors import WeightsNotFound
 from cim.eval.parsers.base import PARSERS, GraphBuilder, SceneGraph, Triple
 from cim.eval.parsers.spacy_rules import DEFAULT_SPACY_MODEL, caption_nouns, load_spacy
 
-__all__ = ["FACTUAL_MODEL", "FactualParser", "parse_factual_output"]
+__all__ = ["FACTUAL_MODEL", "FactualParser", "clean_factual_output", "parse_factual_output", "space_out"]
 
 FACTUAL_MODEL = "lizhuang144/flan-t5-base-VG-factual-sg"
-_TRIPLE = re.compile(r"\(([^()]*)\)")
+
+
+def space_out(text: str) -> str:
+    """Single spaces around every bracket and comma, as FACTUAL formats its output before cleaning it."""
+    return " ".join(re.sub(r"([(),])", r" \1 ", text).split())
+
+
+def clean_factual_output(text: str) -> str:
+    """FACTUAL's own clean-up of a generated graph (our code, its behaviour): facts are split at ``) ,``;
+    when the output is cut off (no closing bracket at the end) the truncated last fact is dropped, or, when
+    it is the only fact, only the part before its first comma is kept (``( man , hold`` -> ``( man )``);
+    brackets and spaces are stripped from each fact, duplicates removed, the rest sorted and rejoined as
+    ``( a , b , c ) , ( d )``."""
+    text = space_out(text.replace("Generate Scene Graph:", "").strip())
+    facts = text.split(") ,")
+    if not text.endswith(")"):
+        facts = facts[:-1] if len(facts) > 1 else [facts[0].split(",")[0]]
+    kept = sorted({f.strip().strip("()").strip() for f in facts} - {""})
+    return " , ".join(f"( {f} )" for f in kept)
 
 
 def parse_factual_output(text: str) -> tuple[list[str], list[tuple[str, str]], list[Triple]]:
-    """FACTUAL's linearised graph ``( a , rel , b ) , ( a , is , red )`` -> (entities, (entity, attr), triples).
-
-    ``is`` triples are attributes (or counts when numeric); a lone fragment without commas is an entity.
-    """
+    """FACTUAL's linearised graph ``( a , rel , b ) , ( a , is , red )`` -> (entities, (entity, attr), triples),
+    after :func:`clean_factual_output`, read the way FACTUAL reads it: a fact of three parts is a triple
+    (``is`` -> an attribute, a count when numeric); any other fact is skipped, unless it is the only one, when
+    its first part is an entity."""
     entities: list[str] = []
     attrs: list[tuple[str, str]] = []
     triples: list[Triple] = []
-    groups = _TRIPLE.findall(text) or [text.strip()]
-    for group in groups:
-        parts = [p.strip() for p in group.split(",")]
-        if len(parts) == 3 and all(parts):
+    facts = clean_factual_output(text).split(") ,")
+    for fact in facts:
+        parts = [p.strip() for p in fact.strip().strip("()").split(",")]
+        if len(parts) == 3:
             s, r, o = parts
             if r == "is":
                 attrs.append((s, o))
             else:
                 triples.append((s, r, o))
-        elif len(groups) == 1 and parts and parts[0]:
+        elif len(facts) == 1 and parts[0]:
             entities.append(parts[0])
     return entities, attrs, triples
 
