@@ -81,7 +81,8 @@ def test_bad_input_is_counted_not_fatal(tiny_cfg, tiny_index_dir, tmp_path):
     (tmp_path / "q.json").write_text(json.dumps({"a": {"Is the circle on the grass?": "Yes", "Where?": "Up"}}))
     (tmp_path / "bench.yaml").write_text(
         f"name: handmade\nformat: sc-captioner\ndata_dir: {tmp_path}\n"
-        "files: {references: gt.json, questions: q.json}\nmetrics: [capture, fine_grained, relations_qa, cim]\n")
+        "files: {references: gt.json, questions: q.json}\nmetrics: [capture, fine_grained, relations_qa, cim]\n"
+        "capture_encoder: all-MiniLM-L6-v2\n")          # the embedded SBERT (CAPTURE's own is not offline)
     (tmp_path / "caps.jsonl").write_text('{"id": "a", "caption": "A red circle sits on the grass."}\n'
                                          '{"id": "b", "caption": ""}\n{"id": "zzz", "caption": "stray"}\n')
     cfg = copy.deepcopy(tiny_cfg)

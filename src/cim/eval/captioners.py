@@ -18,6 +18,7 @@ the ``eval.captioner`` section:
 - ``vllm``: :class:`VLLMCaptioner` — the same models through vLLM, when vLLM is installed.
 - ``file``: :class:`FileCaptioner` — "captions from a file": any external model's output (jsonl rows with
   ``id``/``image_id`` and ``caption``, or a JSON ``{id: caption}``), so it can be scored like the rest.
+- the authors' released checkpoints by hub id (``kkk5/CIM-Qwen2.5-VL-7B``, ...): :mod:`cim.eval.released`.
 
 ``captioner.methods(bench, prompt, bench_dir)`` gives the evaluator its table rows: ``(method, {id:
 caption}, provenance)``; a generating captioner writes ``<bench_dir>/<method>/captions.jsonl`` on the way.
@@ -270,7 +271,8 @@ class VLLMCaptioner(Captioner):
 
 # ----------------------------------------------------------------------------------------------- registry
 # name -> builder(the eval.captioner section) -> Captioner
-CAPTIONERS: Registry = Registry("captioner", config_key="eval.captioner.name")
+# (the released checkpoints register themselves by hub id: cim.eval.released)
+CAPTIONERS: Registry = Registry("captioner", config_key="eval.captioner.name", providers=("cim.eval.released",))
 
 
 def _model(c) -> str:

@@ -15,7 +15,9 @@
    experiments (verification: ``verification.json`` + ``.png``; parser recall: ``parser_recall.json``).
 
 :func:`record` then writes ``<out_dir>/metrics.json`` and logs one MLflow run. Every result records which
-parser, text encoder and judge produced it, and each metric's protocol.
+parser, text encoder and judge produced it, each metric's protocol, and the named protocol (:mod:`cim.protocols`)
+with its deviations; a table shows the benchmark's published numbers (``paper:``) beside the captioner
+they belong to (a released checkpoint) as reference rows.
 """
 from __future__ import annotations
 
@@ -28,9 +30,11 @@ from typing import Any
 
 from cim.eval.benchmarks import Benchmark, load_benchmark
 from cim.eval.metrics import METRICS, Metric
+from cim.eval.released import paper_key
 from cim.eval.results import (METRICS_FILE, TABLE_FILE, clean, headline, log_mlflow, markdown_table, method_dir,
-                              write_json)
+                              reference_rows, write_json)
 from cim.io import atomic_write_text, write_jsonl
+from cim.protocols import describe as describe_protocol, label as protocol_label
 
 __all__ = ["MethodResult", "Evaluator", "evaluate", "record", "merge"]
 
@@ -125,13 +129,23 @@ class Evaluator:
             bench.limit(self.ecfg.max_samples)
         return bench
 
-    def methods(self, bench: Benchmark) -> list[tuple[str, dict[str, str], dict]]:
-        """(method name, {id: caption}, provenance) for every table row this run produces."""
+    def captioner(self):
+        """The configured captioner, built once (a released checkpoint resolves its weights here, so a missing
+        one fails before any benchmark is loaded)."""
         from cim.eval.captioners import CAPTIONERS
 
         c = self.ecfg.captioner
-        return CAPTIONERS.get(c.name)(c).methods(bench, self.ecfg.prompt or bench.spec.prompt, self.bench_dir(bench),
-                                                 method=self.ecfg.method, batch_size=c.batch_size)
+        return self._part("captioner", lambda: CAPTIONERS.get(c.name)(c))
+
+    def baseline(self) -> str:
+        """``eval.baseline``, else the captioner's own (a released checkpoint's base row, with ``with_base``)."""
+        return self.ecfg.baseline or getattr(self.captioner(), "baseline", "")
+
+    def methods(self, bench: Benchmark) -> list[tuple[str, dict[str, str], dict]]:
+        """(method name, {id: caption}, provenance) for every table row this run produces."""
+        c = self.ecfg.captioner
+        return self.captioner().methods(bench, self.ecfg.prompt or bench.spec.prompt, self.bench_dir(bench),
+                                        method=self.ecfg.method, batch_size=c.batch_size)
 
     # -- metrics ------------------------------------------------------------------------------------
     def evaluate(self, bench: Benchmark, method: str, captions: dict[str, str], metrics: list[str]) -> MethodResult:
@@ -148,6 +162,7 @@ class Evaluator:
         for m in (METRICS.get(name) for name in metrics):
             if m.scope == "method":
                 self._isolated(f"{bench.name}/{method}", m, res.errors, m.compute, self, bench, refs, mine, res)
+        res.protocol["protocol"], res.labels["protocol"] = describe_protocol(self.cfg), protocol_label(self.cfg)
         return res
 
     def _isolated(self, where: str, m: Metric, errors: dict, fn, *args):
@@ -167,6 +182,7 @@ class Evaluator:
         """Every benchmark of ``eval.benchmarks``: results files and table; returns the summary
         ``{"benchmarks": {name: info}, "results": [results.json dicts]}``."""
         summary: dict[str, Any] = {"benchmarks": {}, "results": []}
+        self.captioner()
         for name in self.ecfg.benchmarks:
             t0 = time.perf_counter()
             bench = self.load(name)
@@ -192,7 +208,9 @@ class Evaluator:
                     continue
                 info[m.name] = self._isolated(bench.name, m, info["errors"], m.compute, self, bench, results, out_dir)
             all_results = [json.loads(p.read_text()) for p in sorted(out_dir.glob("*/results.json"))]
-            atomic_write_text(out_dir / TABLE_FILE, markdown_table(all_results, self.ecfg.baseline))
+            keys = sorted({k for r in all_results for k in paper_key((r.get("captions") or {}).get("describe") or {})})
+            atomic_write_text(out_dir / TABLE_FILE, markdown_table(all_results, self.baseline(),
+                                                                   references=reference_rows(bench.spec, keys)))
             info["table"] = str(out_dir / TABLE_FILE)
             info["seconds"] = round(time.perf_counter() - t0, 1)
             write_json(out_dir / "benchmark.json", info)

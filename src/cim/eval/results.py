@@ -96,9 +96,23 @@ def find_baseline(results: Sequence[dict], baseline: str) -> Optional[dict]:
     return None
 
 
-def markdown_table(results: Sequence[dict], baseline: str = "", columns=None) -> str:
+def reference_rows(spec, keys: Sequence[str]) -> list[dict]:
+    """Rows of a benchmark's published numbers (its YAML ``paper:`` block, x100) for ``keys``, as results
+    with fractions (what the table shows beside the runs; never in metrics.json or MLflow)."""
+    out = []
+    for key in keys:
+        numbers = (spec.paper or {}).get(key)
+        if isinstance(numbers, dict):
+            out.append({"benchmark": spec.name, "method": f"paper: {key}", "reference": True,
+                        "metrics": {k: float(v) / 100 for k, v in numbers.items() if finite(v)}})
+    return out
+
+
+def markdown_table(results: Sequence[dict], baseline: str = "", columns=None,
+                   references: Sequence[dict] = ()) -> str:
     """One table per benchmark; rows sorted with the baseline first; absent metrics shown as ``–``.
-    ``columns``: ``(key, header, x100)`` triples; default every registered metric's columns."""
+    ``columns``: ``(key, header, x100)`` triples; default every registered metric's columns. ``references``
+    (:func:`reference_rows`): published numbers, shown after the runs as ``◇`` rows without deltas."""
     if columns is None:
         from cim.eval.metrics import table_columns
 
@@ -107,11 +121,15 @@ def markdown_table(results: Sequence[dict], baseline: str = "", columns=None) ->
     by_bench: dict[str, list[dict]] = {}
     for r in results:
         by_bench.setdefault(r["benchmark"], []).append(r)
+    refs_by_bench: dict[str, list[dict]] = {}
+    for r in references:
+        refs_by_bench.setdefault(r["benchmark"], []).append(r)
     for bench, rows in sorted(by_bench.items()):
         base = find_baseline(rows, baseline)
-        present = [c for c in columns if any(c[0] in r["metrics"] for r in rows)]
+        present = [c for c in columns if any(c[0] in r["metrics"] for r in [*rows, *refs_by_bench.get(bench, [])])]
         base_method = base.get("method") if base else None
         rows = sorted(rows, key=lambda r: (r.get("method") != base_method, r.get("method", "")))
+        rows += refs_by_bench.get(bench, [])
         out.append(f"### {bench}" + (f" (deltas vs {base['method']})" if base else ""))
         out.append("")
         out.append("| Method | " + " | ".join(h for _, h, _ in present) + " |")
@@ -122,12 +140,15 @@ def markdown_table(results: Sequence[dict], baseline: str = "", columns=None) ->
             for key, _, scale in present:
                 v = r["metrics"].get(key)
                 cell = _fmt(v, scale)
-                if base is not None and not is_base:
+                if base is not None and not is_base and not r.get("reference"):
                     cell += _delta(v, base["metrics"].get(key), scale)
                 cells.append(cell)
-            name = ("○ " if is_base else ("● " if base is not None else "")) + r.get("method", "?")
+            mark = "◇ " if r.get("reference") else ("○ " if is_base else ("● " if base is not None else ""))
+            name = mark + r.get("method", "?")
             out.append(f"| {name} | " + " | ".join(cells) + " |")
         notes = sorted({f"{k}: {v}" for r in rows for k, v in r.get("labels", {}).items()})
+        if refs_by_bench.get(bench):
+            notes.append("◇ rows: the paper's published numbers (the benchmark's `paper:` block), not runs")
         if notes:
             out.append("")
             out.extend(f"- {n}" for n in notes)
@@ -170,8 +191,10 @@ def log_mlflow(cfg, summary: dict, out_dir: Path) -> None:
 
     from cim.tracking import start_run
 
+    from cim.protocols import tags
+
     with start_run(cfg, "evaluate", tags={"benchmarks": ",".join(summary["benchmarks"]),
-                                          "baseline": cfg.eval.baseline or "none"}):
+                                          "baseline": cfg.eval.baseline or "none", **tags(cfg)}):
         mlflow.log_metrics(mlflow_metrics(summary["results"], cfg.eval.baseline))
         for bench, info in summary["benchmarks"].items():
             for m, numbers in _benchmark_numbers(info):

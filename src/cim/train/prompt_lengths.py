@@ -17,15 +17,10 @@ __all__ = ["local_model_dir", "count_overlong"]
 
 def local_model_dir(model: str) -> Optional[Path]:
     """A folder holding ``model``: the path itself, or its snapshot in the local hub cache (no download)."""
-    path = Path(model).expanduser()
-    if path.is_dir():
-        return path
-    try:
-        from huggingface_hub import snapshot_download
+    from cim.encoders.weights import hf_cached_snapshot
 
-        return Path(snapshot_download(model, local_files_only=True))
-    except Exception:  # noqa: BLE001 - any failure means: not on this machine
-        return None
+    path = Path(model).expanduser()
+    return path if path.is_dir() else hf_cached_snapshot(model)
 
 
 def _image_ids(parquet: Path) -> list[str]:
