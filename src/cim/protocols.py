@@ -63,8 +63,13 @@ def load_protocol(name: str) -> Protocol:
 
     path = _path(name)
     raw = path.read_bytes()
-    data = yaml.safe_load(raw) or {}
     where = f"protocol {name!r} ({path})"
+    try:
+        data = yaml.safe_load(raw) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)}"
+                          + (f", line {mark.line + 1})" if mark else ")")) from None
     if not isinstance(data, dict) or set(data) - _KEYS:
         extra = sorted(set(data) - _KEYS) if isinstance(data, dict) else []
         raise ConfigError(f"{where}: expected the keys {', '.join(sorted(_KEYS))}; unknown: {', '.join(extra)}")

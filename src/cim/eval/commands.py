@@ -4,7 +4,9 @@
     cim evaluate --benchmark cocoln500 --captions preds.jsonl --method "Qwen2.5-VL-7B base" \
         eval.data_dirs.cocoln500=/data/sc-captioner
     cim evaluate --benchmark docci500 eval.captioner.name=hf eval.captioner.model=Qwen/Qwen2.5-VL-7B-Instruct \
-        eval.judge.name=qwen3 eval.parser.name=factual eval.text_encoder=all-mpnet-base-v2
+        eval.judge.name=qwen3 eval.parser.name=factual
+    cim evaluate --protocol official --captioner kkk5/CIM-Qwen2.5-VL-7B [--with-base] [--dry-run]
+        # a released checkpoint on COCO-LN500 and DOCCI500 as the release evaluates it, beside the paper
 
 Writes ``<eval.out_dir>/<benchmark>/`` (results.json + items.jsonl per method, table.md, benchmark.json,
 verification.json/.png, parser_recall.json) and ``<eval.out_dir>/metrics.json`` (for DVC), and logs the
@@ -26,6 +28,12 @@ def add_arguments(parser) -> None:
     parser.add_argument("--method", help="table row name for these captions (default: from the captioner)")
     parser.add_argument("--baseline", help="row to take deltas against: a method name or a results.json path")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    parser.add_argument("--captioner", help="eval.captioner.name: levels | file | hf | vllm | a released checkpoint "
+                                            "(kkk5/CIM-Qwen2.5-VL-7B, ...)")
+    parser.add_argument("--with-base", action="store_true",
+                        help="a released checkpoint: also caption with its base model (the baseline row)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the resolved plan (protocol, captioner and weights, benchmarks) and exit")
     from cim.protocols import add_argument
 
     add_argument(parser)
@@ -36,6 +44,10 @@ def config_overrides(args) -> list[str]:
     extra = []
     if args.benchmarks:
         extra.append(f"eval.benchmarks=[{','.join(args.benchmarks)}]")
+    if getattr(args, "captioner", None):
+        extra.append(f"eval.captioner.name={args.captioner}")
+    if getattr(args, "with_base", False):
+        extra.append("eval.captioner.with_base=true")
     if args.captions:
         extra += ["eval.captioner.name=file", f"eval.captioner.model={args.captions}"]
     if args.method:
@@ -64,11 +76,23 @@ def print_summary(summary: dict) -> None:
 
 
 def run(args) -> int:
+    import sys
+
+    from cim.errors import CimError
     from cim.eval.evaluate import evaluate
     from cim.eval.results import METRICS_FILE
 
     cfg = load_config(args.params, config_overrides(args))
-    summary = evaluate(cfg, track=not args.no_mlflow)
+    try:
+        if getattr(args, "dry_run", False):
+            from cim.eval.plan import evaluation_plan
+
+            print(json.dumps(evaluation_plan(cfg), indent=2, default=str))
+            return 0
+        summary = evaluate(cfg, track=not args.no_mlflow)
+    except CimError as exc:        # weights absent, a bad benchmark file: one line, no traceback
+        print(f"cim evaluate: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 2
     print_summary(summary)
     print(json.dumps({"metrics": str(Path(cfg.eval.out_dir) / METRICS_FILE)}))
     return 0
