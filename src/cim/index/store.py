@@ -70,20 +70,48 @@ def _faiss_gpu_available() -> bool:
     return hasattr(faiss, "StandardGpuResources") and getattr(faiss, "get_num_gpus", lambda: 0)() > 0
 
 
+SEARCH_BACKENDS = ("torch", "faiss")
+
+
+def require_faiss_gpu(device: str) -> None:
+    """ConfigError unless FAISS can search on ``device`` (faiss-gpu installed and a GPU visible)."""
+    from cim.errors import ConfigError
+
+    if _faiss_gpu_available():
+        return
+    try:
+        import faiss
+
+        have = f"the installed faiss is {getattr(faiss, '__version__', '?')} without GPU support"
+        if hasattr(faiss, "StandardGpuResources"):
+            have = "faiss-gpu is installed but sees no GPU"
+    except ImportError:  # pragma: no cover
+        have = "faiss is not installed"
+    raise ConfigError(f"index.search_backend=faiss on {device} needs faiss-gpu ({have}): on the GPU machine run "
+                      "`pip uninstall -y faiss-cpu && pip install 'cim[gpu]'` (faiss-gpu==1.15.1, CUDA 12), "
+                      "or use index.search_backend=torch (exact, the default)")
+
+
 class CorpusIndex:
     """A loaded (or in-memory) corpus index.
 
     ``ids`` corpus ids in row order, ``row_of`` their rows, ``image_table`` (N, D) float16 image embeddings
     (centred if the index was built so, L2-normalised), ``meta`` the parsed meta.json.
-    ``search`` runs on ``search_device``: exact search on CUDA uses torch (deterministic, see search.py);
-    ivf uses FAISS GPU when faiss-gpu is installed; hnsw always searches on the CPU.
+    ``search`` runs on ``search_device``. ``search_backend="torch"`` (default): exact search on CUDA uses torch
+    (deterministic, see search.py); ivf uses FAISS GPU when faiss-gpu is installed; hnsw searches on the CPU.
+    ``search_backend="faiss"``: FAISS's own kernels (exact: a flat inner-product index) on the CPU, or on
+    CUDA through faiss-gpu, which must then be installed (:func:`require_faiss_gpu`); fast, but a query's
+    last bits (and so near-ties) can depend on its batch.
     """
 
     def __init__(self, ids: Sequence[str], text_vectors: np.ndarray | None, image_table: np.ndarray, *,
                  kind: str = "exact", faiss_index: Any = None, faiss_params: dict | None = None,
                  image_mean: np.ndarray | None = None, sources_ids: Sequence[str] = (),
                  sources_emb: np.ndarray | None = None, meta: dict | None = None, device: str = "cpu",
-                 path: Path | None = None):
+                 path: Path | None = None, search_backend: str = "torch"):
+        if search_backend not in SEARCH_BACKENDS:
+            raise ValueError(f"search_backend must be one of {', '.join(SEARCH_BACKENDS)}, got {search_backend!r}")
+        self.search_backend = search_backend
         self.ids = list(ids)
         self.row_of = {rid: i for i, rid in enumerate(self.ids)}
         if len(self.row_of) != len(self.ids):
@@ -112,29 +140,34 @@ class CorpusIndex:
         self.search_device = "cpu"
         self._gpu_text = None
         self._gpu_faiss = None
+        self._faiss_backend = None   # search_backend=faiss: the FAISS index searched (flat for exact; CPU or GPU)
         self._place(device)
 
     # -- construction ---------------------------------------------------------------------------------
     @classmethod
     def from_arrays(cls, ids: Sequence[str], text_emb: np.ndarray, image_table: np.ndarray, *,
-                    kind: str = "exact", device: str = "cpu", **faiss_kwargs) -> "CorpusIndex":
+                    kind: str = "exact", device: str = "cpu", search_backend: str = "torch",
+                    **faiss_kwargs) -> "CorpusIndex":
         """An in-memory index over given arrays (tests, benchmarks, recall studies); nothing is written."""
         from cim.index.search import build_faiss_index
 
         text_emb = np.ascontiguousarray(text_emb, dtype=np.float32)
         index, params = (None, {}) if kind == "exact" else build_faiss_index(text_emb, kind, **faiss_kwargs)
-        return cls(ids, text_emb, image_table, kind=kind, faiss_index=index, faiss_params=params, device=device)
+        return cls(ids, text_emb, image_table, kind=kind, faiss_index=index, faiss_params=params, device=device,
+                   search_backend=search_backend)
 
     @classmethod
     def load(cls, out_dir: str | Path, expect: dict | None = None, device: str = "auto", *,
-             verify: bool = True, nprobe: int | None = None, ef_search: int | None = None) -> "CorpusIndex":
+             verify: bool = True, nprobe: int | None = None, ef_search: int | None = None,
+             search_backend: str = "torch") -> "CorpusIndex":
         """Load an index folder written by :func:`cim.index.build_index`.
 
         Checks that meta.json exists (it is written last, so its absence means an unfinished build), that every
         file it lists is present with the recorded sha256 (``verify=False`` skips hashing), and that row
         counts and dimensions agree. ``expect`` — ``{"text": text_encoder.describe(), "image": ...}``, either
         key optional — must match the encoders recorded in meta.json field by field, else IndexMismatch.
-        ``nprobe`` / ``ef_search`` override the approximate index's search parameters.
+        ``nprobe`` / ``ef_search`` override the approximate index's search parameters; ``search_backend``:
+        see the class.
         """
         import faiss
 
@@ -197,12 +230,16 @@ class CorpusIndex:
         configure_faiss_index(index, kind, params)
         return cls(ids, text if kind == "exact" else None, table, kind=kind,
                    faiss_index=None if kind == "exact" else index, faiss_params=params, image_mean=mean,
-                   sources_ids=sources_ids, sources_emb=sources_emb, meta=meta, device=device, path=root)
+                   sources_ids=sources_ids, sources_emb=sources_emb, meta=meta, device=device, path=root,
+                   search_backend=search_backend)
 
     def _place(self, device: str) -> None:
         from cim.encoders.base import resolve_device
 
         dev = resolve_device(device)
+        if self.search_backend == "faiss":
+            self._place_faiss(dev)
+            return
         if dev == "cpu":
             return
         if self.kind == "exact":
@@ -224,6 +261,28 @@ class CorpusIndex:
                 self._gpu_faiss.nprobe = int(self._faiss_params.get("nprobe", 1))
             self.search_device = dev
         # hnsw (and ivf without faiss-gpu) stay on the CPU
+
+    def _place_faiss(self, dev: str) -> None:
+        import faiss
+
+        from cim.errors import ConfigError
+
+        if dev != "cpu":
+            require_faiss_gpu(dev)
+            if self.kind == "hnsw":
+                raise ConfigError("index.search_backend=faiss: FAISS has no GPU kernels for hnsw; use index.kind=exact "
+                                  "or ivf on the GPU, or index.device=cpu")
+        index = self._faiss
+        if self.kind == "exact":
+            index = faiss.IndexFlatIP(self.text_dim)
+            index.add(self.text_vectors())
+        if dev != "cpu":
+            self._gpu_faiss_res = faiss.StandardGpuResources()
+            index = faiss.index_cpu_to_gpu(self._gpu_faiss_res, int(dev.split(":")[1]) if ":" in dev else 0, index)
+            if self.kind == "ivf":
+                faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", int(self._faiss_params.get("nprobe", 1)))
+        self._faiss_backend = index
+        self.search_device = dev
 
     # -- queries --------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -256,6 +315,8 @@ class CorpusIndex:
         q = np.ascontiguousarray(q, dtype=np.float32)
         if not np.isfinite(q).all():
             raise ValueError("queries contain NaN or inf")
+        if self._faiss_backend is not None:
+            return faiss_search(self._faiss_backend, q, k)
         if self.kind == "exact":
             if self._gpu_text is not None:
                 return exact_topk_torch(self._gpu_text, q, k, xmax=self.xmax)

@@ -76,7 +76,7 @@ class Scorer:
 
         text_encoder = text_encoder or build_text_encoder(cfg.encoders.text)
         index = CorpusIndex.load(index_dir or cfg.index.out_dir, expect={"text": text_encoder.describe()},
-                                 device=device or cfg.index.device)
+                                 device=device or cfg.index.device, search_backend=cfg.index.search_backend)
         r = cfg.reward
         return cls(index, text_encoder, lambda: build_image_encoder(cfg.encoders.image), top_k=r.top_k,
                    decay=r.decay, beta=r.beta, mode=r.mode, exclude_source=r.exclude_source)
