@@ -86,7 +86,8 @@ def test_toys_end_to_end(toys, tmp_path):
                                                                             "Is the dog near a tree?": "Yes"}}]
     (tmp_path / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (tmp_path / "toy.yaml").write_text(f"name: toy\nformat: toy-jsonl\ndata_dir: {tmp_path}\n"
-                                       "metrics: [capture, relations_qa, words]\n")
+                                       "metrics: [capture, relations_qa, words]\n"
+                                       "capture_encoder: {name: toy-hash, model: toy}\n")   # the plugin encoder
     (tmp_path / "caps.jsonl").write_text('{"id": "a", "caption": "A red cat on a mat."}\n'
                                          '{"id": "b", "caption": "A big dog plays in the park today."}\n')
     cfg = load_config(None, [f"eval.benchmarks=[{tmp_path / 'toy.yaml'}]", f"eval.out_dir={tmp_path / 'out'}",

@@ -153,7 +153,7 @@ def test_capture_encoder_is_the_benchmarks_never_the_retrieval_encoder(tiny_cfg,
     cfg.encoders.text.model = str(tmp_path / "no-such-retrieval-encoder")      # would fail if it were loaded
     ev = Evaluator(cfg, root=REPO, log=lambda *a: None)
     world = load_benchmark("world", REPO, data_dir=str(tiny_world))
-    assert ev.capture_encoder(world) == "all-MiniLM-L6-v2"
+    assert ev.capture_encoder(world) == {"name": "sentence-transformers", "model": "all-MiniLM-L6-v2"}
     from cim.eval.benchmarks import load_spec
 
     assert load_spec("cocoln500", REPO).capture_encoder == load_spec("docci500", REPO).capture_encoder \

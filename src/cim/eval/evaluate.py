@@ -79,29 +79,28 @@ class Evaluator:
         p = self.ecfg.parser
         return self._part("parser", lambda: build_parser(p.name, p.model or None, p.device))
 
-    def capture_encoder(self, bench: Benchmark | None = None) -> str:
-        """The SBERT model of CAPTURE's soft match (and the attribute metrics) for ``bench`` (default: the one
-        being evaluated): ``eval.text_encoder`` when set, else the benchmark's declared ``capture_encoder``.
-        Never the retrieval encoder (``encoders.text``): changing the reward's encoder must not move these
-        numbers."""
-        bench = bench or self.current
-        return self.ecfg.text_encoder or bench.spec.capture_encoder
+    def capture_encoder(self, bench: Benchmark | None = None) -> dict:
+        """The text encoder of CAPTURE's soft match (and the attribute metrics) for ``bench`` (default: the one
+        being evaluated), as ``encoders.text``-style fields: ``eval.text_encoder`` (an SBERT model) when set,
+        else the benchmark's declared ``capture_encoder``. Never the retrieval encoder (``encoders.text``):
+        changing the reward's encoder must not move these numbers."""
+        spec = self.ecfg.text_encoder or (bench or self.current).spec.capture_encoder
+        return dict(spec) if isinstance(spec, dict) else {"name": "sentence-transformers", "model": spec}
 
     def text_encoder(self, bench: Benchmark | None = None):
         from cim.config import TextEncoderConfig
         from cim.encoders import build_text_encoder
 
-        model = self.capture_encoder(bench)
-        t = self.cfg.encoders.text
-        return self._part(f"text_encoder:{model}", lambda: build_text_encoder(TextEncoderConfig(
-            name="sentence-transformers", model=model, batch_size=t.batch_size, device=t.device)))
+        fields = {"batch_size": self.cfg.encoders.text.batch_size, "device": self.cfg.encoders.text.device,
+                  **self.capture_encoder(bench)}
+        key = "text_encoder:" + json.dumps(fields, sort_keys=True)
+        return self._part(key, lambda: build_text_encoder(TextEncoderConfig(**fields)))
 
     def capture(self, bench: Benchmark | None = None):
         from cim.eval.capture import Capture
 
-        model = self.capture_encoder(bench)
-        return self._part(f"capture:{model}", lambda: Capture(self.parser(), self.text_encoder(bench),
-                                                               substring=self.ecfg.substring))
+        key = "capture:" + json.dumps(self.capture_encoder(bench), sort_keys=True)
+        return self._part(key, lambda: Capture(self.parser(), self.text_encoder(bench), substring=self.ecfg.substring))
 
     def judge(self):
         from cim.eval.judges import build_judge
@@ -115,7 +114,8 @@ class Evaluator:
 
         # the reward's own encoder (encoders.text); one already loaded for CAPTURE is shared when it is the same
         t = self.cfg.encoders.text
-        shared = self._parts.get(f"text_encoder:{t.model}") if t.name == "sentence-transformers" else None
+        same = {"batch_size": t.batch_size, "device": t.device, "name": t.name, "model": t.model}
+        shared = self._parts.get("text_encoder:" + json.dumps(same, sort_keys=True))
         return self._part("scorer", lambda: Scorer.from_config(self.cfg, text_encoder=shared))
 
     # -- benchmarks and captions --------------------------------------------------------------------

@@ -18,7 +18,7 @@ def _benchmark(cfg, name: str, root: Path, paper_rows: list[str]) -> dict:
     return {"name": spec.name, "format": spec.format, "source": spec.source, "data_dir": str(data_dir),
             "files": {role: (data_dir / f).is_file() for role, f in spec.files.items()},
             "images": str(resolve_path(root, spec.images)) if spec.images else None,
-            "prompt": e.prompt or spec.prompt, "capture_encoder": e.text_encoder or spec.capture_encoder,
+            "prompt": e.prompt or spec.prompt, "capture_encoder": e.text_encoder or spec.capture_encoder,   # a model name or encoder fields
             "metrics": list(e.metrics) or list(spec.metrics),
             "paper_rows": {k: spec.paper[k] for k in paper_rows if k in (spec.paper or {})}}
 

@@ -63,9 +63,9 @@ class BenchmarkSpec:
     metrics: list[str] = field(default_factory=lambda: ["capture"])
     description: str = ""
     paper: dict = field(default_factory=dict)     # published numbers to compare with (optional)
-    # CAPTURE's soft-match SBERT model (and the attribute metrics'); CAPTURE's own unless the YAML says
-    # otherwise; never the retrieval encoder
-    capture_encoder: str = "all-mpnet-base-v2"
+    # CAPTURE's soft-match encoder (and the attribute metrics'): an SBERT model name, or encoders.text-style
+    # fields {name, model, ...} for a registered encoder; CAPTURE's own by default; never the retrieval encoder
+    capture_encoder: Any = "all-mpnet-base-v2"
     source: Optional[str] = None                  # the YAML file it came from
 
     def to_dict(self) -> dict:
@@ -193,6 +193,11 @@ def spec_from_dict(data: Mapping[str, Any], source: str | None = None) -> Benchm
     bad = [m for m in data.get("metrics", []) if m not in METRICS]
     if bad:
         raise BenchmarkError(f"unknown metrics{where}: {', '.join(bad)} (known: {', '.join(METRICS)})")
+    enc = data.get("capture_encoder", "all-mpnet-base-v2")
+    enc_keys = {"name", "model", "batch_size", "max_seq_length", "device"}
+    if not (isinstance(enc, str) and enc) and not (isinstance(enc, dict) and enc.get("model") and set(enc) <= enc_keys):
+        raise BenchmarkError(f"capture_encoder{where} must be an SBERT model name or a mapping of "
+                             f"{', '.join(sorted(enc_keys))} with a model, got {enc!r}")
     patterns = data.get("image_patterns", ["{id}.jpg"])
     spec = BenchmarkSpec(**{**data, "image_patterns": [patterns] if isinstance(patterns, str) else list(patterns)},
                          source=source)
