@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cim.config import load_config
 from cim.errors import ConfigError, WeightsNotFound
 from cim.eval.evaluate import Evaluator
 from cim.eval.released import RELEASES, ReleasedCaptioner
