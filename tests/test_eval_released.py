@@ -49,20 +49,20 @@ def test_every_released_checkpoint_is_a_named_captioner_with_its_base():
             assert {r.paper_base, r.paper_row} <= set(load_spec(bench, REPO).paper)
 
 
-def test_offline_the_command_fails_with_one_weights_not_found_line(tmp_path):
+def test_offline_the_command_fails_with_one_weights_not_found_line(tmp_path, defaults_params):
     out = subprocess.run([sys.executable, "-m", "cim.cli", "evaluate", "--protocol", "official", "--captioner",
-                          "kkk5/CIM-Qwen2.5-VL-7B", "--no-mlflow", "--params", str(tmp_path / "none.yaml")],
+                          "kkk5/CIM-Qwen2.5-VL-7B", "--no-mlflow", "--params", str(defaults_params)],
                          cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert out.returncode == 2, out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in out.stderr
-    assert lines[0].startswith("cim evaluate: WeightsNotFound: kkk5/CIM-Qwen2.5-VL-7B is not on this machine")
+    assert lines[0].startswith("cim evaluate: weights of kkk5/CIM-Qwen2.5-VL-7B not found: they are not on this machine")
     assert "huggingface-cli download kkk5/CIM-Qwen2.5-VL-7B" in lines[0] and "eval.captioner.model=DIR" in lines[0]
 
 
-def test_the_plan_of_the_official_evaluation_of_the_released_qwen25(tmp_path):
+def test_the_plan_of_the_official_evaluation_of_the_released_qwen25(tmp_path, defaults_params):
     out = subprocess.run([sys.executable, "-m", "cim.cli", "evaluate", "--protocol", "official", "--captioner",
-                          "kkk5/CIM-Qwen2.5-VL-7B", "--with-base", "--dry-run", "--params", str(tmp_path / "none.yaml")],
+                          "kkk5/CIM-Qwen2.5-VL-7B", "--with-base", "--dry-run", "--params", str(defaults_params)],
                          cwd=REPO, env=_env(tmp_path), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     plan = json.loads(out.stdout)
@@ -132,7 +132,7 @@ def test_with_base_needs_the_base_weights_too(tiny_cfg, tmp_path, monkeypatch):
     tiny_llava(model)
     c = copy.deepcopy(tiny_cfg.eval.captioner)
     c.model, c.with_base = str(model), True
-    with pytest.raises(WeightsNotFound, match="llava-hf/llava-1.5-7b-hf is not on this machine"):
+    with pytest.raises(WeightsNotFound, match="weights of llava-hf/llava-1.5-7b-hf not found"):
         ReleasedCaptioner(RELEASES["kkk5/CIM-LLaVA1.5-7B"], c)
 
 

@@ -41,20 +41,20 @@ def test_sc_captioner_sft_writes_the_corpus_and_the_training_manifest(tmp_path):
     assert report.train_rows == 3 and len(report.missing_images) == 1 and "training manifest" in report.summary()
 
 
-def test_gallery_order_and_the_training_rows_known_to_the_reward(tmp_path, capsys):
+def test_gallery_order_and_the_training_rows_known_to_the_reward(tmp_path, capsys, defaults_params):
     from cim.train.data import prepare_train
 
     coco, laion = tmp_path / "train2017", tmp_path / "laion"
     _images(coco, [f"00000000010{i}.jpg" for i in (1, 2, 3, 4)])
     _images(laion, ["part0/df_001.jpg", "df_002.jpg"])
-    assert cli_main(["manifest", "--params", str(tmp_path / "none.yaml"), "--format", "sc-captioner-sft",
+    assert cli_main(["manifest", "--params", str(defaults_params), "--format", "sc-captioner-sft",
                      "--annotations", str(FIXTURES / "sc_captioner_sft.json"), "--images", str(coco),
                      "--out", str(tmp_path / "g" / "rc.jsonl"), "--train-out", str(tmp_path / "g" / "train.jsonl")]) == 0
-    assert cli_main(["manifest", "--params", str(tmp_path / "none.yaml"), "--format", "densefusion",
+    assert cli_main(["manifest", "--params", str(defaults_params), "--format", "densefusion",
                      "--annotations", str(FIXTURES / "densefusion.jsonl"), "--images", str(laion),
                      "--out", str(tmp_path / "df" / "df.jsonl")]) == 0
     gallery = tmp_path / "gallery.jsonl"
-    assert cli_main(["manifest", "--params", str(tmp_path / "none.yaml"), "--concat", str(tmp_path / "g" / "rc.jsonl"),
+    assert cli_main(["manifest", "--params", str(defaults_params), "--concat", str(tmp_path / "g" / "rc.jsonl"),
                      str(tmp_path / "df" / "df.jsonl"), "--out", str(gallery)]) == 0
     rows = read_manifest(gallery)
     assert [r["id"] for r in rows] == ["000000000101", "000000000102", "000000000103", "000000000104",

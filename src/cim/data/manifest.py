@@ -111,7 +111,7 @@ def write_sources(rows: Iterable[dict], path: str | Path) -> int:
 def concat_manifests(parts: Iterable[str | Path], out: str | Path) -> dict[str, int]:
     """One corpus manifest from several, in the order given (the released gallery: RefinedCaps' training
     pairs first, then DenseFusion-1M), streamed. A row's position in ``out`` is its gallery row. Ids must be
-    unique across the parts (ValueError naming both places). Returns rows per part."""
+    unique across the parts (InputError naming both places). Returns rows per part."""
     counts: dict[str, int] = {}
     first: dict[str, str] = {}
 
@@ -123,7 +123,7 @@ def concat_manifests(parts: Iterable[str | Path], out: str | Path) -> dict[str, 
                 where = f"{part}:{lineno}"
                 _check(obj, ("id", "image", "text"), where)
                 if obj["id"] in first:
-                    raise ValueError(f"{where}: id {obj['id']!r} is already in the gallery ({first[obj['id']]})")
+                    raise InputError(f"{where}: id {obj['id']!r} is already in the gallery ({first[obj['id']]})")
                 first[obj["id"]] = where
                 counts[str(part)] += 1
                 yield {**obj, "image": _resolve(obj["image"], folder)}

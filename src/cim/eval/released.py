@@ -68,9 +68,9 @@ def weights_dir(repo: str, folder: str = "") -> Path:
     found = hf_cached_snapshot(repo)
     if found is None:
         raise WeightsNotFound(
-            f"{repo} is not on this machine (local files only). On a machine with internet: "
-            f"`huggingface-cli download {repo}` (or `hf download {repo} --local-dir DIR`), then copy the hub "
-            f"cache here (HF_HOME) or pass eval.captioner.model=DIR")
+            f"weights of {repo} not found: they are not on this machine (local files only). On a machine with "
+            f"internet: `huggingface-cli download {repo}` (or `hf download {repo} --local-dir DIR`), then copy the "
+            f"hub cache here (HF_HOME) or pass eval.captioner.model=DIR")
     return found
 
 
