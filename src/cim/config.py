@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cim.errors import ConfigError, describe_decode_error, describe_yaml_error
+from cim.protocols import apply as apply_protocol
 
 __all__ = ["Config", "ConfigError", "load_config", "to_dict", "flatten"]
 
@@ -84,9 +85,7 @@ class IndexConfig:
     on_bad_image: str = "error"  # unreadable corpus/source image: error (name it and stop) | skip (leave the row out)
     center_images: bool = False  # subtract the corpus mean image embedding before normalising
     device: str = "auto"         # where search runs: auto | cpu | cuda
-    # who runs the search: torch (exact, deterministic; the default) | faiss (FAISS's own kernels: faiss-gpu
-    # on CUDA, the `gpu` extra; see docs/index.md)
-    search_backend: str = "torch"
+    search_backend: str = "torch"  # torch (exact, deterministic) | faiss (faiss-gpu on CUDA; docs/index.md)
 
 
 @dataclass
@@ -135,9 +134,7 @@ class RewardServiceConfig:
     fallback_score: float = 0.0   # reward of an item that could not be scored (counted and logged)
     client_window_ms: float = 50.0    # verl reward function: gather concurrent calls this long
     start: bool = True            # `cim train`: start the service when `url` is on loopback and down
-    # `cim train --backend verl` scores through this service by default ("" url = http://host:port); true =
-    # every verl reward worker loads its own scorer instead (the whole index per worker: fine for small corpora)
-    in_process: bool = False
+    in_process: bool = False      # verl: every reward worker loads its own scorer instead of using the service
     startup_timeout_s: float = 300.0
 
 
@@ -248,9 +245,7 @@ class EvalCaptionerConfig:
     # a registered captioner (cim.eval.captioners.CAPTIONERS): levels (the demo world's graded captions, one
     # table row per level) | file | hf | vllm | a released checkpoint by name (kkk5/CIM-Qwen2.5-VL-7B, ...)
     name: str = "levels"
-    # file: the captions file; hf / vllm: hub name (local cache) or a path; a released checkpoint: its local
-    # folder ("" = the local hub cache)
-    model: str = ""
+    model: str = ""              # file: the captions file; hf / vllm / a released checkpoint: hub name or folder
     engine: str = "hf"           # released checkpoints: hf (transformers) | vllm
     with_base: bool = False      # released checkpoints: also caption with the base model (the table's baseline)
     batch_size: int = 8
@@ -283,9 +278,7 @@ class EvalConfig:
 @dataclass
 class Config:
     seed: int = 0
-    # a named protocol, configs/protocols/<name>.yaml (paper | official; docs/protocols.md): its values are
-    # applied between this file and the command-line overrides; "" = none
-    protocol: str = ""
+    protocol: str = ""            # configs/protocols/<name>.yaml (paper | official), over this file; "" = none
     world: WorldConfig = field(default_factory=WorldConfig)
     encoders: EncodersConfig = field(default_factory=EncodersConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
@@ -361,7 +354,7 @@ def load_config(path: str | Path | None = "params.yaml", overrides: Sequence[str
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not of the form key=value")
-        cfg = _apply_protocol(cfg, overrides)
+        cfg = apply_protocol(cfg, overrides)   # the named protocol: between the file and the overrides
         if overrides:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as exc:  # unknown key, wrong type: the message names the full key
@@ -388,18 +381,6 @@ def _read_params_file(path: Path) -> DictConfig:
         raise ConfigError(f"params file {path} holds a list; it must map section names to settings "
                           "(world:, index:, reward:, ...)")
     return data
-# -- protocols (cim.protocols): one layer between the params file and the overrides -------------------------
-def _apply_protocol(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
-    """Merge the protocol named by the last ``protocol=`` override, else by the params file, if any."""
-    name = cfg.protocol
-    for item in overrides:
-        if item.split("=", 1)[0].strip() == "protocol":
-            name = item.split("=", 1)[1].strip()
-    if not name:
-        return cfg
-    from cim.protocols import layer
-
-    return OmegaConf.merge(cfg, layer(name))
 
 
 def to_dict(cfg: Any) -> dict:

@@ -24,7 +24,7 @@ from typing import Any
 
 from cim.errors import ConfigError
 
-__all__ = ["PROTOCOL_DIR", "Protocol", "names", "load_protocol", "layer", "describe", "label", "tags",
+__all__ = ["PROTOCOL_DIR", "Protocol", "names", "load_protocol", "layer", "apply", "describe", "label", "tags",
            "add_argument", "with_protocol"]
 
 PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "configs" / "protocols"
@@ -111,6 +111,18 @@ def layer(name: str):
         raise ConfigError(f"protocol {name!r} ({proto.path}): {key}: "
                           f"{str(getattr(exc, 'msg', exc)).splitlines()[0]}") from None
     return conf
+
+
+def apply(cfg, overrides=()):
+    """``cfg`` with the protocol named by the last ``protocol=`` override, else by ``cfg.protocol``, merged
+    over it (what :func:`cim.config.load_config` does between the params file and the overrides)."""
+    from omegaconf import OmegaConf
+
+    name = cfg.protocol
+    for item in overrides:
+        if item.split("=", 1)[0].strip() == "protocol":
+            name = item.split("=", 1)[1].strip()
+    return OmegaConf.merge(cfg, layer(name)) if name else cfg
 
 
 def describe(cfg) -> dict:

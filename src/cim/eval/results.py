@@ -189,9 +189,8 @@ def log_mlflow(cfg, summary: dict, out_dir: Path) -> None:
     each experiment's headline as ``<benchmark>/<experiment>/<number>``, and the report folders."""
     import mlflow
 
-    from cim.tracking import start_run
-
     from cim.protocols import tags
+    from cim.tracking import start_run
 
     with start_run(cfg, "evaluate", tags={"benchmarks": ",".join(summary["benchmarks"]),
                                           "baseline": cfg.eval.baseline or "none", **tags(cfg)}):

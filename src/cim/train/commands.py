@@ -36,6 +36,8 @@ def snapshot_params(cfg, path: Path) -> Path:
     """The resolved config with absolute paths, for reward workers that run in other folders or nodes."""
     from omegaconf import OmegaConf
 
+    from cim.io import atomic_write_text
+
     snap = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     for key in ("index.out_dir", "index.manifest", "index.sources", "tracking.artifact_dir", "train.data_dir",
                 "train.manifest"):
@@ -54,8 +56,6 @@ def snapshot_params(cfg, path: Path) -> Path:
     name, snap.protocol = snap.protocol, ""
     path.parent.mkdir(parents=True, exist_ok=True)
     header = f"# resolved config of protocol {name!r} (applied; every value below is final)\n" if name else ""
-    from cim.io import atomic_write_text
-
     atomic_write_text(path, header + OmegaConf.to_yaml(snap))
     return path
 
