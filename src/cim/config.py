@@ -101,6 +101,13 @@ class RewardConfig:
     # corpus rather than describing the image. Set false for the paper's literal setting.
     exclude_source: bool = True
     batch_size: int = 512
+    # similarities within this of their neighbour in rank order are one tie, ordered by corpus row: a few
+    # times the text encoder's batch noise (docs/reward.md, "Near-ties"; perf/encoder_batch_noise.py)
+    tie_tolerance: float = 1e-6
+    # verl's reward function when the reward system fails (service down past the client deadline, scorer
+    # error, unknown image id): raise (the sample leaves the step; docs/training.md) | neutral (neutral_score)
+    on_failure: str = "raise"
+    neutral_score: float = 0.0
 
 
 @dataclass
@@ -299,6 +306,7 @@ _CHOICES: dict[str, tuple[str, ...] | str] = {
     "index.search_backend": ("torch", "faiss"),
     "eval.captioner.engine": ("hf", "vllm"),
     "reward.mode": "cim.reward.equations:MODES",
+    "reward.on_failure": ("raise", "neutral"),
     "train.backend": ("local", "verl"),
     "train.verl.setting": ("base", "sft"),
     "train.verl.kl": ("loss", "reward", "none"),

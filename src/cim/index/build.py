@@ -286,6 +286,11 @@ def build_index(cfg, manifest: str | Path, out_dir: str | Path, sources: str | P
         "shards": {"size": shard_size, "count": n_shards, "reused": reused},
         "checksums": {"files": files, "arrays": {"text_emb": sha256_array(text_emb)}},
     }
+    # image identity (cim.index.identity): rows and sources keyed by image content, for reward.exclude_source
+    from cim.index.identity import record_identity
+
+    meta["identity"], identity_files = record_identity(out, ids, rows, source_rows, progress=progress)
+    files.update(identity_files)
     _save_json(out / "meta.json", meta)
     return out
 

@@ -132,6 +132,7 @@ class CorpusIndex:
             raise ValueError(f"rows disagree: {len(self.ids)} ids, {n_text} text vectors, "
                              f"{self.image_table.shape[0]} image rows")
         self.image_dim = int(self.image_table.shape[1])
+        self.identity = None    # cim.index.identity.ImageIdentity, set by load() when the index recorded it
         self.sources_ids = list(sources_ids)
         self._source_row = {sid: i for i, sid in enumerate(self.sources_ids)}
         self.sources_emb = (np.zeros((0, self.image_dim), np.float32) if sources_emb is None
@@ -228,10 +229,14 @@ class CorpusIndex:
         if ef_search is not None:
             params["ef_search"] = int(ef_search)
         configure_faiss_index(index, kind, params)
-        return cls(ids, text if kind == "exact" else None, table, kind=kind,
-                   faiss_index=None if kind == "exact" else index, faiss_params=params, image_mean=mean,
-                   sources_ids=sources_ids, sources_emb=sources_emb, meta=meta, device=device, path=root,
-                   search_backend=search_backend)
+        loaded = cls(ids, text if kind == "exact" else None, table, kind=kind,
+                     faiss_index=None if kind == "exact" else index, faiss_params=params, image_mean=mean,
+                     sources_ids=sources_ids, sources_emb=sources_emb, meta=meta, device=device, path=root,
+                     search_backend=search_backend)
+        from cim.index.identity import load_identity   # which rows show the same image (None: older index)
+
+        loaded.identity = load_identity(root, meta, rows, sources_ids)
+        return loaded
 
     def _place(self, device: str) -> None:
         from cim.encoders.base import resolve_device

@@ -14,20 +14,24 @@ import torch
 
 from cim.errors import ConfigError
 from cim.reward.equations import cim_reward, grc, qir
-from cim.reward.schema import RESULT_KEYS, RewardResult, caption_text, empty_result
+from cim.index.identity import file_digest, row_keys, source_keys
+from cim.reward.schema import RESULT_KEYS, CaptionError, RewardResult, caption_text, empty_result
 
 # Longer captions are cut before tokenising: every encoder truncates far below this (MiniLM at 256 word
 # pieces, MPNet at 384), so the cut only saves tokenizer time on pathological inputs.
 MAX_CAPTION_CHARS = 20_000
 
-# Text encoders are not batch-invariant: padding moves an embedding by ~1e-7, enough to swap two corpus texts
-# whose similarities are (near-)tied at the top-K boundary, so a caption's reward would depend on its batch.
-# The scorer therefore ranks by similarity rounded to SIMILARITY_DECIMALS, then by corpus row, over a few
-# extra candidates (TIE_MARGIN). Only similarities straddling a rounding edge can still differ.
-SIMILARITY_DECIMALS = 4
+# Text encoders are not batch-invariant: padding and kernel choice move a caption's similarities by up to
+# ~1e-7 with the batch it is encoded in (MiniLM, CPU, fp32: perf/encoder_batch_noise.py), enough to swap two
+# corpus texts that are (near-)tied, so a caption's reward would depend on its batch. The scorer therefore
+# orders hits by similarity, but similarities within ``tie_tolerance`` of their neighbour in that order form
+# one tie (chained), ordered by corpus row. The tolerance is a few times the measured noise: any larger and
+# genuinely better matches lose their rank to a lower row. A tie that reaches the last fetched candidate is
+# searched again with twice as many candidates, so no member is cut off by the search depth.
+TIE_TOLERANCE = 1e-6
 TIE_MARGIN = 4
 
-__all__ = ["Scorer", "score_in_batches", "RESULT_KEYS", "MAX_CAPTION_CHARS"]
+__all__ = ["Scorer", "score_in_batches", "order_with_ties", "RESULT_KEYS", "MAX_CAPTION_CHARS", "TIE_TOLERANCE"]
 
 
 @dataclass
@@ -37,35 +41,53 @@ class _Prepared:
     truncated: bool
     image_id: Optional[str] = None
     image_path: Optional[str] = None
+    digest: Optional[bytes] = None      # sha256 of the image file (image-path items): its image key
 
 
-def _rank_stably(scores: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray]:
-    """Reorder each query's hits by (rounded similarity desc, row asc); missing hits (row -1) go last."""
-    rounded = np.where(rows >= 0, np.round(scores.astype(np.float64), SIMILARITY_DECIMALS), -np.inf)
-    order = np.lexsort((rows, -rounded), axis=-1)
-    return (np.take_along_axis(rows, order, axis=-1),)
+def order_with_ties(scores: np.ndarray, rows: np.ndarray, tolerance: float) -> tuple[np.ndarray, np.ndarray]:
+    """Reorder each query's hits: by similarity, except that a run of similarities each within ``tolerance``
+    of the next is one tie, ordered by row. Missing hits (row -1) go last.
+
+    Returns ``(rows, tie)``: the reordered rows and, per position, the number of its tie (0, 1, ...), so
+    that ``tie[:, -1] == tie[:, j]`` says position j's tie may continue past the fetched hits.
+    """
+    s = np.where(rows >= 0, scores.astype(np.float64), -np.inf)
+    by_score = np.argsort(-s, axis=-1, kind="stable")
+    s, r = np.take_along_axis(s, by_score, -1), np.take_along_axis(rows, by_score, -1)
+    gaps = s[:, :-1] - s[:, 1:]
+    breaks = ~(gaps <= tolerance) | (r[:, 1:] < 0)           # -inf - -inf is nan: a break
+    tie = np.concatenate([np.zeros((len(s), 1), np.int64), np.cumsum(breaks, axis=-1)], axis=-1)
+    order = np.lexsort((np.where(r >= 0, r, np.iinfo(np.int64).max), tie), axis=-1)
+    return np.take_along_axis(r, order, -1), np.take_along_axis(tie, order, -1)
 
 
 class Scorer:
     """Scores (caption, source image) pairs against a loaded :class:`cim.index.CorpusIndex`.
 
     ``image_encoder`` may be a callable returning the encoder, so it is only built when an item comes with
-    an image path instead of an image id.
+    an image path instead of an image id. With ``exclude_source``, every corpus row that shows the source
+    image (by content, :mod:`cim.index.identity`) is left out of its retrieval.
     """
 
     def __init__(self, index, text_encoder, image_encoder=None, *, top_k: int = 5, decay: float = 0.5,
-                 beta: float = 1.0, mode: str = "both", exclude_source: bool = True):
-        need = top_k + (1 if exclude_source else 0)
+                 beta: float = 1.0, mode: str = "both", exclude_source: bool = True,
+                 tie_tolerance: float = TIE_TOLERANCE):
+        self.row_keys = row_keys(index)
+        self.dropped_max = int(np.bincount(self.row_keys).max()) if exclude_source and len(self.row_keys) else 0
+        need = top_k + self.dropped_max
         if len(index.ids) < need:
             raise ConfigError(f"the corpus has {len(index.ids)} rows but reward.top_k={top_k} needs at least {need}"
-                              + (" (one more: reward.exclude_source drops the source's own row)"
+                              + (f" ({self.dropped_max} more: reward.exclude_source drops the source image's rows)"
                                  if exclude_source else "") + "; lower reward.top_k or index a larger corpus")
+        if not tie_tolerance >= 0:
+            raise ConfigError(f"reward.tie_tolerance must be >= 0, got {tie_tolerance}")
         self.index, self.text_encoder = index, text_encoder
         self._image_encoder = image_encoder
         self._image_checked = False
         self.top_k, self.decay, self.beta, self.mode = top_k, decay, beta, mode
-        self.exclude_source = exclude_source
+        self.exclude_source, self.tie_tolerance = exclude_source, float(tie_tolerance)
         self.calls = 0  # number of batched scoring calls (observable batching)
+        self.searches = 0  # index searches (more than calls only when a tie reached the search depth)
 
     @classmethod
     def from_config(cls, cfg, index_dir: str | None = None, device: str | None = None,
@@ -79,7 +101,8 @@ class Scorer:
                                  device=device or cfg.index.device, search_backend=cfg.index.search_backend)
         r = cfg.reward
         return cls(index, text_encoder, lambda: build_image_encoder(cfg.encoders.image), top_k=r.top_k,
-                   decay=r.decay, beta=r.beta, mode=r.mode, exclude_source=r.exclude_source)
+                   decay=r.decay, beta=r.beta, mode=r.mode, exclude_source=r.exclude_source,
+                   tie_tolerance=r.tie_tolerance)
 
     # -- public -------------------------------------------------------------------------------------
     def score(self, items: Sequence[dict]) -> list[RewardResult]:
@@ -91,16 +114,14 @@ class Scorer:
             try:
                 prepared.append(self._prepare(pos, item))
             except ValueError as exc:
-                results[pos]["error"] = str(exc)
+                results[pos].update(error=str(exc), error_kind="caption" if isinstance(exc, CaptionError) else "item")
         sources = self._source_embeddings(prepared, results)
         prepared = [p for p in prepared if results[p.position]["error"] is None]
         if not prepared:
             return results
-        queries = self.text_encoder.encode([p.caption for p in prepared])
-        extra = 1 if self.exclude_source else 0
-        scores, rows = self.index.search(np.ascontiguousarray(queries, dtype=np.float32),
-                                         self.top_k + extra + TIE_MARGIN)
-        chosen, source_ranks = self._choose_rows(prepared, *_rank_stably(scores, rows))
+        queries = np.ascontiguousarray(self.text_encoder.encode([p.caption for p in prepared]), dtype=np.float32)
+        own = source_keys(self.index, [p.image_id for p in prepared], [p.digest for p in prepared])
+        chosen, source_ranks = self._retrieve(queries, own)
         retrieved = torch.from_numpy(self.index.image_table[chosen.reshape(-1)].astype(np.float32))
         retrieved = retrieved.view(len(prepared), self.top_k, -1)
         src = torch.from_numpy(np.stack([sources[p.position] for p in prepared]))
@@ -138,7 +159,8 @@ class Scorer:
                 if ok:
                     out[p.position] = e
                 else:
-                    results[p.position]["error"] = f"unknown image_id {p.image_id!r} (no source embedding in the index)"
+                    results[p.position].update(error=f"unknown image_id {p.image_id!r} (no source embedding in the "
+                                                     "index)", error_kind="item")
         by_path = [p for p in prepared if p.image_path is not None]
         if by_path:
             out.update(self._embed_paths(by_path, results))
@@ -152,15 +174,17 @@ class Scorer:
             try:
                 with Image.open(p.image_path) as im:
                     images.append(im.convert("RGB"))
+                p.digest = file_digest(p.image_path)
                 keep.append(p)
             except (OSError, ValueError) as exc:
-                results[p.position]["error"] = f"cannot read image {p.image_path!r}: {exc}"
+                results[p.position].update(error=f"cannot read image {p.image_path!r}: {exc}", error_kind="item")
         if not images:
             return {}
         encoder = self._checked_image_encoder()
         if encoder is None:
             for p in keep:
-                results[p.position]["error"] = "no image encoder configured: pass image_id instead of image"
+                results[p.position].update(error="no image encoder configured: pass image_id instead of image",
+                                           error_kind="item")
             return {}
         raw = encoder.encode(images)
         emb = self.index.transform_images(raw)
@@ -181,20 +205,32 @@ class Scorer:
             self._image_checked = True
         return encoder
 
-    def _choose_rows(self, prepared: list[_Prepared], rows: np.ndarray) -> tuple[np.ndarray, list]:
-        """Drop the source's own corpus row when excluding; record the rank it was found at (monitor)."""
-        chosen = np.empty((len(prepared), self.top_k), dtype=np.int64)
-        ranks: list[Optional[int]] = []
-        row_of = self.index.row_of
-        for i, p in enumerate(prepared):
-            own = row_of.get(p.image_id) if p.image_id is not None else None
-            hits = [int(r) for r in rows[i] if r >= 0]
-            ranks.append(hits.index(own) + 1 if own is not None and own in hits else None)
-            if self.exclude_source and own is not None:
-                hits = [r for r in hits if r != own]
-            if len(hits) < self.top_k:
-                raise RuntimeError(f"search returned {len(hits)} rows, fewer than top_k={self.top_k}")
-            chosen[i] = hits[: self.top_k]
+    def _retrieve(self, queries: np.ndarray, own: np.ndarray) -> tuple[np.ndarray, list]:
+        """The top-K rows of each query (ties by row, the source image's rows dropped when excluding) and
+        the rank (1..K) at which the source image was found among the K hits before dropping, else None."""
+        n = len(self.index.ids)
+        chosen = np.empty((len(queries), self.top_k), dtype=np.int64)
+        ranks: list[Optional[int]] = [None] * len(queries)
+        pending, k = np.arange(len(queries)), min(n, self.top_k + self.dropped_max + TIE_MARGIN)
+        while len(pending):
+            self.searches += 1
+            scores, rows = self.index.search(queries[pending], k)
+            ordered, tie = order_with_ties(scores, rows, self.tie_tolerance)
+            again = []
+            for j, i in enumerate(pending):
+                valid = ordered[j] >= 0
+                mine = valid & (self.row_keys[np.maximum(ordered[j], 0)] == own[i]) & (own[i] >= 0)
+                keep = np.flatnonzero(valid & ~mine) if self.exclude_source else np.flatnonzero(valid)
+                last = keep[self.top_k - 1] if len(keep) >= self.top_k else None
+                if k < n and (last is None or (valid[-1] and tie[j, last] == tie[j, -1])):
+                    again.append(i)          # too few rows left, or the last tie may go on past the depth
+                    continue
+                if last is None:
+                    raise RuntimeError(f"search returned {len(keep)} usable rows, fewer than top_k={self.top_k}")
+                chosen[i] = ordered[j][keep[: self.top_k]]
+                found = np.flatnonzero(mine[: self.top_k])
+                ranks[i] = int(found[0]) + 1 if len(found) else None
+            pending, k = np.array(again, dtype=np.int64), min(n, 2 * k)
         return chosen, ranks
 
 

@@ -8,24 +8,42 @@ params snapshot, ``params``).
 
 Contract with verl: every sample returns the *same keys* (:data:`KEYS`): the numeric keys of the reward's
 result (:data:`cim.reward.schema.NUMERIC_KEYS`: ``score``, ``grc``, ``qir``, ``source_rank``, ``truncated``)
-as floats, and the monitors ``failed``, ``source_retrieved``, ``caption_len``, ``caption_chars``. An item
-that cannot be scored (service down after retries, unknown image id, empty caption, a caption that makes the
-scorer raise) gets ``fallback_score``, ``failed = 1``, a counted log line, and never an exception into the
-training step; the other samples of its batch are scored as if it were not there (the batcher re-scores
-the callers of a failed batch apart).
+as floats, and the monitors ``failed``, ``reward_system_failed``, ``source_retrieved``, ``caption_len``,
+``caption_chars``.
+
+Two kinds of failure, kept apart (both counted, :func:`stats`, and logged, bounded):
+
+- **the caption is no text** (empty, whitespace, not UTF-8; ``error_kind == "caption"``): the captioner's
+  fault; the sample gets the floor ``fallback_score`` and ``failed = 1``;
+- **the reward system failed** (the service stayed down or slow past the client deadline, the scorer raised,
+  the params or index do not load, an image id the index does not know): never the caption's fault, so it
+  must not look like a bad caption. ``on_failure = "raise"`` (default) raises :class:`RewardSystemError`:
+  verl's v1 trainer then marks that rollout's session failed and trains its group without it (the legacy
+  trainer fails the step); ``on_failure = "neutral"`` gives ``neutral_score`` (the same constant in every
+  worker, so a group whose samples all failed gets advantage 0) with ``failed = reward_system_failed = 1``.
+  verl 0.9.1 hands the function one sample at a time, without the group id (``uid``), in a random worker:
+  equal rewards for a group whose samples failed only in part are out of its reach.
+
+The other samples of a batch are scored as if a bad one were not there (the batcher re-scores the callers of
+a failed batch apart). Per training step, GRC, QIR and the monitors go to the MLflow run (``MLFLOW_RUN_ID``):
+:mod:`cim.train.reward_metrics`.
 
 reward kwargs (``+reward.custom_reward_function.reward_kwargs.<k>=<v>``), each also read from the
-environment as ``CIM_REWARD_<K>`` (upper case) when not given:
-``service_url``, ``token_env`` (name of the env var holding the bearer token), ``params`` (params file for
-the in-process scorer), ``fallback_score``, ``window_ms``, ``max_batch``, ``timeout_s`` (per attempt),
-``retries``, ``deadline_s`` (the whole call to the service, retries included).
+environment as ``CIM_REWARD_<K>`` (upper case) when not given: ``service_url``, ``token_env`` (name of the
+env var holding the bearer token), ``params`` (params file: the in-process scorer, and the defaults of
+``on_failure`` / ``neutral_score``: ``reward.on_failure``, ``reward.neutral_score``), ``fallback_score``,
+``on_failure``, ``neutral_score``, ``window_ms``, ``max_batch``, ``timeout_s`` (per attempt), ``retries``,
+``deadline_s`` (the whole call to the service, retries included), ``metrics_idle_s`` (a step's metrics are
+logged once no sample of it arrived for this long; 0 turns the logging off).
 """
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
@@ -35,37 +53,68 @@ from cim.service.client import DEADLINE_S, read_token
 
 log = logging.getLogger("cim.train.verl_reward")
 
-MONITOR_KEYS = ("failed", "source_retrieved", "caption_len", "caption_chars")
+MONITOR_KEYS = ("failed", "reward_system_failed", "source_retrieved", "caption_len", "caption_chars")
 KEYS = NUMERIC_KEYS + MONITOR_KEYS
+ON_FAILURE = ("raise", "neutral")
 
 _DEFAULTS = {"service_url": "", "token_env": "CIM_REWARD_TOKEN", "params": "", "fallback_score": 0.0,
-             "window_ms": 50.0, "max_batch": 4096, "timeout_s": 120.0, "retries": 3, "deadline_s": DEADLINE_S}
+             "on_failure": None, "neutral_score": None, "window_ms": 50.0, "max_batch": 4096, "timeout_s": 120.0,
+             "retries": 3, "deadline_s": DEADLINE_S, "metrics_idle_s": 10.0}
+_FROM_PARAMS = {"on_failure": ("raise", "on_failure"), "neutral_score": (0.0, "neutral_score")}
 
 # process-wide counters (a reward worker is one process); read with stats()
-_STATS = {"calls": 0, "failed": 0, "batches": 0}
+_STATS = {"calls": 0, "failed": 0, "caption_failed": 0, "reward_system_failed": 0, "batches": 0}
 _STATS_LOCK = threading.Lock()
 _BACKENDS: dict[tuple, "_Backend"] = {}
 _BACKENDS_LOCK = threading.Lock()
 _SCORERS: dict[str, Any] = {}
+_LOAD_FAILURES: dict[str, tuple[float, Exception]] = {}
+LOAD_RETRY_S = 30.0
+
+
+class RewardSystemError(RuntimeError):
+    """The reward system, not the caption, failed for this sample (``on_failure = "raise"``)."""
 
 
 def stats() -> dict:
-    """Counters of this process: calls, failed items, batches sent (observable batching)."""
+    """Counters of this process: calls, failed items (of which caption / reward-system failures), batches."""
     with _STATS_LOCK:
         return dict(_STATS)
 
 
-def _setting(kwargs: dict, key: str) -> Any:
-    if key in kwargs and kwargs[key] is not None:
-        return kwargs[key]
-    env = os.environ.get(f"CIM_REWARD_{key.upper()}")
-    if env is not None and env != "":
-        return env
-    return _DEFAULTS[key]
+@functools.lru_cache(maxsize=8)
+def _params_defaults(params: str) -> dict:
+    """``reward.on_failure`` / ``reward.neutral_score`` of the params file (defaults when none is given)."""
+    out = {key: default for key, (default, _) in _FROM_PARAMS.items()}
+    if params:
+        from cim.config import load_config
+
+        r = load_config(params).reward
+        out.update({key: getattr(r, name) for key, (_, name) in _FROM_PARAMS.items()})
+    return out
 
 
-_LOAD_FAILURES: dict[str, tuple[float, Exception]] = {}
-LOAD_RETRY_S = 30.0
+def _settings(kwargs: dict) -> dict:
+    """Every setting, checked; raises RewardSystemError naming a bad one (a misconfigured run must stop)."""
+    out = {}
+    for key, default in _DEFAULTS.items():
+        value = kwargs.get(key)
+        if value is None:
+            env = os.environ.get(f"CIM_REWARD_{key.upper()}")
+            value = env if env not in (None, "") else default
+        out[key] = value
+    try:
+        if out["on_failure"] is None or out["neutral_score"] is None:
+            from_params = _params_defaults(str(out["params"] or ""))
+            out.update({k: from_params[k] for k in _FROM_PARAMS if out[k] is None})
+        for key in ("fallback_score", "neutral_score", "window_ms", "timeout_s", "deadline_s", "metrics_idle_s"):
+            out[key] = float(out[key])
+        out["max_batch"], out["retries"] = int(out["max_batch"]), int(out["retries"])
+    except Exception as exc:  # noqa: BLE001 - a bad value or an unreadable params file
+        raise RewardSystemError(f"CIM reward settings are invalid: {exc}") from None
+    if out["on_failure"] not in ON_FAILURE:
+        raise RewardSystemError(f"CIM reward on_failure={out['on_failure']!r} is not one of {', '.join(ON_FAILURE)}")
+    return out
 
 
 def _in_process_scorer(params: str):
@@ -74,8 +123,6 @@ def _in_process_scorer(params: str):
     A failed load is remembered for ``LOAD_RETRY_S`` seconds, so a broken index costs one load attempt per
     window rather than one per batch.
     """
-    import time
-
     scorer = _SCORERS.get(params)
     if scorer is not None:
         return scorer
@@ -100,7 +147,6 @@ class _Backend:
 
     def __init__(self, settings: dict):
         self.settings = settings
-        self.fallback = float(settings["fallback_score"])
         url = str(settings["service_url"] or "")
         if url:
             from cim.service.client import AsyncRewardClient
@@ -143,54 +189,97 @@ def _image_id(ground_truth: Any, extra_info: Any) -> Optional[str]:
     return None
 
 
-def _result(caption: str, fallback: float, scored: Optional[RewardResult], error: Optional[str]) -> dict:
-    """verl's per-sample dict: the scored result's numeric keys as floats, plus the monitors; or the
-    fallback score with ``failed = 1``. Always exactly :data:`KEYS`."""
+def _result(caption: str, scored: Optional[RewardResult], failure: Optional[tuple[str, float]] = None) -> dict:
+    """verl's per-sample dict, always exactly :data:`KEYS`: the scored result's numeric keys as floats plus
+    the monitors, or (``failure = (kind, score)``) that score with ``failed = 1``."""
     out = {"caption_len": float(len(caption.split())), "caption_chars": float(len(caption))}
-    if scored is not None and error is None and scored.get("error") is None and scored.get("score") is not None:
-        rank = scored["source_rank"]
-        out.update({k: float(scored[k] or 0) for k in NUMERIC_KEYS},
-                   failed=0.0, source_retrieved=1.0 if rank else 0.0)
+    if failure is None:
+        out.update({k: float(scored[k] or 0) for k in NUMERIC_KEYS}, failed=0.0, reward_system_failed=0.0,
+                   source_retrieved=1.0 if scored["source_rank"] else 0.0)
     else:
-        out.update({k: 0.0 for k in NUMERIC_KEYS}, score=fallback, failed=1.0, source_retrieved=0.0)
+        kind, score = failure
+        out.update({k: 0.0 for k in NUMERIC_KEYS}, score=score, failed=1.0, source_retrieved=0.0,
+                   reward_system_failed=1.0 if kind == "reward_system_failed" else 0.0)
     return {k: out[k] for k in KEYS}
 
 
-def _count_failure(image_id: Optional[str], reason: str) -> None:
+def _count_failure(kind: str, image_id: Optional[str], reason: str, outcome: str) -> None:
     with _STATS_LOCK:
         _STATS["failed"] += 1
-        n = _STATS["failed"]
+        _STATS[kind] += 1
+        n = _STATS[kind]
     if n <= 20 or n % 100 == 0:  # every failure is counted; the log is bounded
-        log.warning("CIM reward: item %s not scored (%s); fallback score used [%d failed so far]",
-                    image_id, reason, n)
+        log.warning("CIM reward: item %s not scored (%s); %s [%d %s so far]", image_id, reason, outcome, n,
+                    kind.replace("_", " "))
+
+
+def _system_failure(settings: dict, extra_info: Any, caption: str, image_id: Optional[str], reason: str) -> dict:
+    """Raise or give ``neutral_score`` (``on_failure``); recorded in the step's metrics either way."""
+    out = _record(settings, extra_info, _result(caption, None, ("reward_system_failed", settings["neutral_score"])))
+    if settings["on_failure"] == "raise":
+        _count_failure("reward_system_failed", image_id, reason, "raised (reward.on_failure=raise)")
+        raise RewardSystemError(f"CIM reward system failed for image {image_id!r}: {reason}. The caption is not "
+                                "at fault; this sample is not given a reward (reward.on_failure=raise)")
+    _count_failure("reward_system_failed", image_id, reason, f"neutral score {settings['neutral_score']:g} used")
+    return out
+
+
+_METRICS: dict[tuple, Any] = {}
+_METRICS_LOCK = threading.Lock()
+
+
+def _step_metrics(settings: dict):
+    """This process's per-step aggregator for the MLflow run in ``MLFLOW_RUN_ID`` (None: logging off)."""
+    run_id, idle = os.environ.get("MLFLOW_RUN_ID", ""), settings["metrics_idle_s"]
+    if not run_id or idle <= 0:
+        return None
+    key = (run_id, idle)
+    with _METRICS_LOCK:
+        if key not in _METRICS:
+            import sys
+
+            from cim.train import reward_metrics as rm
+
+            uri = os.environ.get("MLFLOW_TRACKING_URI") or None
+            if "ray" in sys.modules and sys.modules["ray"].is_initialized():   # several workers: one hub
+                _METRICS[key] = rm.StepMetrics(rm.hub_sink(run_id, uri, idle), idle_s=idle / 5)
+            else:
+                _METRICS[key] = rm.StepMetrics(rm.mlflow_sink(run_id, uri), idle_s=idle)
+        return _METRICS[key]
+
+
+def _record(settings: dict, extra_info: Any, out: dict) -> dict:
+    from cim.train.reward_metrics import step_of
+
+    metrics = _step_metrics(settings)
+    if metrics is not None and not (isinstance(extra_info, dict) and extra_info.get("split") == "val"):
+        metrics.add(step_of(extra_info), out)
+    return out
 
 
 async def compute_score(data_source: Any = None, solution_str: Any = "", ground_truth: Any = None,
                         extra_info: Optional[dict] = None, **kwargs: Any) -> dict:
-    """verl's per-rollout entry point; concurrent calls are scored as one batch. Never raises."""
+    """verl's per-rollout entry point; concurrent calls are scored as one batch.
+
+    Raises :class:`RewardSystemError` only when the reward system failed and ``on_failure = "raise"``."""
     with _STATS_LOCK:
         _STATS["calls"] += 1
-    try:
-        settings = {k: _setting(kwargs, k) for k in _DEFAULTS}
-        fallback = float(settings["fallback_score"])
-    except (TypeError, ValueError) as exc:
-        settings, fallback = None, 0.0
-        _count_failure(None, f"bad reward kwargs: {exc}")
+    settings = _settings(kwargs)
     caption = solution_str if isinstance(solution_str, str) else str(solution_str or "")
     caption = caption.strip()
     image_id = _image_id(ground_truth, extra_info)
-    if settings is None:
-        return _result(caption, fallback, None, "bad settings")
     if image_id is None:
-        _count_failure(None, "no image_id in extra_info or ground_truth")
-        return _result(caption, fallback, None, "no image id")
+        return _system_failure(settings, extra_info, caption, None, "no image_id in extra_info or ground_truth")
     try:
         [scored] = await _backend(settings).batcher.submit([{"caption": caption, "image_id": image_id}])
     except asyncio.CancelledError:
         raise
-    except Exception as exc:  # noqa: BLE001 - the training step must go on
-        _count_failure(image_id, f"{type(exc).__name__}: {exc}")
-        return _result(caption, fallback, None, str(exc))
-    if scored.get("error") is not None or scored.get("score") is None:
-        _count_failure(image_id, str(scored.get("error")))
-    return _result(caption, fallback, scored, None)
+    except Exception as exc:  # noqa: BLE001 - the service, the scorer or the index failed
+        return _system_failure(settings, extra_info, caption, image_id, f"{type(exc).__name__}: {exc}")
+    if scored.get("error") is None and scored.get("score") is not None:
+        return _record(settings, extra_info, _result(caption, scored))
+    if scored.get("error_kind") == "caption":
+        _count_failure("caption_failed", image_id, str(scored["error"]),
+                       f"floor score {settings['fallback_score']:g} used")
+        return _record(settings, extra_info, _result(caption, None, ("caption_failed", settings["fallback_score"])))
+    return _system_failure(settings, extra_info, caption, image_id, str(scored.get("error")))

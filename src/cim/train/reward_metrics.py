@@ -1,0 +1,171 @@
+"""GRC, QIR and the reward's monitors per training step, logged from the reward side to the MLflow run.
+
+verl 0.9.1 does not put a reward function's extra keys into the training metrics of a step: the v1 trainer's
+``_compute_metrics`` reads ``rm_scores`` only (extras reach validation metrics and rollout dumps). So the
+reward function aggregates them itself and logs ``cim_reward/<key>/mean`` (plus ``cim_reward/samples`` and
+``cim_reward/reward_system_failed/count``) to the run named by ``MLFLOW_RUN_ID``, the run verl's own mlflow
+logger attaches to, at verl's step.
+
+Which step: verl's rollout servers tag every sample with the weights version that generated it
+(``global_steps`` / ``max_global_steps``), and verl's reward manager merges those tags into ``extra_info``.
+In the trainer, step N rolls out with the weights of step N - 1, so the step is version + 1. A sample without
+the tags (another rollout engine, a test) goes to numbered time windows instead. Validation samples
+(``extra_info.split == "val"``) are left out: verl reports them itself.
+
+Several reward workers (Ray actors, one process each) score a step's samples. Each one sums what it saw and
+pushes the partial sums after ``idle_s / 5`` without new samples of that step; when running under Ray the
+partials go to one named actor per run (:class:`MetricsHub`), which logs a step's merged means once nothing
+arrived for that step for ``idle_s``. Outside Ray, the process logs itself.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import defaultdict
+from typing import Any, Callable, Optional
+
+log = logging.getLogger("cim.train.reward_metrics")
+
+PREFIX = "cim_reward"
+MEAN_OVER_SCORED = ("score", "grc", "qir", "source_retrieved", "truncated")
+MEAN_OVER_ALL = ("failed", "reward_system_failed", "caption_len")
+
+__all__ = ["StepMetrics", "MetricsHub", "step_of", "to_metrics", "mlflow_sink", "hub_sink", "PREFIX"]
+
+
+def step_of(extra_info: Any) -> Optional[int]:
+    """verl's training step of a sample (see the module doc), or None when the sample carries no version."""
+    if not isinstance(extra_info, dict):
+        return None
+    for key in ("max_global_steps", "global_steps"):
+        value = extra_info.get(key)
+        if value is not None:
+            try:
+                return int(value) + 1
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def _partial(sample: dict) -> dict:
+    """One sample as sums: ``n`` (all), ``scored`` and per key its sum over the samples it is averaged on."""
+    scored = not sample.get("failed")
+    out = {"n": 1.0, "scored": float(scored)}
+    for key in MEAN_OVER_ALL:
+        out[key] = float(sample.get(key, 0.0))
+    for key in MEAN_OVER_SCORED:
+        out[key] = float(sample.get(key, 0.0)) if scored else 0.0
+    return out
+
+
+def _merge(into: dict, part: dict) -> None:
+    for key, value in part.items():
+        into[key] = into.get(key, 0.0) + value
+
+
+def to_metrics(sums: dict) -> dict[str, float]:
+    """Merged sums -> the logged metrics."""
+    out = {f"{PREFIX}/samples": sums["n"], f"{PREFIX}/reward_system_failed/count": sums["reward_system_failed"]}
+    for key in MEAN_OVER_ALL:
+        out[f"{PREFIX}/{key}/mean"] = sums[key] / sums["n"]
+    if sums["scored"]:
+        for key in MEAN_OVER_SCORED:
+            out[f"{PREFIX}/{key}/mean"] = sums[key] / sums["scored"]
+    return out
+
+
+class StepMetrics:
+    """Sums per step; a step idle for ``idle_s`` is handed to ``sink(step, sums)`` (from a daemon thread).
+
+    ``add(step, sample)`` takes one verl sample dict; ``merge(step, sums)`` takes partial sums (the hub).
+    Step None is a time window (a new one starts after ``idle_s`` without samples), handed on as step None.
+    """
+
+    def __init__(self, sink: Callable[[int, dict], None], idle_s: float = 10.0):
+        self.sink, self.idle_s = sink, float(idle_s)
+        self._sums: dict = defaultdict(dict)
+        self._seen: dict = {}
+        self._window = 0
+        self._window_seen = 0.0
+        self._lock = threading.Lock()
+        self._thread: Optional[threading.Thread] = None
+
+    def add(self, step: Optional[int], sample: dict) -> None:
+        self.merge(step, _partial(sample))
+
+    def merge(self, step: Optional[int], sums: dict) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if step is None:
+                if now - self._window_seen > self.idle_s or not self._window:
+                    self._window += 1
+                self._window_seen = now
+                step = ("window", self._window)        # kept apart from real steps
+            _merge(self._sums[step], sums)
+            self._seen[step] = now
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, name="cim-reward-metrics", daemon=True)
+                self._thread.start()
+
+    def flush(self, everything: bool = False) -> int:
+        """Hand over the steps idle for ``idle_s`` (all with ``everything``); returns how many."""
+        now = time.monotonic()
+        with self._lock:
+            due = [s for s, t in self._seen.items() if everything or now - t >= self.idle_s]
+            parts = [(s, self._sums.pop(s)) for s in due]
+            for s in due:
+                del self._seen[s]
+        for step, sums in sorted(parts, key=lambda p: (isinstance(p[0], tuple), p[0])):
+            try:
+                self.sink(None if isinstance(step, tuple) else step, sums)
+            except Exception as exc:  # noqa: BLE001 - metrics must never stop a training step
+                log.warning("CIM reward metrics for step %s not logged: %s", step, exc)
+        return len(parts)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(max(self.idle_s / 4, 0.05))
+            self.flush()
+
+
+def mlflow_sink(run_id: str, tracking_uri: Optional[str] = None) -> Callable[[Optional[int], dict], None]:
+    """A sink logging :func:`to_metrics` of each step to an MLflow run (time windows at steps 1, 2, ...)."""
+    from mlflow.entities import Metric
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri or None)
+    windows = iter(range(1, 1 << 62))
+
+    def sink(step: Optional[int], sums: dict) -> None:
+        at = next(windows) if step is None else int(step)
+        stamp = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, at) for k, v in to_metrics(sums).items()])
+
+    return sink
+
+
+class MetricsHub:
+    """The one place a run's partial sums meet (a named Ray actor, one per run): merges and logs them."""
+
+    def __init__(self, run_id: str, tracking_uri: Optional[str], idle_s: float):
+        self.steps = StepMetrics(mlflow_sink(run_id, tracking_uri), idle_s=idle_s)
+
+    def merge(self, step: Optional[int], sums: dict) -> None:
+        self.steps.merge(step, sums)
+
+    def flush(self) -> int:
+        return self.steps.flush(everything=True)
+
+
+def hub_sink(run_id: str, tracking_uri: Optional[str], idle_s: float) -> Callable[[Optional[int], dict], None]:
+    """A sink pushing partial sums to the run's :class:`MetricsHub` actor (created by the first pusher)."""
+    import ray
+
+    hub = ray.remote(num_cpus=0)(MetricsHub).options(
+        name=f"cim_reward_metrics_{run_id}", get_if_exists=True).remote(run_id, tracking_uri, idle_s)
+
+    def sink(step: Optional[int], sums: dict) -> None:
+        hub.merge.remote(step, sums)               # fire and forget: a step never waits for metrics
+
+    return sink
