@@ -16,18 +16,22 @@ CPU) on the demo world's texts, and how often real top-K similarity gaps are tha
 
 Prints JSON (and writes it with ``--out``). Numbers, not timings: machine load does not change them.
 
-    python perf/encoder_batch_noise.py [--probes 48] [--threads 1 2] [--out perf/results/encoder_batch_noise.json]
+    python perf/encoder_batch_noise.py [--probes 48] [--threads 1 2] [--sizes 2 8 32 128 512]
+                                       [--out perf/results/encoder_batch_noise.json]
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling modules below
+from perf_report import emit, uptime  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -73,13 +77,13 @@ def batches(probes: list[str], pool: list[str], size: int, rng: np.random.Genera
 
 
 def measure(encoder, corpus_vecs: np.ndarray, probes: list[str], pool: list[str], gap_k: int,
-            seed: int, repeats: int = 2) -> dict:
+            seed: int, sizes=SIZES, repeats: int = 2) -> dict:
     rng = np.random.default_rng(seed)
     alone = {p: encoder.encode([p])[0] for p in probes}
     top = {p: np.argsort(-(alone[p] @ corpus_vecs.T))[:gap_k] for p in probes}
     out: dict = {}
     worst = {"max_abs_emb": 0.0, "max_abs_sim": 0.0, "max_abs_gap": 0.0}
-    for size in SIZES:
+    for size in sizes:
         for _ in range(repeats):
             for name, batch in batches(probes, pool, size, rng).items():
                 emb = encoder.encode(batch)
@@ -118,6 +122,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts to measure")
     ap.add_argument("--corpus", type=int, default=3000, help="demo-world corpus size")
     ap.add_argument("--gap-k", type=int, default=10, help="top rows per caption whose pairwise gaps are checked")
+    ap.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="batch sizes")
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args()
 
@@ -133,23 +138,20 @@ def main() -> None:
     pool = corpus + bench
     encoder = build_text_encoder(load_config(None).encoders.text)
     result = {"script": "perf/encoder_batch_noise.py", "encoder": encoder.describe(),
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                          "load_avg": list(os.getloadavg())},
-              "probes": len(probes), "corpus_rows": len(corpus), "batch_sizes": list(SIZES), "threads": {}}
+              "machine": {"cpus": os.cpu_count(), "uptime_before": uptime()},
+              "probes": len(probes), "corpus_rows": len(corpus), "batch_sizes": list(args.sizes), "threads": {}}
     for threads in args.threads:
         torch.set_num_threads(threads)
         corpus_vecs = encoder.encode(corpus)
-        result["threads"][str(threads)] = measure(encoder, corpus_vecs, probes, pool, args.gap_k, seed=threads)
+        result["threads"][str(threads)] = measure(encoder, corpus_vecs, probes, pool, args.gap_k, seed=threads,
+                                                  sizes=args.sizes)
     torch.set_num_threads(args.threads[0])
     corpus_vecs = encoder.encode(corpus)
     result["gaps"] = gap_shares(encoder, corpus_vecs, bench, k=5)
     result["worst"] = {key: max(t["worst"][key] for t in result["threads"].values())
                        for key in ("max_abs_emb", "max_abs_sim", "max_abs_gap")}
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+    result["machine"]["uptime_after"] = uptime()
+    emit(result, args.out)
 
 
 if __name__ == "__main__":

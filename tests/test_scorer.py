@@ -171,9 +171,88 @@ def test_one_result_schema(tiny_scorer, tiny_world):
     assert RESULT_KEYS == exported == tuple(RewardResult.__annotations__)
     assert set(NUMERIC_KEYS) == {"score", "grc", "qir", "source_rank", "truncated"}
     assert empty_result("why") == {"score": None, "grc": None, "qir": None, "retrieved": [], "source_rank": None,
-                                   "truncated": False, "error": "why"}
+                                   "truncated": False, "error": "why", "error_kind": "item"}
     good, bad = tiny_scorer.score([_bench_items(tiny_world, 1)[0], {"caption": ""}])
     assert list(good) == list(RESULT_KEYS) and list(bad) == list(RESULT_KEYS)
+
+
+def test_error_kind_tells_a_bad_caption_from_a_bad_item(tiny_scorer, tiny_world):
+    """verl's reward gives a floor to a caption that is no text, but must not blame the caption for the rest."""
+    good = _bench_items(tiny_world, 1)[0]
+    res = tiny_scorer.score([{"caption": "", "image_id": good["image_id"]},
+                             {"caption": b"\xff bad", "image_id": good["image_id"]},
+                             {"caption": 42, "image_id": good["image_id"]},
+                             {"caption": "a red circle", "image_id": "no-such-image"},
+                             {"caption": "a red circle", "image": str(tiny_world / "absent.png")},
+                             {"caption": "a red circle"}, good])
+    assert [r["error_kind"] for r in res] == ["caption", "caption", "caption", "item", "item", "item", None]
+
+
+def _line_index(text, n_rows=12):
+    """An in-memory index whose row i is the query "a red circle" scaled so that it ranks (i+1)-th."""
+    from cim.index import CorpusIndex
+
+    q = text.encode(["a red circle"])[0].astype(np.float64)
+    vecs = np.stack([q * (1 - 0.01 * i) for i in range(n_rows)]).astype(np.float32)
+    image = np.random.default_rng(0).standard_normal((n_rows, 16)).astype(np.float16)
+    return CorpusIndex.from_arrays([f"c{i}" for i in range(n_rows)], vecs, image)
+
+
+@pytest.mark.parametrize("exclude", [True, False])
+def test_source_rank_counts_only_ranks_that_enter_the_reward(tiny_encoders, exclude):
+    """Before: the source's row found at rank 6-10 (searched for the tie margin) set source_rank and with it
+    verl's source_retrieved monitor, though only ranks 1..K enter the reward."""
+    text, _ = tiny_encoders
+    index = _line_index(text)
+    scorer = Scorer(index, text, top_k=5, exclude_source=exclude)
+    for rank in range(1, 11):
+        res = scorer.score([{"caption": "a red circle", "image_id": f"c{rank - 1}"}])[0]
+        assert res["source_rank"] == (rank if rank <= 5 else None), rank
+        assert (f"c{rank - 1}" in res["retrieved"]) == (not exclude and rank <= 5)
+
+
+def test_similarities_further_apart_than_the_tolerance_rank_by_similarity(tiny_encoders):
+    """Before: similarities were rounded to 1e-4 and then ranked by row, so a corpus text 2e-5 closer to the
+    caption lost its rank (and its lambda(r)) to a lower row."""
+    from cim.index import CorpusIndex
+
+    text, _ = tiny_encoders
+    q = text.encode(["a red circle"])[0].astype(np.float64)
+    # rows 0..7: similarity rising with the row by 2e-5 (>> the 1e-6 tolerance, << the old 1e-4 grid)
+    vecs = np.stack([q * (1 - 2e-5 * (8 - i)) for i in range(8)] + [-q]).astype(np.float32)
+    image = np.random.default_rng(0).standard_normal((9, 16)).astype(np.float16)
+    index = CorpusIndex.from_arrays([f"c{i}" for i in range(9)], vecs, image)
+    res = Scorer(index, text).score([{"caption": "a red circle", "image_id": "c8"}])[0]
+    assert res["retrieved"] == ["c7", "c6", "c5", "c4", "c3"]
+
+
+def test_a_tie_longer_than_the_search_depth_resolves_to_the_lowest_rows(tiny_encoders):
+    """Before: the scorer fetched K + 1 + 4 candidates and ordered only those by row; 20 texts tied within
+    encoder noise (1e-7 apart, highest similarity on the highest row) gave rows 15..19, not 0..4, and which
+    ones depended on the noise."""
+    from cim.index import CorpusIndex
+
+    text, _ = tiny_encoders
+    q = text.encode(["a red circle"])[0].astype(np.float64)
+    vecs = np.stack([q * (1 - 1e-7 * (20 - i)) for i in range(20)] + [-q, -q]).astype(np.float32)
+    image = np.random.default_rng(0).standard_normal((22, 16)).astype(np.float16)
+    index = CorpusIndex.from_arrays([f"c{i}" for i in range(22)], vecs, image)
+    scorer = Scorer(index, text)
+    res = scorer.score([{"caption": "a red circle", "image_id": "c21"}])[0]
+    assert res["retrieved"] == ["c0", "c1", "c2", "c3", "c4"]
+    assert scorer.searches == 3          # 10 candidates, then 20, then 22: the tie's end was seen
+
+
+def test_order_with_ties_chains_near_equal_similarities():
+    from cim.reward.scorer import order_with_ties
+
+    scores = np.array([[0.9, 0.9 - 4e-7, 0.9 - 8e-7, 0.5, 0.5, -np.inf]], dtype=np.float32)
+    rows = np.array([[7, 3, 5, 9, 2, -1]])
+    ordered, tie = order_with_ties(scores, rows, 1e-6)
+    assert ordered.tolist() == [[3, 5, 7, 2, 9, -1]]         # 0.9 ... 0.9 - 8e-7 chained into one tie
+    assert tie.tolist() == [[0, 0, 0, 1, 1, 2]]
+    ordered, _ = order_with_ties(scores, rows, 0.0)
+    assert ordered.tolist() == [[7, 3, 5, 2, 9, -1]]         # no tolerance: exact ties only
 
 
 def test_a_caption_that_is_not_utf8_text_fails_alone(tiny_scorer, tiny_world):

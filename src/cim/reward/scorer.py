@@ -54,8 +54,9 @@ def order_with_ties(scores: np.ndarray, rows: np.ndarray, tolerance: float) -> t
     s = np.where(rows >= 0, scores.astype(np.float64), -np.inf)
     by_score = np.argsort(-s, axis=-1, kind="stable")
     s, r = np.take_along_axis(s, by_score, -1), np.take_along_axis(rows, by_score, -1)
-    gaps = s[:, :-1] - s[:, 1:]
-    breaks = ~(gaps <= tolerance) | (r[:, 1:] < 0)           # -inf - -inf is nan: a break
+    with np.errstate(invalid="ignore"):
+        gaps = s[:, :-1] - s[:, 1:]                         # -inf - -inf is nan: a break below
+    breaks = ~(gaps <= tolerance) | (r[:, 1:] < 0)
     tie = np.concatenate([np.zeros((len(s), 1), np.int64), np.cumsum(breaks, axis=-1)], axis=-1)
     order = np.lexsort((np.where(r >= 0, r, np.iinfo(np.int64).max), tie), axis=-1)
     return np.take_along_axis(r, order, -1), np.take_along_axis(tie, order, -1)
