@@ -150,7 +150,7 @@ def test_reward_fn_in_process_one_scorer_call_for_many_samples():
     assert rm.sum(dim=1).tolist() == pytest.approx([o["reward_score"] for o in outputs], abs=1e-5)
 
 
-def test_reward_fn_via_service_and_failures_fall_back():
+def test_reward_fn_via_service_and_failures_by_kind():
     from cim.service.server import RewardService, ServerHandle, build_app
     from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 
@@ -165,36 +165,45 @@ def test_reward_fn_via_service_and_failures_fall_back():
         assert verl_reward.stats()["batches"] - before["batches"] == 1
         assert service.batcher.stats.batches == 1 and service.batcher.stats.items == len(items)
 
-        # an unknown image id and an empty caption: fallback score, failed=1, same keys, no exception
-        bad = _rollouts(worker, [({"image_id": "no-such-image"}, "a red circle"),
-                                 ({"image_id": items[0]["image_id"]}, "")])
-        before_failed = verl_reward.stats()["failed"]
-        out_bad = _run(worker, bad)
-        assert [o["reward_score"] for o in out_bad] == [0.0, 0.0]
-        assert all(o["reward_extra_info"]["failed"] == 1.0 for o in out_bad)
-        assert set(out_bad[0]["reward_extra_info"]) == set(verl_reward.KEYS)
-        assert verl_reward.stats()["failed"] - before_failed == 2
+        # an empty caption is the captioner's fault: the floor (fallback_score), failed=1, same keys
+        before_failed = verl_reward.stats()
+        out_bad = _run(worker, _rollouts(worker, [({"image_id": items[0]["image_id"]}, "")]))
+        assert out_bad[0]["reward_score"] == 0.0 and set(out_bad[0]["reward_extra_info"]) == set(verl_reward.KEYS)
+        assert out_bad[0]["reward_extra_info"]["failed"] == 1.0
+        assert out_bad[0]["reward_extra_info"]["reward_system_failed"] == 0.0
+        assert verl_reward.stats()["caption_failed"] - before_failed["caption_failed"] == 1
+        # an image id the index does not know is not the caption's fault: the step is told (on_failure=raise)
+        with pytest.raises(verl_reward.RewardSystemError, match="no-such-image.*not at fault"):
+            _run(worker, _rollouts(worker, [({"image_id": "no-such-image"}, "a red circle")]))
+        assert verl_reward.stats()["reward_system_failed"] - before_failed["reward_system_failed"] == 1
         url = handle.url
-    # the service is gone: every item falls back, the step goes on
+    # the service is gone: after the retries, the failure is the reward system's, never a 0.0 for the caption
     worker = RewardLoopWorker(_worker_config(service_url=url))
     cfg = worker.config.reward.custom_reward_function.reward_kwargs
     assert cfg.retries == 3
     from omegaconf import open_dict
     with open_dict(worker.config):
         worker.config.reward.custom_reward_function.reward_kwargs.retries = 0
-        worker.config.reward.custom_reward_function.reward_kwargs.fallback_score = -1.0
     worker._init_reward_fn()
-    out = _run(worker, _rollouts(worker, [({"image_id": items[0]["image_id"]}, "a red circle")] * 3))
-    assert [o["reward_score"] for o in out] == [-1.0] * 3
-    assert all(o["reward_extra_info"]["failed"] == 1.0 for o in out)
+    rollouts = _rollouts(worker, [({"image_id": items[0]["image_id"]}, "a red circle")] * 3)
+    with pytest.raises(verl_reward.RewardSystemError, match="Cannot connect|ServiceError"):
+        _run(worker, rollouts)
+    with open_dict(worker.config):      # on_failure=neutral: one constant for every failed sample
+        worker.config.reward.custom_reward_function.reward_kwargs.on_failure = "neutral"
+        worker.config.reward.custom_reward_function.reward_kwargs.neutral_score = 1.5
+    worker._init_reward_fn()
+    out = _run(worker, rollouts)
+    assert [o["reward_score"] for o in out] == [1.5] * 3
+    assert all(o["reward_extra_info"]["failed"] == o["reward_extra_info"]["reward_system_failed"] == 1.0
+               for o in out)
 
 
-def _verl_scores(requests, **kwargs):
+def _verl_scores(requests, return_exceptions=False, **kwargs):
     """verl's per-rollout calls of compute_score, concurrent in one event loop (as a reward worker makes them)."""
     async def main():
         return await asyncio.gather(*(verl_reward.compute_score("cim_caption", it["caption"], it["image_id"],
                                                                 {"image_id": it["image_id"]}, **kwargs)
-                                      for it in requests))
+                                      for it in requests), return_exceptions=return_exceptions)
 
     return asyncio.run(main())
 
@@ -228,15 +237,17 @@ def test_one_item_gives_the_same_result_on_every_path():
     in_process = _verl_scores(items, params=str(params_file()))
     for w, it in zip(want, items):
         expected = {k: float(w[k] or 0) for k in NUMERIC_KEYS}
-        expected.update(failed=0.0, source_retrieved=1.0 if w["source_rank"] else 0.0,
+        expected.update(failed=0.0, reward_system_failed=0.0, source_retrieved=1.0 if w["source_rank"] else 0.0,
                         caption_len=float(len(it["caption"].split())), caption_chars=float(len(it["caption"])))
         for got in (via_service.pop(0), in_process.pop(0)):
             assert list(got) == list(verl_reward.KEYS)
             assert got == pytest.approx(expected, abs=1e-6)
 
 
-def test_a_poisoned_rollout_falls_back_alone_and_the_others_are_scored_as_without_it():
-    """Before: in-process, one lone-surrogate caption gave all 16 rollouts of its batch the fallback score."""
+def test_a_poisoned_rollout_fails_alone_and_the_others_are_scored_as_without_it():
+    """Before: in-process, one lone-surrogate caption gave all 16 rollouts of its batch the fallback score.
+    A caption that is no text gets the floor; a caption that makes the scorer raise is a reward-system
+    failure (raised, on_failure=raise), not a 0.0 for the caption. Either way the others are unaffected."""
     from cim.service.server import RewardService, ServerHandle, build_app
 
     good = captions_for(world()["rows"][:15])
@@ -246,16 +257,21 @@ def test_a_poisoned_rollout_falls_back_alone_and_the_others_are_scored_as_withou
     verl_reward._SCORERS["tripwire"] = tripwire_scorer()       # a fault the scorer's validation misses
     try:
         with ServerHandle(build_app(RewardService(tripwire_scorer(), window_s=0.0))) as handle:
-            runs = {"in-process": _verl_scores(good + poison, params=str(params_file())),
-                    "in-process, scorer raises": _verl_scores(trip + good, params="tripwire"),
-                    "service": _verl_scores(poison + good, service_url=handle.url),
-                    "service, scorer raises": _verl_scores(good + trip, service_url=handle.url)}
+            runs = {"in-process": _verl_scores(good + poison, True, params=str(params_file())),
+                    "in-process, scorer raises": _verl_scores(trip + good, True, params="tripwire",   # a key, no
+                                                              on_failure="raise", neutral_score=0.0),  # file
+                    "service": _verl_scores(poison + good, True, service_url=handle.url),
+                    "service, scorer raises": _verl_scores(good + trip, True, service_url=handle.url)}
     finally:
         del verl_reward._SCORERS["tripwire"]
     for name, out in runs.items():
-        bad = [o for o in out if o["failed"]]
-        assert len(bad) == 1 and bad[0]["score"] == 0.0, name
-        scored = [o for o in out if not o["failed"]]
+        bad = [o for o in out if isinstance(o, BaseException) or o["failed"]]
+        assert len(bad) == 1, name
+        if "raises" in name:
+            assert isinstance(bad[0], verl_reward.RewardSystemError), name
+        else:
+            assert bad[0]["score"] == 0.0 and bad[0]["reward_system_failed"] == 0.0, name
+        scored = [o for o in out if not isinstance(o, BaseException) and not o["failed"]]
         assert [o["score"] for o in scored] == pytest.approx([w["score"] for w in want], abs=1e-6), name
         assert [o["qir"] for o in scored] == pytest.approx([w["qir"] for w in want], abs=1e-6), name
 

@@ -31,7 +31,7 @@ PREFIX = "cim_reward"
 MEAN_OVER_SCORED = ("score", "grc", "qir", "source_retrieved", "truncated")
 MEAN_OVER_ALL = ("failed", "reward_system_failed", "caption_len")
 
-__all__ = ["StepMetrics", "MetricsHub", "step_of", "to_metrics", "mlflow_sink", "hub_sink", "PREFIX"]
+__all__ = ["StepMetrics", "MetricsHub", "step_of", "sample_sums", "to_metrics", "mlflow_sink", "hub_sink", "PREFIX"]
 
 
 def step_of(extra_info: Any) -> Optional[int]:
@@ -48,7 +48,7 @@ def step_of(extra_info: Any) -> Optional[int]:
     return None
 
 
-def _partial(sample: dict) -> dict:
+def sample_sums(sample: dict) -> dict:
     """One sample as sums: ``n`` (all), ``scored`` and per key its sum over the samples it is averaged on."""
     scored = not sample.get("failed")
     out = {"n": 1.0, "scored": float(scored)}
@@ -92,7 +92,7 @@ class StepMetrics:
         self._thread: Optional[threading.Thread] = None
 
     def add(self, step: Optional[int], sample: dict) -> None:
-        self.merge(step, _partial(sample))
+        self.merge(step, sample_sums(sample))
 
     def merge(self, step: Optional[int], sums: dict) -> None:
         now = time.monotonic()
