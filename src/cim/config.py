@@ -138,7 +138,7 @@ class RewardServiceConfig:
     max_request_mb: float = 16.0      # request body limit (413 above)
     timeout_s: float = 120.0      # client: per request
     retries: int = 3              # client: retries on connection errors and 5xx
-    fallback_score: float = 0.0   # reward of an item that could not be scored (counted and logged)
+    fallback_score: float = 0.0   # reward of a caption that is no text (empty, not UTF-8); counted, logged
     client_window_ms: float = 50.0    # verl reward function: gather concurrent calls this long
     start: bool = True            # `cim train`: start the service when `url` is on loopback and down
     in_process: bool = False      # verl: every reward worker loads its own scorer instead of using the service
