@@ -129,14 +129,15 @@ def load_identity(root: Path, meta: dict, rows: int, source_ids: Sequence[str]) 
 _warned: set = set()
 
 
-def row_keys(index) -> np.ndarray:
-    """The image key of every corpus row: its image number, or (older index) its row."""
+def row_keys(index, warn: bool = True) -> np.ndarray:
+    """The image key of every corpus row: its image number, or (an index without identity) its row; ``warn``
+    says once per index folder that other captions of an image then stay in its retrieval."""
     identity = getattr(index, "identity", None)
     if identity is not None:
         return identity.groups
-    where = str(getattr(index, "path", None) or "in-memory index")
-    if where not in _warned:
-        _warned.add(where)
+    where = getattr(index, "path", None)
+    if warn and where is not None and str(where) not in _warned:
+        _warned.add(str(where))
         log.warning("%s records no image identity: rows are keyed by id, so other captions of a source image "
                     "are not excluded from its reward; rebuild the index (cim index) to key them by image", where)
     return np.arange(len(index.ids), dtype=np.int64)
@@ -146,7 +147,7 @@ def source_keys(index, image_ids: Sequence[Optional[str]], digests: Sequence[Opt
     """The image key of each source: by ``image_id`` (a source id, or a corpus id) or by the ``digest`` of an
     image file; -1 when the image is not in the corpus. Comparable with :func:`row_keys`."""
     identity = getattr(index, "identity", None)
-    keys = row_keys(index)
+    keys = row_keys(index, warn=False)
     out = np.full(len(image_ids), _NO_IMAGE, dtype=np.int64)
     for i, (sid, digest) in enumerate(zip(image_ids, digests)):
         if sid is not None:
