@@ -91,22 +91,14 @@ class IndexConfig:
 @dataclass
 class RewardConfig:
     """The CIM reward, paper Eqs. 1-4."""
-
     top_k: int = 5
     decay: float = 0.5           # lambda(r) = decay ** (r - 1)
     beta: float = 1.0
     mode: str = "both"           # cim.reward.equations.MODES: both | grc | qir   (the Fig. 4 ablation)
-    # Leave the source image's own corpus entry out of its retrieval. Default true: otherwise a caption
-    # that recalls the training image's corpus text gets cos = 1 at rank 1, which rewards memorising the
-    # corpus rather than describing the image. Set false for the paper's literal setting.
-    exclude_source: bool = True
+    exclude_source: bool = True  # drop every corpus row of the source image (docs/reward.md); false: the paper
     batch_size: int = 512
-    # similarities within this of their neighbour in rank order are one tie, ordered by corpus row: a few
-    # times the text encoder's batch noise (docs/reward.md, "Near-ties"; perf/encoder_batch_noise.py)
-    tie_tolerance: float = 1e-6
-    # verl's reward function when the reward system fails (service down past the client deadline, scorer
-    # error, unknown image id): raise (the sample leaves the step; docs/training.md) | neutral (neutral_score)
-    on_failure: str = "raise"
+    tie_tolerance: float = 1e-6  # similarities this close chain into one tie, ordered by row (docs/reward.md)
+    on_failure: str = "raise"    # verl, the reward system failed: raise | neutral (neutral_score; docs/training.md)
     neutral_score: float = 0.0
 
 
