@@ -21,7 +21,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 setup: $(VENV)/.installed
 
 run: setup
-	dvc repro
+	CIM_PIPELINE_ID=$${CIM_PIPELINE_ID:-repro-$$(date +%Y%m%d-%H%M%S)} dvc repro
 
 test: setup
 	$(BIN)/pytest -q

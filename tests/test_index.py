@@ -229,11 +229,55 @@ def test_resume_after_interrupt_equals_uninterrupted(built, cfg, encoders, corpu
         CorpusIndex.load(out)
 
     text, image = Counting(encoders[0]), Counting(encoders[1])
-    build_index(cfg, manifest, out, sources=sources, progress=False, encoders=(text, image))
+    stats: dict = {}
+    build_index(cfg, manifest, out, sources=sources, progress=False, encoders=(text, image), stats=stats)
     assert text.count == 8                      # only shard 2's rows were embedded again
     assert image.count == 8 + 2                 # ... plus the two sources that are not corpus images
-    assert json.loads((out / "meta.json").read_text())["shards"]["reused"] == 2
+    assert stats == {"shards": 3, "reused": 2}
     _same_outputs(out, built)
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_copied_checkout_resumes_every_shard_and_builds_are_byte_identical(cfg, encoders, tmp_path):
+    """A checkout moved or copied elsewhere (world and index together) reuses every shard, and every file
+    of the index -- meta.json and the shard markers included -- is the same bytes as the original's; a
+    fresh build in the copy gives the same bytes too (no timestamps, no absolute paths)."""
+    first = tmp_path / "checkout-a"
+    manifest, sources, _ = _make_corpus(first / "world")
+    build_index(cfg, manifest, first / "index", sources=sources, progress=False, encoders=encoders)
+    original = _files(first / "index")
+    assert "shards/shard_00000.done" in original and "meta.json" in original
+    assert str(first) not in b"".join(original[n] for n in original if n.endswith((".json", ".done"))).decode()
+
+    second = tmp_path / "elsewhere" / "checkout-b"
+    shutil.copytree(first, second)
+    shutil.rmtree(first)                                          # moved, not copied: nothing points back
+    text, image = Counting(encoders[0]), Counting(encoders[1])
+    stats: dict = {}
+    build_index(cfg, second / "world" / "corpus.jsonl", second / "index", sources=second / "world" / "sources.jsonl",
+                progress=False, encoders=(text, image), stats=stats)
+    assert stats == {"shards": 3, "reused": 3} and text.count == 0
+    assert image.count == 2                     # the two sources that are not corpus images (never sharded)
+    assert _files(second / "index") == original
+
+    shutil.rmtree(second / "index")
+    build_index(cfg, second / "world" / "corpus.jsonl", second / "index", sources=second / "world" / "sources.jsonl",
+                progress=False, encoders=encoders)
+    assert _files(second / "index") == original
+
+
+def test_changed_image_content_under_the_same_path_is_recomputed(cfg, encoders, tmp_path):
+    manifest, sources, _ = _make_corpus(tmp_path / "world")
+    out = tmp_path / "index"
+    build_index(cfg, manifest, out, progress=False, encoders=encoders)
+    _draw("purple", True, "top", bg=(0, 0, 0)).save(tmp_path / "world" / "img" / "020.png")   # row 20: shard 1
+    text, image = Counting(encoders[0]), Counting(encoders[1])
+    stats: dict = {}
+    build_index(cfg, manifest, out, progress=False, encoders=(text, image), stats=stats)
+    assert stats["reused"] == 2 and image.count == 16 and text.count == 16
 
 
 def test_partial_or_stale_shard_is_recomputed(built, cfg, encoders, corpus, tmp_path):

@@ -93,3 +93,47 @@ def test_registry_imports_its_providers_on_first_read():
     assert "json.tool" not in sys.modules
     reg.names()
     assert "json.tool" in sys.modules
+
+
+def test_plugins_declare_exactly_what_their_modules_register():
+    """cim.plugins lists each built-in name with its module; importing the modules registers exactly those."""
+    import importlib
+
+    from cim.plugins import REGISTRIES
+
+    for reg in REGISTRIES:
+        reg.load_builtins()
+        by_module = {}
+        for name, entry in reg._entries.items():
+            module = getattr(entry, "__module__", None) or type(entry).__module__
+            by_module.setdefault(name, module)
+        builtin_modules = set(reg.builtins.values())
+        registered_by_builtins = {n for n, m in by_module.items() if m in builtin_modules}
+        assert registered_by_builtins == set(reg.builtins), reg.kind
+        for name, module in reg.builtins.items():
+            assert importlib.import_module(module) and reg.get(name) is not None
+
+
+def test_config_check_imports_no_plugin_module():
+    """Loading a config checks every closed choice without importing an encoder, parser, judge or metric."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from cim.config import load_config; load_config(None, []); "
+            "print(sorted(m for m in sys.modules if m.startswith(('cim.eval', 'cim.encoders.', 'cim.data.adapters', 'cim.reward'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+
+
+def test_reward_modes_declared_are_the_modes_the_equations_compute():
+    import torch
+
+    from cim.plugins import REWARD_MODES
+    from cim.reward.equations import MODES, cim_reward
+
+    assert REWARD_MODES == MODES
+    grc, qir = torch.tensor([0.5]), torch.tensor([0.25])
+    assert {m: float(cim_reward(grc, qir, beta=1.0, mode=m)) for m in REWARD_MODES} == {
+        "both": 0.75, "grc": 0.5, "qir": 0.25}
+    with pytest.raises(ValueError):
+        cim_reward(grc, qir, beta=1.0, mode="neither")

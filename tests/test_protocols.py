@@ -11,7 +11,7 @@ import pytest
 try:  # the shared tiny world moved to tests/support on another branch
     from support.train_world import params_file
 except ImportError:
-    from test_train_support import params_file
+    from support.train_world import params_file
 
 from cim.config import ConfigError, load_config
 

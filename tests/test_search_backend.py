@@ -5,7 +5,7 @@ import pytest
 try:  # the shared tiny world moved to tests/support on another branch
     from support.train_world import config, index_dir, world
 except ImportError:
-    from test_train_support import config, index_dir, world
+    from support.train_world import config, index_dir, world
 
 from cim.config import ConfigError, load_config
 from cim.index import CorpusIndex

@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from test_train_support import captions_for, config, params_file, scorer, world
+from support.train_world import captions_for, config, params_file, scorer, world
 
 from cim.reward.schema import RESULT_KEYS
 from cim.reward.scorer import Scorer

@@ -5,7 +5,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from test_train_support import params_file, world
+from support.train_world import params_file, world
 
 
 def _args(module, argv):

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 
-from test_train_support import captions_for, params_file, scorer, tiny_vl_model, world
+from support.train_world import captions_for, params_file, scorer, tiny_vl_model, world
 
 from cim.train import reward_metrics, verl_reward
 

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
+from support.train_world import captions_for, config, index_dir, params_file, scorer, tiny_vl_model, world
 from test_service import Tripwire, assert_same_results, tripwire_scorer  # noqa: F401
-from test_train_support import captions_for, config, index_dir, params_file, scorer, tiny_vl_model, world
 
 import verl
 from hydra import compose, initialize_config_dir

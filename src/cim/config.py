@@ -94,7 +94,7 @@ class RewardConfig:
     top_k: int = 5
     decay: float = 0.5           # lambda(r) = decay ** (r - 1)
     beta: float = 1.0
-    mode: str = "both"           # cim.reward.equations.MODES: both | grc | qir   (the Fig. 4 ablation)
+    mode: str = "both"           # cim.plugins.REWARD_MODES: both | grc | qir   (the Fig. 4 ablation)
     exclude_source: bool = True  # drop every corpus row of the source image (docs/reward.md); false: the paper
     batch_size: int = 512
     tie_tolerance: float = 1e-6  # similarities this close chain into one tie, ordered by row (docs/reward.md)
@@ -292,26 +292,26 @@ class Config:
 # Named sources are imported when a config is loaded, never when this module is, so `import cim.config` stays
 # cheap; a registry lists whatever is registered then (built-ins and plugins, docs/extending.md).
 _CHOICES: dict[str, tuple[str, ...] | str] = {
-    "encoders.text.name": "cim.encoders.base:TEXT_ENCODERS",
-    "encoders.image.name": "cim.encoders.base:IMAGE_ENCODERS",
+    "encoders.text.name": "cim.plugins:TEXT_ENCODERS",
+    "encoders.image.name": "cim.plugins:IMAGE_ENCODERS",
     "index.kind": ("exact", "ivf", "hnsw"),
     "index.search_backend": ("torch", "faiss"),
     "eval.captioner.engine": ("hf", "vllm"),
-    "reward.mode": "cim.reward.equations:MODES",
+    "reward.mode": "cim.plugins:REWARD_MODES",
     "reward.on_failure": ("raise", "neutral"),
     "train.backend": ("local", "verl"),
     "train.verl.setting": ("base", "sft"),
     "train.verl.kl": ("loss", "reward", "none"),
     "train.local.lm": ("tiny", "smollm2-135m"),
     "train.local.sft_data": ("corpus", "reference"),
-    "eval.parser.name": "cim.eval.parsers:PARSERS",
-    "eval.judge.name": "cim.eval.judges:JUDGES",
-    "eval.judge.backend": "cim.eval.judges:BACKENDS",
-    "eval.substring": "cim.eval.capture:SUBSTRING_MODES",
-    "eval.captioner.name": "cim.eval.captioners:CAPTIONERS",
+    "eval.parser.name": "cim.plugins:PARSERS",
+    "eval.judge.name": "cim.plugins:JUDGES",
+    "eval.judge.backend": "cim.plugins:JUDGE_BACKENDS",
+    "eval.substring": "cim.plugins:SUBSTRING_MODES",
+    "eval.captioner.name": "cim.plugins:CAPTIONERS",
 }
 _LIST_CHOICES: dict[str, str] = {   # list-valued keys: every element must be one of the source's names
-    "eval.metrics": "cim.eval.metrics:METRICS",
+    "eval.metrics": "cim.plugins:METRICS",
 }
 
 

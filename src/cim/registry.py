@@ -13,15 +13,19 @@ benchmark formats, dataset adapters, metrics, ...).
   silently shadow each other).
 - An unknown name raises :class:`UnknownName`, whose message lists the known names (and the config key the
   name came from, when the registry has one).
-- ``providers``: modules that register the built-in entries; they are imported the first time the registry
-  is read, so a registry can live in a light module and its entries in heavy ones, and nothing is imported
-  until a name is looked up. Third-party code registers its own entries through :meth:`Registry.register`
-  after importing the registry (docs/extending.md).
+- ``builtins``: the built-in names and the module that registers each. :meth:`names` and ``in`` answer from
+  them without importing anything (so checking a config against every registry loads no model code, and a
+  stage imports only the modules it uses); :meth:`get` imports the entry's module on first use. A test checks
+  that each module registers exactly the names declared for it. All registries are declared in
+  :mod:`cim.plugins`.
+- ``providers``: modules imported on the first read of any kind (for registries whose names are not known
+  up front). Third-party code registers its own entries through :meth:`Registry.register` after importing
+  the registry (docs/extending.md).
 """
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Generic, Iterator, Sequence, TypeVar
+from typing import Any, Callable, Generic, Iterator, Mapping, Sequence, TypeVar
 
 from cim.errors import ConfigError
 
@@ -39,8 +43,10 @@ class DuplicateName(ValueError):
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, *, config_key: str | None = None, providers: Sequence[str] = ()):
+    def __init__(self, kind: str, *, config_key: str | None = None, builtins: Mapping[str, str] | None = None,
+                 providers: Sequence[str] = ()):
         self.kind, self.config_key = kind, config_key
+        self.builtins: dict[str, str] = dict(builtins or {})
         self._providers = tuple(providers)
         self._loaded = not self._providers
         self._entries: dict[str, T] = {}
@@ -72,12 +78,22 @@ class Registry(Generic[T]):
         for module in self._providers:
             importlib.import_module(module)
 
+    def load_builtins(self) -> None:
+        """Import every built-in entry's module (listing the entries themselves needs them)."""
+        for module in sorted(set(self.builtins.values())):
+            importlib.import_module(module)
+
     def names(self) -> list[str]:
         self._load()
-        return sorted(self._entries)
+        return sorted(set(self._entries) | set(self.builtins))
 
     def get(self, name: str) -> T:
         self._load()
+        if isinstance(name, str) and name not in self._entries and name in self.builtins:
+            importlib.import_module(self.builtins[name])
+            if name not in self._entries:
+                raise RuntimeError(f"{self.builtins[name]} was declared to register {self.kind} {name!r} "
+                                   "but did not (cim.plugins and the module disagree)")
         try:
             return self._entries[name]
         except (KeyError, TypeError):
@@ -87,13 +103,14 @@ class Registry(Generic[T]):
 
     def __contains__(self, name: object) -> bool:
         self._load()
-        return name in self._entries
+        return name in self._entries or name in self.builtins
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def items(self) -> list[tuple[str, T]]:
         self._load()
+        self.load_builtins()
         return sorted(self._entries.items())
 
     def __repr__(self) -> str:

@@ -4,6 +4,15 @@
   artifacts in ``mlruns/artifacts``; ``MLFLOW_TRACKING_URI`` overrides ``tracking.uri`` when set.
 - One run per stage (run name = stage), params = the flattened config, tags = git commit, dirty flag,
   dvc.lock hash and whatever data hash the stage passes (e.g. the index checksum).
+- A resumable stage continues its killed run (``start_run(run_id=...)``, found by :func:`unfinished_runs`)
+  or ends it as KILLED (:func:`mark_killed`); MLflow, not the stage's outputs, records when a run happened.
+- One parent run per pipeline execution, a child run per stage and variant (:func:`pipeline_parent`): the
+  execution is named by ``CIM_PARENT_RUN_ID`` (an existing run, e.g. the one a Prefect flow opened), else
+  ``CIM_PIPELINE_ID`` (``make run`` sets it), else ``DVC_EXP_NAME`` (``dvc exp run``), else the Prefect flow
+  run id; a stage run outside any of them is a top-level run. The parent is created by the first stage that
+  needs it and its end time follows its last child, so its duration covers the whole execution.
+- The experiment is tagged as a model-training experiment (``mlflow.experimentKind``), so the UI opens its
+  runs view rather than the GenAI view.
 """
 from __future__ import annotations
 
@@ -66,36 +75,128 @@ def configure(cfg) -> str:
     name = cfg.tracking.experiment
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            mlflow.MlflowClient().set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         mlflow.set_experiment(name)
         return exp.experiment_id
     artifacts = _artifact_dir(cfg, mlflow.get_tracking_uri())
     artifacts.mkdir(parents=True, exist_ok=True)
-    exp_id = mlflow.create_experiment(name, artifact_location=artifacts.as_uri())
+    exp_id = mlflow.create_experiment(name, artifact_location=artifacts.as_uri(),
+                                      tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     mlflow.set_experiment(name)
     return exp_id
 
 
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+PIPELINE_TAG = "cim.pipeline_id"
+
+
+def pipeline_id() -> tuple[str | None, dict[str, str]]:
+    """``(key, tags)`` naming the pipeline execution this process belongs to (see the module doc)."""
+    tags = {k: os.environ[e] for k, e in (("dvc.exp_name", "DVC_EXP_NAME"), ("dvc.baseline_rev",
+            "DVC_EXP_BASELINE_REV"), ("dvc.stage", "DVC_STAGE"), ("prefect.flow_run_id", "PREFECT__FLOW_RUN_ID"))
+            if os.environ.get(e)}
+    for env, prefix in (("CIM_PIPELINE_ID", ""), ("DVC_EXP_NAME", "dvc-exp-"), ("PREFECT__FLOW_RUN_ID", "prefect-")):
+        if os.environ.get(env):
+            return prefix + os.environ[env], tags
+    return None, tags
+
+
+def pipeline_parent(cfg) -> str | None:
+    """The run id of this execution's parent run (created on first use), or None outside a pipeline."""
+    if os.environ.get("CIM_PARENT_RUN_ID"):
+        return os.environ["CIM_PARENT_RUN_ID"]
+    key, tags = pipeline_id()
+    if key is None:
+        return None
+    exp_id = configure(cfg)
+    c = client(cfg)
+    if "'" in key:
+        raise ValueError(f"pipeline id {key!r} cannot be searched for")
+    found = c.search_runs([exp_id], filter_string=f"tags.`{PIPELINE_TAG}` = '{key}'",
+                          order_by=["attributes.start_time ASC"], max_results=1)
+    if found:
+        return found[0].info.run_id
+    tags = {k: v for k, v in tags.items() if k != "dvc.stage"}
+    run = c.create_run(exp_id, run_name=f"pipeline[{key}]",
+                       tags={PIPELINE_TAG: key, "stage": "pipeline", **provenance_tags(), **tags})
+    return run.info.run_id
+
+
+def _touch_parent(cfg, parent_id: str) -> None:
+    """Stretch the parent's end time to now (it covers its children) and mark it finished."""
+    import time
+
+    c = client(cfg)
+    if c.get_run(parent_id).info.status != "RUNNING" or not os.environ.get("CIM_PARENT_RUN_ID"):
+        c.set_terminated(parent_id, "FINISHED", end_time=int(time.time() * 1000))
+
+
 @contextlib.contextmanager
 def start_run(cfg, stage: str, tags: dict[str, Any] | None = None, log_params: bool = True,
-              nested: bool = False) -> Iterator[Any]:
-    """``with start_run(cfg, "verify") as run:`` -- one MLflow run for one stage."""
+              nested: bool = False, run_id: str | None = None, run_name: str | None = None) -> Iterator[Any]:
+    """``with start_run(cfg, "verify") as run:`` -- one MLflow run for one stage, opened before the work so
+    its duration covers it. ``run_name`` says what differs (``train[mode=grc]``; default: the stage).
+    ``run_id`` continues an existing run (a resumed stage, see :func:`unfinished_runs`); else
+    ``MLFLOW_RUN_ID`` when set. Inside a pipeline execution the run is a child of its parent run."""
     import mlflow
 
     configure(cfg)
-    all_tags = {"stage": stage, **provenance_tags(), **{k: str(v) for k, v in (tags or {}).items()}}
-    run_id = os.environ.get("MLFLOW_RUN_ID") if not nested else None
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else stage, nested=nested,
-                          tags=all_tags) as run:
-        if log_params:
-            params = {k: ("" if v is None else v) for k, v in flatten(cfg).items()}
-            items = list(params.items())
-            for i in range(0, len(items), 100):
-                mlflow.log_params(dict(items[i:i + 100]))
-        yield run
+    _, pipeline_tags = pipeline_id()
+    all_tags = {"stage": stage, **provenance_tags(), **pipeline_tags,
+                **{k: str(v) for k, v in (tags or {}).items()}}
+    if run_id is None and not nested:
+        run_id = os.environ.get("MLFLOW_RUN_ID")
+    parent = None if (nested or run_id) else pipeline_parent(cfg)
+    if parent is not None:
+        all_tags["mlflow.parentRunId"] = parent
+    try:
+        with mlflow.start_run(run_id=run_id, run_name=None if run_id else (run_name or stage), nested=nested,
+                              tags=all_tags) as run:
+            if log_params:
+                params = {k: ("" if v is None else v) for k, v in flatten(cfg).items()}
+                items = list(params.items())
+                for i in range(0, len(items), 100):
+                    mlflow.log_params(dict(items[i:i + 100]))
+            yield run
+    finally:
+        if parent is not None:
+            _touch_parent(cfg, parent)
+
+
+def client(cfg):
+    """An ``MlflowClient`` on the configured store."""
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri(cfg))
+
+
+def unfinished_runs(cfg, tags: dict[str, str]) -> list:
+    """Runs of the configured experiment still marked RUNNING that carry all of ``tags``, newest first.
+
+    A process killed with SIGKILL (or a lost machine) leaves its run RUNNING: a stage that can resume looks
+    its earlier run up this way, continues it or marks it with :func:`mark_killed`. Tag values must be plain
+    tokens (e.g. a hash): they are matched literally in MLflow's filter syntax.
+    """
+    exp_id = configure(cfg)
+    for value in tags.values():
+        if "'" in str(value) or "`" in str(value):
+            raise ValueError(f"tag value {value!r} cannot be searched for")
+    where = " and ".join([f"tags.`{k}` = '{v}'" for k, v in tags.items()] + ["attributes.status = 'RUNNING'"])
+    return list(client(cfg).search_runs([exp_id], filter_string=where, order_by=["attributes.start_time DESC"]))
+
+
+def mark_killed(cfg, run_ids, reason: str) -> None:
+    """End runs whose process died as KILLED, with the tag ``cim.ended`` saying why."""
+    c = client(cfg)
+    for run_id in run_ids:
+        c.set_tag(run_id, "cim.ended", reason)
+        c.set_terminated(run_id, "KILLED")
 
 
 def log_stage(cfg, stage: str, metrics: dict[str, float], tags: dict[str, Any] | None = None,
               artifacts: list[str | Path] = (), artifact_path: str | None = None) -> str:
+    # prefer ``with start_run(...)`` around the work: this helper opens the run after it (short duration)
     """One finished stage as one run: params, metrics, tags and artifact files. Returns the run id."""
     import mlflow
 

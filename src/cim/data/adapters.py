@@ -50,6 +50,7 @@ from typing import Callable, Iterable, Iterator
 
 from cim.errors import CimError, InputError, describe_decode_error
 from cim.io import atomic_write_text, read_jsonl
+from cim.plugins import DATASET_FORMATS
 from cim.registry import Registry
 
 from .manifest import write_image_rows, write_manifest
@@ -100,7 +101,7 @@ class Record:
 
 
 # format name (``cim manifest --format``) -> reader(annotations path, split=None) -> Records
-FORMATS: Registry[Callable[..., Iterator[Record]]] = Registry("dataset format")
+FORMATS: Registry[Callable[..., Iterator[Record]]] = DATASET_FORMATS
 
 
 # ---------------------------------------------------------------- reading release files

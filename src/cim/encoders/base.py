@@ -14,7 +14,6 @@ import numpy as np
 
 from cim.errors import CimError, WeightsNotFound
 from cim.io import cache_dir
-from cim.registry import Registry
 
 __all__ = [
     "TextEncoder", "ImageEncoder", "WeightsNotFound", "ImageReadError", "ImageInput",
@@ -66,10 +65,7 @@ class ImageEncoder:
 
 # -- registry ------------------------------------------------------------------------------------------
 # name (``encoders.text.name`` / ``encoders.image.name``) -> builder(cfg section) -> encoder
-TEXT_ENCODERS: Registry[Callable[[Any], TextEncoder]] = Registry(
-    "text encoder", config_key="encoders.text.name", providers=("cim.encoders.text",))
-IMAGE_ENCODERS: Registry[Callable[[Any], ImageEncoder]] = Registry(
-    "image encoder", config_key="encoders.image.name", providers=("cim.encoders.image",))
+from cim.plugins import IMAGE_ENCODERS, TEXT_ENCODERS  # noqa: E402  (declared with every other kind)
 
 
 def register_text_encoder(name: str):

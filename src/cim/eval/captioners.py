@@ -33,6 +33,7 @@ from typing import Any, Iterable, Optional, Sequence
 from cim.errors import WeightsNotFound
 from cim.eval.results import method_dir
 from cim.io import read_jsonl, write_jsonl
+from cim import plugins
 from cim.registry import Registry
 
 
@@ -272,7 +273,7 @@ class VLLMCaptioner(Captioner):
 # ----------------------------------------------------------------------------------------------- registry
 # name -> builder(the eval.captioner section) -> Captioner
 # (the released checkpoints register themselves by hub id: cim.eval.released)
-CAPTIONERS: Registry = Registry("captioner", config_key="eval.captioner.name", providers=("cim.eval.released",))
+CAPTIONERS: Registry = plugins.CAPTIONERS
 
 
 def _model(c) -> str:

@@ -89,7 +89,7 @@ STOP_WORDS: frozenset[str] = frozenset({
 STOP_WORDS_LOWER: frozenset[str] = frozenset(w.lower() for w in STOP_WORDS)
 EPS = 1e-6
 WEIGHTS = (0.5, 0.5, 0.2)          # objects : attributes : relations = 5 : 5 : 2
-SUBSTRING_MODES = ("faithful", "word")
+from cim.plugins import SUBSTRING_MODES  # noqa: E402
 COMPONENTS = ("object", "attribute", "relation")
 
 

@@ -34,11 +34,12 @@ from typing import Mapping, Optional, Protocol, Sequence
 from cim.errors import WeightsNotFound
 from cim.eval.capture import synonym_match
 from cim.eval.parsers import SceneGraphParser, Triple
+from cim import plugins
 from cim.registry import Registry
 from cim.relations import CONTRADICTS, INVERSE, is_symmetric, spatial_class
 
 LABELS = ("yes", "no", "unknown")
-BACKENDS = ("transformers", "vllm")     # eval.judge.backend: how a chat LM judge runs
+BACKENDS = plugins.JUDGE_BACKENDS        # eval.judge.backend: how a chat LM judge runs
 DEFAULT_LM_JUDGE = "Qwen/Qwen3-8B"
 
 JUDGE_PROMPT = (
@@ -246,7 +247,7 @@ class TripleJudge:
 
 # ----------------------------------------------------------------------------------------------- registry
 # name -> builder(model or None, *, parser, backend, device) -> Judge
-JUDGES: Registry = Registry("judge", config_key="eval.judge.name")
+JUDGES: Registry = plugins.JUDGES
 
 
 @JUDGES.register("triples")

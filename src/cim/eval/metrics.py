@@ -24,6 +24,7 @@ from typing import Callable, NamedTuple, Optional, Sequence
 import numpy as np
 
 from cim.eval.results import finite, write_json
+from cim import plugins
 from cim.registry import Registry
 
 __all__ = ["Column", "Metric", "METRICS", "metric", "table_columns"]
@@ -47,7 +48,7 @@ class Metric:
     tracking: str = ""                          # MLflow name prefix (default: the metric's name)
 
 
-METRICS: Registry[Metric] = Registry("metric", config_key="eval.metrics")
+METRICS: Registry[Metric] = plugins.METRICS
 
 
 def metric(name: str, columns: Sequence[tuple[str, str, bool]] = (), *, scope: str = "method", order: int = 100,

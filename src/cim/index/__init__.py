@@ -8,7 +8,13 @@
 Layout and guarantees: docs/architecture.md and docs/index.md. The names are imported on first use, so
 ``import cim.index.commands`` (``cim index --help``) loads no numerical library.
 """
+import logging
+
 from cim.lazy import lazy_exports
+
+# faiss reports each instruction-set build it tries to load (~8 INFO lines in every stage's log); only its
+# warnings matter to a user
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)
 
 _EXPORTS = {"build_index": "cim.index.build", "recall_at_k": "cim.index.recall",
             "build_faiss_index": "cim.index.search", "exact_topk": "cim.index.search",

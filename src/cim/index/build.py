@@ -2,26 +2,33 @@
 
 Resumability: shard i covers manifest rows [i*S, (i+1)*S). Its two arrays are written to temporary files and
 renamed into place, then a ``shard_NNNNN.done`` marker is written the same way, holding the row range, the
-sha256 of the shard's inputs (encoders' describe(), ids, texts, image paths, bad-image policy) and the sha256
-of both arrays. A shard counts as done only when its marker parses, its inputs hash matches and both arrays
-hash to what the marker says; anything else is recomputed. meta.json is removed when a build starts and
-written last, so a folder is loadable only after a build finished.
+sha256 of the shard's inputs (encoders' describe(), bad-image policy, and per row the id, the text, the image
+path relative to the manifest's folder and the sha256 of the image file's bytes) and the sha256 of both
+arrays. A shard counts as done only when its marker parses, its inputs hash matches and both arrays hash to
+what the marker says; anything else is recomputed. meta.json is removed when a build starts and written last,
+so a folder is loadable only after a build finished.
+
+Nothing written here depends on where the checkout lives or when the build ran: paths are stored relative
+(image paths to the manifest's folder, the manifest and sources files to the index folder) and there is no
+timestamp (MLflow records when a run happened), so a copied or moved checkout resumes with every shard
+reused and two builds of the same inputs are byte-identical.
 """
 from __future__ import annotations
 
-import datetime as _dt
 import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from cim.errors import ConfigError, InputError
+
 from cim.index.search import build_faiss_index
 from cim.index.store import FORMAT, sha256_array, sha256_file, transform_images
+from cim.io import atomic_write, atomic_write_json
 
 __all__ = ["build_index", "BAD_IMAGE_POLICIES"]
 
@@ -29,50 +36,32 @@ log = logging.getLogger(__name__)
 BAD_IMAGE_POLICIES = ("error", "skip")
 
 
-# -- atomic writes --------------------------------------------------------------------------------------------
-class _HashingWriter:
-    def __init__(self, handle):
-        self.handle, self.h = handle, hashlib.sha256()
-
-    def write(self, data) -> int:
-        self.h.update(data)
-        return self.handle.write(data)
-
-
-def _atomic(path: Path, write: Callable[[object], None]) -> str:
-    """Write via ``write(file)`` to a temp file beside ``path``, fsync, rename into place; return sha256."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            hw = _HashingWriter(handle)
-            write(hw)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return hw.h.hexdigest()
-
-
 def _save_npy(path: Path, arr: np.ndarray) -> str:
-    return _atomic(path, lambda f: np.save(f, np.ascontiguousarray(arr), allow_pickle=False))
+    return atomic_write(path, lambda f: np.save(f, np.ascontiguousarray(arr), allow_pickle=False))
 
 
 def _save_json(path: Path, obj) -> str:
-    data = json.dumps(obj, ensure_ascii=False, indent=1, sort_keys=False).encode("utf-8")
-    return _atomic(path, lambda f: f.write(data))
+    return atomic_write_json(path, obj)
 
 
 def _save_faiss(path: Path, index) -> str:
     import faiss
 
     data = faiss.serialize_index(index).tobytes()
-    return _atomic(path, lambda f: f.write(data))
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def _relative(path: str | Path, base: str | Path) -> str:
+    """``path`` relative to the folder ``base`` (POSIX separators): what meta.json and markers record."""
+    return Path(os.path.relpath(os.path.abspath(path), os.path.abspath(base))).as_posix()
+
+
+def _content_sha(path: str) -> str:
+    """sha256 of an image file's bytes ("unreadable" when it cannot be read: the bad-image policy decides)."""
+    try:
+        return sha256_file(path)
+    except OSError:
+        return "unreadable"
 
 
 # -- manifest ---------------------------------------------------------------------------------------------
@@ -87,11 +76,14 @@ def _shard_names(i: int) -> tuple[str, str, str]:
     return f"text_emb_{i:05d}.npy", f"img_emb_{i:05d}.npy", f"shard_{i:05d}.done"
 
 
-def _inputs_sha(encoders: dict, policy: str, start: int, rows: Sequence[dict]) -> str:
+def _inputs_sha(encoders: dict, policy: str, start: int, rows: Sequence[dict], root: Path) -> str:
+    """What a shard's embeddings are a function of: encoders, policy, and per row id, text, the image path
+    relative to ``root`` (the manifest's folder) and the image file's content."""
     h = hashlib.sha256()
     h.update(json.dumps({"encoders": encoders, "on_bad_image": policy, "start": start}, sort_keys=True).encode())
     for r in rows:
-        h.update(json.dumps([r["id"], r["text"], r["image"]], ensure_ascii=False).encode("utf-8"))
+        h.update(json.dumps([r["id"], r["text"], _relative(r["image"], root), _content_sha(r["image"])],
+                            ensure_ascii=False).encode("utf-8"))
         h.update(b"\n")
     return h.hexdigest()
 
@@ -159,7 +151,7 @@ def _embed_shard(text_encoder, image_encoder, rows: Sequence[dict], policy: str,
 # -- the build --------------------------------------------------------------------------------------------------
 def build_index(cfg, manifest: str | Path, out_dir: str | Path, sources: str | Path | None = None,
                 progress: bool = True, *, encoders: tuple | None = None,
-                on_shard: Callable[[int, int], None] | None = None) -> Path:
+                on_shard: Callable[[int, int], None] | None = None, stats: dict | None = None) -> Path:
     """Embed ``manifest`` (jsonl id/image/text) in shards of ``cfg.index.shard_size`` and build the index in
     ``out_dir`` (layout: docs/architecture.md, docs/index.md). Resumable: finished shards whose inputs are
     unchanged are reused. Returns ``out_dir``.
@@ -167,21 +159,24 @@ def build_index(cfg, manifest: str | Path, out_dir: str | Path, sources: str | P
     ``sources`` (jsonl id/image[/split]) adds source-image embeddings keyed by id. ``encoders`` — an optional
     ``(text_encoder, image_encoder)`` pair already built (else they are built from ``cfg.encoders``).
     ``on_shard(i, n_shards)`` is called after each shard is on disk (a hook for progress reporting and for
-    tests that interrupt a build).
+    tests that interrupt a build). ``stats``, when given, is filled with how this build went
+    (``{"shards": n, "reused": shards reused}``); meta.json does not record it, so a resumed build writes
+    the same bytes as an uninterrupted one.
     """
     icfg = cfg.index
     policy = str(getattr(icfg, "on_bad_image", "error"))
     if policy not in BAD_IMAGE_POLICIES:
-        raise ValueError(f"index.on_bad_image={policy!r} is not one of {', '.join(BAD_IMAGE_POLICIES)}")
+        raise ConfigError(f"index.on_bad_image={policy!r} is not one of {', '.join(BAD_IMAGE_POLICIES)}")
     shard_size = int(icfg.shard_size)
     if shard_size < 1:
-        raise ValueError(f"index.shard_size must be >= 1, got {shard_size}")
+        raise ConfigError(f"index.shard_size must be >= 1, got {shard_size}")
     manifest = Path(manifest)
     out = Path(out_dir)
     rows = _read_rows(manifest, require_text=True)
     if not rows:
-        raise ValueError(f"{manifest}: the manifest has no rows")
+        raise InputError(f"{manifest}: the manifest has no rows")
     source_rows = _read_rows(Path(sources), require_text=False) if sources is not None else None
+    root = manifest.parent
 
     if encoders is None:
         from cim.encoders import build_image_encoder, build_text_encoder
@@ -215,7 +210,7 @@ def build_index(cfg, manifest: str | Path, out_dir: str | Path, sources: str | P
         for i in range(n_shards):
             start, end = i * shard_size, min(n, (i + 1) * shard_size)
             chunk = rows[start:end]
-            inputs = _inputs_sha(described, policy, start, chunk)
+            inputs = _inputs_sha(described, policy, start, chunk, root)
             text_name, img_name, done_name = _shard_names(i)
             marker = _valid_marker(shard_dir, i, start, end, inputs)
             if marker is not None:
@@ -227,6 +222,7 @@ def build_index(cfg, manifest: str | Path, out_dir: str | Path, sources: str | P
             else:
                 (shard_dir / done_name).unlink(missing_ok=True)
                 t, m, bad = _embed_shard(text_encoder, image_encoder, chunk, policy, bar.update)
+                bad = _portable_skipped(bad, root)
                 files = {text_name: _save_npy(shard_dir / text_name, t), img_name: _save_npy(shard_dir / img_name, m)}
                 _save_json(shard_dir / done_name, {"shard": i, "rows": [start, end], "inputs_sha256": inputs,
                                                    "kept": int(t.shape[0]), "skipped": bad, "files": files})
@@ -239,11 +235,13 @@ def build_index(cfg, manifest: str | Path, out_dir: str | Path, sources: str | P
         bar.close()
     if reused:
         log.info("reused %d of %d finished shards", reused, n_shards)
+    if stats is not None:
+        stats.update({"shards": n_shards, "reused": reused})
 
     bad_ids = {s["id"] for s in skipped}
     ids = [r["id"] for r in rows if r["id"] not in bad_ids]
     if not ids:
-        raise ValueError(f"{manifest}: no row has a readable image")
+        raise InputError(f"{manifest}: no row has a readable image")
     text_emb = np.ascontiguousarray(np.concatenate(texts, axis=0), dtype=np.float32)
     raw = np.concatenate(images, axis=0).astype(np.float32, copy=False)
     center = bool(icfg.center_images)
@@ -274,16 +272,15 @@ def build_index(cfg, manifest: str | Path, out_dir: str | Path, sources: str | P
 
     meta = {
         "format": FORMAT,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "rows": len(ids),
         "kind": icfg.kind,
         "faiss": params,
         "encoders": described,
         "dims": {"text": int(text_emb.shape[1]), "image": int(table.shape[1])},
         "centering": {"enabled": center, "file": "image_mean.npy" if center else None},
-        "manifest": {"path": str(manifest), "rows": n, "skipped": skipped, "on_bad_image": policy},
+        "manifest": {"path": _relative(manifest, out), "rows": n, "skipped": skipped, "on_bad_image": policy},
         "sources": sources_meta,
-        "shards": {"size": shard_size, "count": n_shards, "reused": reused},
+        "shards": {"size": shard_size, "count": n_shards},
         "checksums": {"files": files, "arrays": {"text_emb": sha256_array(text_emb)}},
     }
     # image identity (cim.index.identity): rows and sources keyed by image content, for reward.exclude_source
@@ -328,9 +325,19 @@ def _build_sources(source_rows: list[dict], rows: list[dict], ids: list[str], ra
     final = transform_images(emb[keep], mean)
     files = {"sources_ids.json": _save_json(out / "sources_ids.json", sids),
              "sources_emb.npy": _save_npy(out / "sources_emb.npy", final)}
-    meta = {"path": str(path), "rows": len(sids), "reused_from_corpus": reused, "skipped": skipped,
+    meta = {"path": _relative(path, out), "rows": len(sids), "reused_from_corpus": reused,
+            "skipped": _portable_skipped(skipped, path.parent),
             "splits": _count(source_rows[j].get("split") for j in keep)}
     return meta, files
+
+
+def _portable_skipped(skipped: list[dict], root: Path) -> list[dict]:
+    """Skipped rows with their image path (also inside the error message) relative to ``root``."""
+    out = []
+    for s in skipped:
+        rel = _relative(s["image"], root)
+        out.append({**s, "image": rel, "error": str(s.get("error", "")).replace(str(s["image"]), rel)})
+    return out
 
 
 def _count(values) -> dict:

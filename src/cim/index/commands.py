@@ -43,21 +43,24 @@ def run(args: argparse.Namespace) -> int:
     if not manifest.is_file():
         raise InputError(f"manifest {manifest} does not exist (write one with `cim manifest` or `cim prepare`)")
 
+    from cim.determinism import deterministic
     from cim.index import build_index
 
     started = time.perf_counter()
-    build_index(cfg, manifest, out, sources=sources, progress=not args.no_progress)
+    stats: dict = {}
+    with deterministic(int(cfg.seed)):
+        build_index(cfg, manifest, out, sources=sources, progress=not args.no_progress, stats=stats)
     meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
     summary = {"out": str(out), "rows": meta["rows"], "kind": meta["kind"], "dims": meta["dims"],
                "skipped": len(meta["manifest"]["skipped"]), "sources": (meta["sources"] or {}).get("rows", 0),
-               "shards": meta["shards"]}
+               "shards": {**meta["shards"], "reused": stats["reused"]}}
     print(json.dumps(summary))
     if not args.no_mlflow:
         from cim.tracking import log_stage
 
         seconds = time.perf_counter() - started
         log_stage(cfg, "index", {"rows": meta["rows"], "seconds": seconds, "rows_per_s": meta["rows"] / seconds,
-                                 "shards_reused": meta["shards"].get("reused", 0), "skipped": summary["skipped"],
+                                 "shards_reused": stats["reused"], "skipped": summary["skipped"],
                                  "sources": summary["sources"]},
                   tags={"data.index_sha256": _index_hash(meta)}, artifacts=[out / "meta.json"])
     return 0

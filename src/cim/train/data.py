@@ -21,7 +21,6 @@ Every training row is trained on. ``val.parquet`` is the validation manifest whe
 """
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -82,20 +81,16 @@ def to_verl_rows(rows: Sequence[dict], prompt: str, split: str, gallery: dict[st
 
 
 def write_parquet(rows: Iterable[dict], path: str | Path) -> Path:
-    """Atomic: written next to ``path`` and renamed."""
+    """Atomic (:func:`cim.io.atomic_open`): a reader sees the old file or the whole new one."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from cim.io import atomic_open
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(list(rows))
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_open(path, "wb") as handle:
+        pq.write_table(table, handle)
     return path
 
 

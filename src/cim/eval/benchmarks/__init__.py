@@ -38,6 +38,7 @@ import yaml
 from cim.errors import InputError
 from cim.eval.metrics import METRICS
 from cim.io import read_jsonl
+from cim.plugins import BENCHMARK_FORMATS
 from cim.registry import Registry
 
 __all__ = ["BenchmarkError", "BenchmarkSpec", "Sample", "Benchmark", "BenchmarkFormat", "FORMATS",
@@ -144,9 +145,7 @@ class BenchmarkFormat:
         return None
 
 
-FORMATS: Registry[BenchmarkFormat] = Registry(
-    "benchmark format", providers=("cim.eval.benchmarks.sc_captioner", "cim.eval.benchmarks.oxford_pet",
-                                   "cim.eval.benchmarks.demo_world"))
+FORMATS: Registry[BenchmarkFormat] = BENCHMARK_FORMATS
 
 
 def benchmark_format(name: str):

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Protocol, Sequence
 
 from cim.eval.wordnet import lemmatize
+from cim import plugins
 from cim.registry import Registry
 
 __all__ = ["Triple", "SceneGraph", "SceneGraphParser", "GraphBuilder", "PARSERS", "build_parser"]
@@ -63,8 +64,7 @@ class SceneGraphParser(Protocol):
 
 
 # name -> builder(model or None, device) -> SceneGraphParser
-PARSERS: Registry = Registry("scene-graph parser", config_key="eval.parser.name",
-                             providers=("cim.eval.parsers.spacy_rules", "cim.eval.parsers.factual"))
+PARSERS: Registry = plugins.PARSERS
 
 
 def build_parser(name: str = "spacy", model: str | None = None, device: str = "auto") -> SceneGraphParser:

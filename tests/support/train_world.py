@@ -1,4 +1,4 @@
-"""Shared, built-once helpers for the service / verl / train tests (no tests here).
+"""Shared, built-once helpers for the service / verl / train tests (imported as `support.train_world`).
 
 - a tiny real world: 24 rendered PNGs (shape x colour x background) with one caption each, as a corpus
   manifest, a sources file and a training manifest;
