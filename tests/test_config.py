@@ -86,11 +86,7 @@ def test_closed_choices_come_from_the_registries():
 
 
 def test_import_and_load_stay_light():
-    import subprocess
-    import sys
+    from support.imports import loaded_after
 
-    code = ("import sys; from cim.config import load_config; load_config(None, ['reward.mode=grc']); "
-            "print(sorted(m for m in ('torch', 'spacy', 'transformers', 'sentence_transformers', 'nltk', 'scipy') "
-            "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    assert loaded_after("from cim.config import load_config; load_config(None, ['reward.mode=grc'])",
+                        ("torch", "spacy", "transformers", "sentence_transformers", "nltk", "scipy")) == []

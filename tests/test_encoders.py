@@ -70,11 +70,10 @@ def test_registry_names_and_unknown_name():
 
 
 def test_import_loads_no_model_library():
-    code = ("import sys, cim.encoders, cim.index; "
-            "print(sorted(m for m in ('torch', 'sentence_transformers', 'open_clip', 'faiss', 'transformers') "
-            "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    from support.imports import loaded_after
+
+    assert loaded_after("import cim.encoders, cim.index",
+                        ("torch", "sentence_transformers", "open_clip", "faiss", "transformers")) == []
 
 
 # -- text ---------------------------------------------------------------------------------------------------

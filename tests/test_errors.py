@@ -118,7 +118,7 @@ FAST_CASES = {
     "prepare-train/non-utf8-manifest": (["prepare-train", "--manifest", "latin1.jsonl"], ["latin1.jsonl:1"]),
     "prepare-train/malformed-manifest": (["prepare-train", "--manifest", "malformed.jsonl"], ["malformed JSON"]),
     "train/unknown-preset": (["train", "--backend", "verl", "--dry-run", "--preset", "nosuchpreset"],
-                             ["unknown train preset 'nosuchpreset'", "known:"]),
+                             ["no train preset 'nosuchpreset'", "known:"]),
     "train/sft-without-checkpoint": (["train", "--backend", "verl", "--dry-run", "--setting", "sft"],
                                      ["train.verl.sft_checkpoint"]),
     "train/no-prepared-data": (["train", "--backend", "verl", "train.data_dir=absent"],

@@ -1,6 +1,5 @@
 """Named protocols (configs/protocols/*.yaml): loading, precedence, records, and the `official` verl
 command against the released Qwen2.5-VL-7B training script, key by key."""
-import argparse
 import os
 import re
 import shlex
@@ -8,10 +7,8 @@ from pathlib import Path
 
 import pytest
 
-try:  # the shared tiny world moved to tests/support on another branch
-    from support.train_world import params_file
-except ImportError:
-    from support.train_world import params_file
+from support.cli_args import parse_command_args
+from support.train_world import params_file
 
 from cim.config import ConfigError, load_config
 
@@ -44,12 +41,6 @@ RELEASED_QWEN2_5_VL_7B = {
 RELEASED_REWARD = {"top_k": 3, "exclude_source": False, "beta": 1.0, "decay": 0.5}
 
 
-def _args(module, argv):
-    p = argparse.ArgumentParser()
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("overrides", nargs="*")
-    module.add_arguments(p)
-    return p.parse_intermixed_args(argv)
 
 
 def _printed_overrides(out: str) -> list[str]:
@@ -76,7 +67,7 @@ def test_official_dry_run_matches_the_released_script_key_by_key(capsys, tmp_pat
 
     argv = ["--params", str(params_file()), "--backend", "verl", "--preset", "qwen2_5_vl_7b", "--protocol",
             "official", "--dry-run", f"train.verl.checkpoint_dir={tmp_path}/ckpt", f"train.data_dir={tmp_path}/d"]
-    assert commands.run(_args(commands, argv)) == 0
+    assert commands.run(parse_command_args(commands, argv)) == 0
     out = capsys.readouterr().out
     assert "kl_loss_coef=0.001" in out and "top_k=3" in out and "# protocol: official;" in out
     overrides = _printed_overrides(out)
@@ -130,7 +121,7 @@ def test_the_two_protocols_differ_where_the_release_differs_from_the_paper():
 
 
 def test_unknown_protocol_and_bad_protocol_keys_are_one_line_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match="protocol='papr' is not one of official, paper"):
+    with pytest.raises(ConfigError, match=r"no protocol 'papr' \(known: official, paper"):
         load_config(None, ["protocol=papr"])
     bad = tmp_path / "mine.yaml"
     bad.write_text("name: mine\nparams: {reward.top_kk: 3}\n")
@@ -159,6 +150,6 @@ def test_protocol_flag_reaches_the_reward_verify_and_evaluate_commands():
     from cim.reward import quality_order
 
     for module in (eval_commands, quality_order):
-        args = _args(module, ["--protocol", "official", "reward.top_k=4"])
+        args = parse_command_args(module, ["--protocol", "official", "reward.top_k=4"])
         cfg = load_config(None, with_protocol(args))
         assert cfg.protocol == "official" and cfg.reward.top_k == 4 and cfg.reward.exclude_source is False

@@ -2,14 +2,11 @@
 import numpy as np
 import pytest
 
-try:  # the shared tiny world moved to tests/support on another branch
-    from support.train_world import config, index_dir, world
-except ImportError:
-    from support.train_world import config, index_dir, world
+from support.train_world import config, index_dir, world
 
 from cim.config import ConfigError, load_config
 from cim.index import CorpusIndex
-from cim.index.store import _faiss_gpu_available, require_faiss_gpu
+from cim.index.store import faiss_gpu_available, require_faiss_gpu
 
 
 def _arrays(n=500, d=32, seed=0):
@@ -30,7 +27,7 @@ def test_faiss_backend_finds_the_same_rows_as_the_exact_torch_path_on_cpu():
 
 
 def test_asking_for_faiss_on_a_gpu_without_faiss_gpu_is_one_clear_error():
-    if _faiss_gpu_available():
+    if faiss_gpu_available():
         pytest.skip("faiss-gpu is installed here")
     with pytest.raises(ConfigError, match=r"needs faiss-gpu .*pip install 'cim\[gpu\]'.*search_backend=torch"):
         require_faiss_gpu("cuda")
@@ -55,7 +52,7 @@ def test_faiss_gpu_exact_matches_torch_exact_on_cuda():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    if not _faiss_gpu_available():
+    if not faiss_gpu_available():
         pytest.skip("faiss-gpu not installed (pip install 'cim[gpu]')")
     ids, text, table = _arrays(n=20000, d=64)
     queries = text[:256] + 0.05 * np.random.default_rng(2).standard_normal((256, 64)).astype(np.float32)

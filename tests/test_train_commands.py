@@ -1,25 +1,19 @@
 """`cim prepare-train`, `cim train --backend verl --dry-run`, the Prefect deployment file."""
-import argparse
 import json
 
 import pyarrow.parquet as pq
 import pytest
 
+from support.cli_args import parse_command_args
 from support.train_world import params_file, world
 
 
-def _args(module, argv):
-    p = argparse.ArgumentParser()
-    p.add_argument("--params", default="params.yaml")
-    p.add_argument("overrides", nargs="*")
-    module.add_arguments(p)
-    return p.parse_intermixed_args(argv)
 
 
 def test_prepare_train_writes_verl_parquet(tmp_path, capsys):
     from cim.train import prepare_command
 
-    rc = prepare_command.run(_args(prepare_command, ["--params", str(params_file()), "--out-dir", str(tmp_path)]))
+    rc = prepare_command.run(parse_command_args(prepare_command, ["--params", str(params_file()), "--out-dir", str(tmp_path)]))
     assert rc == 0
     info = json.loads(capsys.readouterr().out)
     train = pq.read_table(info["train_files"]).to_pylist()
@@ -49,7 +43,7 @@ def test_train_verl_dry_run_prints_the_command(capsys, tmp_path):
 
     argv = ["--params", str(params_file()), "--backend", "verl", "--dry-run", "--preset", "qwen2_vl_7b",
             "--setting", "base", f"train.verl.checkpoint_dir={tmp_path}/ckpt"]
-    assert commands.run(_args(commands, argv)) == 0
+    assert commands.run(parse_command_args(commands, argv)) == 0
     out = capsys.readouterr().out
     assert "-m verl.trainer.main_ppo" in out and "MLFLOW_RUN_ID=" in out
     assert "actor_rollout_ref.model.path=Qwen/Qwen2-VL-7B-Instruct" in out
@@ -64,7 +58,7 @@ def test_train_verl_on_a_ray_cluster_uses_ray_job_submit(capsys):
 
     argv = ["--params", str(params_file()), "--backend", "verl", "--dry-run",
             "train.verl.ray_address=http://head:8265", "train.verl.nnodes=4", "train.service.url=http://head:8750"]
-    assert commands.run(_args(commands, argv)) == 0
+    assert commands.run(parse_command_args(commands, argv)) == 0
     out = capsys.readouterr().out
     assert out.count("ray job submit --address http://head:8265") == 1
     assert "-- python -m verl.trainer.main_ppo" in out and "trainer.nnodes=4" in out
@@ -85,7 +79,7 @@ def test_sft_setting_needs_a_checkpoint():
 
     argv = ["--params", str(params_file()), "--backend", "verl", "--dry-run", "--setting", "sft"]
     with pytest.raises(PresetError, match="sft_checkpoint"):
-        commands.run(_args(commands, argv))
+        commands.run(parse_command_args(commands, argv))
 
 
 def test_prefect_deployments_point_at_a_flow_that_takes_their_parameters():

@@ -5,10 +5,7 @@ import socket
 
 import pyarrow.parquet as pq
 
-try:  # the shared tiny world moved to tests/support on another branch
-    from support.train_world import config, index_dir, params_file, tiny_vl_model, world
-except ImportError:
-    from support.train_world import config, index_dir, params_file, tiny_vl_model, world
+from support.train_world import config, index_dir, params_file, tiny_vl_model, world
 
 LONG = " ".join(f"word{i} and many more words to read" for i in range(60))
 

@@ -168,3 +168,20 @@ def cache_dir(*parts: str) -> Path:
     """``$CIM_CACHE_DIR/<parts>`` (default ``~/.cache/cim``): unpacked weights, NLTK data."""
     root = os.environ.get("CIM_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "cim")
     return Path(root, *parts)
+
+
+def yaml_names(folder: Path | str) -> list[str]:
+    """The names of the ``*.yaml`` files in ``folder`` (protocols, presets, benchmarks), sorted."""
+    return sorted(p.stem for p in Path(folder).glob("*.yaml"))
+
+
+def named_yaml(name: str | Path, folder: Path | str, what: str, error: type[Exception] = InputError) -> Path:
+    """``name`` as a ``.yaml``/``.yml`` path, or ``<folder>/<name>.yaml``; else ``error`` listing the known names."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    candidate = Path(folder) / f"{name}.yaml"
+    if not candidate.is_file():
+        raise error(f"no {what} {str(name)!r} (known: {', '.join(yaml_names(folder)) or 'none'}; "
+                    f"or a .yaml path)")
+    return candidate

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from cim.errors import ConfigError
+from cim.io import named_yaml, yaml_names
 
 __all__ = ["PROTOCOL_DIR", "Protocol", "names", "load_protocol", "layer", "apply", "describe", "label", "tags",
            "add_argument", "with_protocol"]
@@ -43,25 +44,14 @@ class Protocol:
 
 
 def names() -> list[str]:
-    return sorted(p.stem for p in PROTOCOL_DIR.glob("*.yaml"))
-
-
-def _path(name: str) -> Path:
-    p = Path(name)
-    if p.suffix in (".yaml", ".yml") and p.is_file():
-        return p
-    candidate = PROTOCOL_DIR / f"{name}.yaml"
-    if not candidate.is_file():
-        raise ConfigError(f"protocol={name!r} is not one of {', '.join(names()) or 'none'} "
-                          f"(configs/protocols/<name>.yaml, or a .yaml path)")
-    return candidate
+    return yaml_names(PROTOCOL_DIR)
 
 
 def load_protocol(name: str) -> Protocol:
     """The protocol file ``name`` (a name under configs/protocols/ or a .yaml path), checked for shape."""
     import yaml
 
-    path = _path(name)
+    path = named_yaml(name, PROTOCOL_DIR, "protocol", ConfigError)
     raw = path.read_bytes()
     where = f"protocol {name!r} ({path})"
     try:

@@ -62,7 +62,7 @@ def transform_images(raw: np.ndarray, mean: np.ndarray | None) -> np.ndarray:
     return (x / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
 
 
-def _faiss_gpu_available() -> bool:
+def faiss_gpu_available() -> bool:
     try:
         import faiss
     except ImportError:  # pragma: no cover
@@ -77,7 +77,7 @@ def require_faiss_gpu(device: str) -> None:
     """ConfigError unless FAISS can search on ``device`` (faiss-gpu installed and a GPU visible)."""
     from cim.errors import ConfigError
 
-    if _faiss_gpu_available():
+    if faiss_gpu_available():
         return
     try:
         import faiss
@@ -252,7 +252,7 @@ class CorpusIndex:
 
             self._gpu_text = torch.from_numpy(self._text).to(dev)
             self.search_device = dev
-        elif self.kind == "ivf" and _faiss_gpu_available():
+        elif self.kind == "ivf" and faiss_gpu_available():
             import faiss
 
             res = faiss.StandardGpuResources()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from cim.errors import CimError
+from cim.io import named_yaml, yaml_names
 
 REWARD_FN = "pkg://cim.train.verl_reward"
 PRESET_DIR = Path(__file__).resolve().parents[3] / "configs" / "train"
@@ -28,18 +29,11 @@ class PresetError(CimError, ValueError):
 
 
 def preset_path(name: str) -> Path:
-    p = Path(name)
-    if p.suffix in (".yaml", ".yml") and p.exists():
-        return p
-    candidate = PRESET_DIR / f"{name}.yaml"
-    if not candidate.exists():
-        known = ", ".join(sorted(x.stem for x in PRESET_DIR.glob("*.yaml"))) or "none"
-        raise PresetError(f"unknown train preset {name!r} (known: {known}; or pass a .yaml path)")
-    return candidate
+    return named_yaml(name, PRESET_DIR, "train preset", PresetError)
 
 
 def list_presets() -> list[str]:
-    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    return yaml_names(PRESET_DIR)
 
 
 def load_preset(name: str) -> dict:

@@ -37,7 +37,7 @@ import yaml
 
 from cim.errors import InputError
 from cim.eval.metrics import METRICS
-from cim.io import read_jsonl
+from cim.io import named_yaml, read_jsonl
 from cim.plugins import BENCHMARK_FORMATS
 from cim.registry import Registry
 
@@ -165,12 +165,7 @@ def benchmark_dir(root: Path | str = ".") -> Path:
 def load_spec(name_or_path: str | Path, root: Path | str = ".", **overrides: Any) -> BenchmarkSpec:
     """A spec from ``configs/benchmarks/<name>.yaml`` (or a YAML path); ``overrides`` replace top-level keys
     (``data_dir=..., images=...``)."""
-    path = Path(name_or_path)
-    if path.suffix not in (".yaml", ".yml"):
-        path = benchmark_dir(root) / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in benchmark_dir(root).glob("*.yaml"))
-        raise BenchmarkError(f"no benchmark {str(name_or_path)!r} (looked for {path}); known: {', '.join(known) or 'none'}")
+    path = named_yaml(name_or_path, benchmark_dir(root), "benchmark", BenchmarkError)
     data = yaml.safe_load(path.read_text()) or {}
     data.update({k: v for k, v in overrides.items() if v is not None})
     return spec_from_dict(data, source=str(path))
