@@ -1,7 +1,8 @@
 """Prefect flow: evaluate captions on the declared benchmarks (the `evaluate` stage as tasks).
 
 One task per benchmark (retried once; a metric that cannot run is recorded in its results, not retried),
-then one MLflow run with the table and deltas. Same keys as `cim evaluate` and `dvc exp run -S`:
+then one MLflow run with the table and deltas. A flow run writes under runs/<flow-run>/ unless
+`--workspace` (the DVC workspace). Same keys as `cim evaluate` and `dvc exp run -S`:
 
     python flows/evaluate.py                                   # params.yaml's eval section
     python flows/evaluate.py eval.benchmarks=[world] eval.baseline=coarse-correct
@@ -15,6 +16,7 @@ import json
 from prefect import flow, task
 
 from cim.config import load_config
+from cim.flows.common import run_dir, run_overrides
 
 
 @task(retries=1, retry_delay_seconds=5)
@@ -34,9 +36,10 @@ def record_results(params: str, overrides: list[str], parts: list[dict], log_mlf
 
 @flow(name="cim-evaluate", log_prints=True)
 def evaluate(params: str = "params.yaml", overrides: list[str] | None = None, log_mlflow: bool = True,
-             protocol: str | None = None) -> dict:
+             protocol: str | None = None, workspace: bool = False) -> dict:
     overrides = ([f"protocol={protocol}"] if protocol else []) + list(overrides or [])
-    cfg = load_config(params, overrides)   # fail fast on a bad key
+    overrides += run_overrides(load_config(params, overrides), run_dir(workspace), ["eval"])   # fails fast
+    cfg = load_config(params, overrides)
     parts = [evaluate_benchmark(params, overrides, name) for name in cfg.eval.benchmarks]
     return record_results(params, overrides, parts, log_mlflow)
 
@@ -48,6 +51,7 @@ def main() -> None:
     ap.add_argument("--method")
     ap.add_argument("--no-mlflow", action="store_true")
     ap.add_argument("--protocol", help="a named protocol (configs/protocols/NAME.yaml)")
+    ap.add_argument("--workspace", action="store_true", help="write into the DVC workspace, not runs/<run>/")
     ap.add_argument("overrides", nargs="*")
     a = ap.parse_intermixed_args()
     overrides = list(a.overrides)
@@ -55,7 +59,7 @@ def main() -> None:
         overrides += ["eval.captioner.name=file", f"eval.captioner.model={a.captions}"]
     if a.method:
         overrides.append(f"eval.method={a.method}")
-    print(json.dumps(evaluate(a.params, overrides, not a.no_mlflow, a.protocol), indent=1, default=str))
+    print(json.dumps(evaluate(a.params, overrides, not a.no_mlflow, a.protocol, a.workspace), indent=1, default=str))
 
 
 if __name__ == "__main__":
