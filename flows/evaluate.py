@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from prefect import flow, task
 
 from cim.config import load_config
-from cim.flows.common import run_dir, run_overrides
+from cim.flows.common import numbers_markdown, publish, run_dir, run_overrides
 
 
 @task(retries=1, retry_delay_seconds=5)
@@ -36,12 +37,20 @@ def record_results(params: str, overrides: list[str], parts: list[dict], log_mlf
 
 @flow(name="cim-evaluate", log_prints=True)
 def evaluate(params: str = "params.yaml", overrides: list[str] | None = None, log_mlflow: bool = True,
-             protocol: str | None = None, workspace: bool = False) -> dict:
+             protocol: str | None = None, workspace: bool = False, mlflow_ui: str = "http://127.0.0.1:5000") -> dict:
     overrides = ([f"protocol={protocol}"] if protocol else []) + list(overrides or [])
-    overrides += run_overrides(load_config(params, overrides), run_dir(workspace), ["eval"])   # fails fast
+    folder = run_dir(workspace)
+    overrides += run_overrides(load_config(params, overrides), folder, ["eval"])   # fails fast on a bad key
     cfg = load_config(params, overrides)
     parts = [evaluate_benchmark(params, overrides, name) for name in cfg.eval.benchmarks]
-    return record_results(params, overrides, parts, log_mlflow)
+    numbers = record_results(params, overrides, parts, log_mlflow)
+    from cim.tracking import pipeline_parent
+
+    tables = [Path(info["table"]).read_text() for part in parts for info in part["benchmarks"].values()
+              if info.get("table") and Path(info["table"]).exists()]
+    publish("cim-evaluate", "CIM evaluation", "\n\n".join(tables) or numbers_markdown(numbers), cfg,
+            pipeline_parent(cfg) if log_mlflow else None, mlflow_ui, folder)
+    return numbers
 
 
 def main() -> None:

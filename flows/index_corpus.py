@@ -16,7 +16,7 @@ from pathlib import Path
 
 from prefect import flow, task
 
-from cim.flows.common import cached, config, relocate, run_dir, run_overrides
+from cim.flows.common import cached, config, numbers_markdown, publish, relocate, run_dir, run_overrides
 from cim.flows.tasks import build_corpus_index, prepare_world
 
 
@@ -32,7 +32,7 @@ def verify_reward(params: str, overrides: list[str], index_dir: str) -> dict:
 def index_corpus(params: str = "params.yaml", overrides: list[str] | None = None,
                  manifest: str | None = None, sources: str | None = None,
                  skip_prepare: bool = False, skip_verify: bool = False, protocol: str | None = None,
-                 workspace: bool = False) -> dict:
+                 workspace: bool = False, mlflow_ui: str = "http://127.0.0.1:5000") -> dict:
     overrides = ([f"protocol={protocol}"] if protocol else []) + list(overrides or [])
     generate = not skip_prepare and manifest is None
     folder = run_dir(workspace)
@@ -47,8 +47,15 @@ def index_corpus(params: str = "params.yaml", overrides: list[str] | None = None
     meta = json.loads((Path(index) / "meta.json").read_text())
     result = {"folder": str(folder), "index": {"index_dir": index, "rows": meta.get("rows"),
                                                "checksums": meta.get("checksums")}}
+    parent = None
     if not skip_verify and manifest is None:
+        from cim.tracking import pipeline_parent
+
         result["verify"] = verify_reward(params, overrides, index)
+        parent = pipeline_parent(cfg)       # the verify run's parent
+    publish("cim-index-corpus", "CIM index", numbers_markdown(
+        {"rows": meta.get("rows"), **{f"verify {k} (Spearman)": v for k, v in result.get("verify", {}).items()}}),
+        cfg, parent, mlflow_ui, folder)
     print(json.dumps(result, indent=1, default=str))
     return result
 

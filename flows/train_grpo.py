@@ -16,7 +16,7 @@ import json
 
 from prefect import flow, task
 
-from cim.flows.common import cached, config, inputs_key, run_dir, run_overrides
+from cim.flows.common import cached, config, inputs_key, numbers_markdown, publish, run_dir, run_overrides
 
 _SERVICES: dict[str, object] = {}   # url -> ServiceHandle started by this flow run (stopped at its end)
 _cfg = config
@@ -81,7 +81,8 @@ def summarise(params: str, overrides: list[str], run_id: str | None) -> dict:
 @flow(name="cim-train-grpo", log_prints=True)
 def train_grpo(params: str = "params.yaml", overrides: list[str] | None = None, backend: str | None = None,
                preset: str | None = None, setting: str | None = None, dry_run: bool = False,
-               protocol: str | None = None, workspace: bool = False) -> dict:
+               protocol: str | None = None, workspace: bool = False,
+               mlflow_ui: str = "http://127.0.0.1:5000") -> dict:
     """``workspace``: write checkpoints and reports into the DVC workspace (default: runs/<flow-run>/)."""
     overrides = ([f"protocol={protocol}"] if protocol else []) + list(overrides or [])
     if backend:
@@ -108,6 +109,11 @@ def train_grpo(params: str = "params.yaml", overrides: list[str] | None = None, 
     finally:
         for url in list(_SERVICES):
             _SERVICES.pop(url).stop()
+    if not dry_run:
+        from cim.tracking import pipeline_parent
+
+        publish("cim-train-grpo", f"CIM GRPO ({cfg.train.backend})",
+                numbers_markdown(result["mlflow"].get("metrics", {})), cfg, pipeline_parent(cfg), mlflow_ui, folder)
     return result
 
 

@@ -9,7 +9,7 @@
   package, and the *contents* of every argument naming an existing file or folder. Never the run id, so a
   second run with the same inputs reuses the first run's outputs; ``out_*`` arguments (where a task writes)
   are not part of the key. :func:`cached` reruns a task whose cached result names a path that was deleted.
-- **Artifact.** :func:`publish` writes the table and the MLflow parent run's link as a markdown artifact.
+- **Artifact.** :func:`publish`: a markdown artifact with the run's table and its MLflow parent run's link.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ OUTPUT_PATHS = {
     "verify": ("verify.out_dir",),
     "train": ("train.data_dir", "train.local.out_dir", "train.local.report_dir", "train.verl.checkpoint_dir"),
     "eval": ("eval.out_dir",),
+    "pipeline": ("pipeline.checkpoint_dir", "pipeline.report_dir", "pipeline.captions_dir", "pipeline.out_dir"),
 }
 PATH_KEYS = frozenset(k for keys in OUTPUT_PATHS.values() for k in keys) | {"eval.data_dirs", "eval.images"}
 WORLD_BENCHMARK = "world"     # configs/benchmarks/world.yaml reads the generated world (data_dir: data/world)
@@ -179,46 +180,29 @@ def _missing(result: Any) -> bool:
 
 
 # ----------------------------------------------------------------------------------------------- artifact
-def table_markdown(table: dict, metrics: Sequence[str] | None = None) -> str:
-    """The comparison table (``{"benchmark", "baseline", "rows": [{"captioner", ...}]}``) as markdown."""
-    rows = table.get("rows") or []
-    if metrics is None:
-        metrics = [k for k in (rows[0] if rows else {}) if k != "captioner" and _number(rows[0][k])]
-    head = "| captioner | " + " | ".join(metrics) + " |"
-    lines = [head, "|" + "---|" * (len(metrics) + 1)]
-    for row in rows:
-        cells = [f"{row[m]:.4g}" if _number(row.get(m)) else "" for m in metrics]
-        lines.append(f"| {row.get('captioner', '')} | " + " | ".join(cells) + " |")
+def numbers_markdown(numbers: dict) -> str:
+    """``{name: number}`` as a two-column markdown table (the flows without a comparison table)."""
+    lines = ["| | |", "|---|---|"]
+    lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in numbers.items()]
     return "\n".join(lines)
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def mlflow_link(cfg, run_id: str | None, ui: str) -> str:
     """Where the MLflow UI (``mlflow ui --backend-store-uri <tracking.uri>``, at ``ui``) shows ``run_id``."""
-    if not run_id:
-        return "(no MLflow run)"
     from cim.tracking import client
 
     exp = client(cfg).get_run(run_id).info.experiment_id
     return f"{ui.rstrip('/')}/#/experiments/{exp}/runs/{run_id}"
 
 
-def publish(key: str, title: str, table: dict | None, cfg, parent_run_id: str | None, ui: str,
-            folder: Path, extra: str = "") -> str:
-    """A markdown artifact (Prefect) with the table, the MLflow parent run and the run folder; its id."""
+def publish(key: str, title: str, body: str, cfg, parent_run_id: str | None, ui: str, folder: Path) -> str:
+    """A markdown artifact (Prefect) with ``body`` (the table), the MLflow parent run's link and the run
+    folder; returns its id."""
     from prefect.artifacts import create_markdown_artifact
 
     from cim.tracking import tracking_uri
 
-    parts = [f"# {title}", ""]
-    if table is not None:
-        parts += [f"Benchmark `{table.get('benchmark')}`, deltas against `{table.get('baseline')}`.", "",
-                  table_markdown(table), ""]
-    if extra:
-        parts += [extra, ""]
-    parts += [f"MLflow run: [{parent_run_id}]({mlflow_link(cfg, parent_run_id, ui)}) "
-              f"(store `{tracking_uri(cfg)}`)", "", f"Outputs: `{folder}`"]
-    return str(create_markdown_artifact(markdown="\n".join(parts), key=key, description=title))
+    link = f"[{parent_run_id}]({mlflow_link(cfg, parent_run_id, ui)})" if parent_run_id else "(none)"
+    text = "\n".join([f"# {title}", "", body, "", f"MLflow run: {link} (store `{tracking_uri(cfg)}`)", "",
+                      f"Outputs: `{folder}`"])
+    return str(create_markdown_artifact(markdown=text, key=key, description=title))
