@@ -35,7 +35,7 @@ def record_results(params: str, overrides: list[str], parts: list[dict], log_mlf
     return record(load_config(params, overrides), merge(parts), track=log_mlflow)
 
 
-@flow(name="cim-evaluate", log_prints=True)
+@flow(name="cim-evaluate", log_prints=True, persist_result=True)
 def evaluate(params: str = "params.yaml", overrides: list[str] | None = None, log_mlflow: bool = True,
              protocol: str | None = None, workspace: bool = False, mlflow_ui: str = "http://127.0.0.1:5000") -> dict:
     overrides = ([f"protocol={protocol}"] if protocol else []) + list(overrides or [])

@@ -28,7 +28,7 @@ def verify_reward(params: str, overrides: list[str], index_dir: str) -> dict:
     return {m: summary[m]["spearman_pooled"] for m in METRICS}
 
 
-@flow(name="cim-index-corpus", log_prints=True)
+@flow(name="cim-index-corpus", log_prints=True, persist_result=True)
 def index_corpus(params: str = "params.yaml", overrides: list[str] | None = None,
                  manifest: str | None = None, sources: str | None = None,
                  skip_prepare: bool = False, skip_verify: bool = False, protocol: str | None = None,

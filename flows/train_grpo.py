@@ -78,7 +78,7 @@ def summarise(params: str, overrides: list[str], run_id: str | None) -> dict:
     return {"run_id": run_id, "status": run.info.status, "metrics": dict(run.data.metrics)}
 
 
-@flow(name="cim-train-grpo", log_prints=True)
+@flow(name="cim-train-grpo", log_prints=True, persist_result=True)
 def train_grpo(params: str = "params.yaml", overrides: list[str] | None = None, backend: str | None = None,
                preset: str | None = None, setting: str | None = None, dry_run: bool = False,
                protocol: str | None = None, workspace: bool = False,
