@@ -33,6 +33,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("cim.service.commands", "run the reward service (HTTP, dynamic batching)"),
     "prepare-train": ("cim.train.prepare_command", "write verl's multimodal parquet from a training manifest"),
     "train": ("cim.train.commands", "GRPO with the CIM reward: --backend verl (GPU) or local (CPU)"),
+    "caption": ("cim.pipeline.caption_command", "caption a benchmark with a trained, released or any registered "
+                "captioner (captions.jsonl)"),
+    "compare": ("cim.pipeline.compare_command", "the captioners' table (CAPTURE, F1s, Relations QA, BLEU/METEOR, "
+                "CIM, ground-truth recall) with deltas vs a baseline"),
 }
 
 
