@@ -1,7 +1,8 @@
 """Prefect flow: evaluate captions on the declared benchmarks (the `evaluate` stage as tasks).
 
 One task per benchmark (retried once; a metric that cannot run is recorded in its results, not retried),
-then one MLflow run with the table and deltas. Same keys as `cim evaluate` and `dvc exp run -S`:
+then one MLflow run with the table and deltas. A flow run writes under runs/<flow-run>/ unless
+`--workspace` (the DVC workspace). Same keys as `cim evaluate` and `dvc exp run -S`:
 
     python flows/evaluate.py                                   # params.yaml's eval section
     python flows/evaluate.py eval.benchmarks=[world] eval.baseline=coarse-correct
@@ -11,10 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from prefect import flow, task
 
 from cim.config import load_config
+from cim.flows.common import numbers_markdown, publish, run_dir, run_overrides
 
 
 @task(retries=1, retry_delay_seconds=5)
@@ -32,13 +35,22 @@ def record_results(params: str, overrides: list[str], parts: list[dict], log_mlf
     return record(load_config(params, overrides), merge(parts), track=log_mlflow)
 
 
-@flow(name="cim-evaluate", log_prints=True)
+@flow(name="cim-evaluate", log_prints=True, persist_result=True)
 def evaluate(params: str = "params.yaml", overrides: list[str] | None = None, log_mlflow: bool = True,
-             protocol: str | None = None) -> dict:
+             protocol: str | None = None, workspace: bool = False, mlflow_ui: str = "http://127.0.0.1:5000") -> dict:
     overrides = ([f"protocol={protocol}"] if protocol else []) + list(overrides or [])
-    cfg = load_config(params, overrides)   # fail fast on a bad key
+    folder = run_dir(workspace)
+    overrides += run_overrides(load_config(params, overrides), folder, ["eval"])   # fails fast on a bad key
+    cfg = load_config(params, overrides)
     parts = [evaluate_benchmark(params, overrides, name) for name in cfg.eval.benchmarks]
-    return record_results(params, overrides, parts, log_mlflow)
+    numbers = record_results(params, overrides, parts, log_mlflow)
+    from cim.tracking import pipeline_parent
+
+    tables = [Path(info["table"]).read_text() for part in parts for info in part["benchmarks"].values()
+              if info.get("table") and Path(info["table"]).exists()]
+    publish("cim-evaluate", "CIM evaluation", "\n\n".join(tables) or numbers_markdown(numbers), cfg,
+            pipeline_parent(cfg) if log_mlflow else None, mlflow_ui, folder)
+    return numbers
 
 
 def main() -> None:
@@ -48,6 +60,7 @@ def main() -> None:
     ap.add_argument("--method")
     ap.add_argument("--no-mlflow", action="store_true")
     ap.add_argument("--protocol", help="a named protocol (configs/protocols/NAME.yaml)")
+    ap.add_argument("--workspace", action="store_true", help="write into the DVC workspace, not runs/<run>/")
     ap.add_argument("overrides", nargs="*")
     a = ap.parse_intermixed_args()
     overrides = list(a.overrides)
@@ -55,7 +68,7 @@ def main() -> None:
         overrides += ["eval.captioner.name=file", f"eval.captioner.model={a.captions}"]
     if a.method:
         overrides.append(f"eval.method={a.method}")
-    print(json.dumps(evaluate(a.params, overrides, not a.no_mlflow, a.protocol), indent=1, default=str))
+    print(json.dumps(evaluate(a.params, overrides, not a.no_mlflow, a.protocol, a.workspace), indent=1, default=str))
 
 
 if __name__ == "__main__":

@@ -12,37 +12,20 @@ server (a temporary local API is started), or as the ``cim-train-grpo`` deployme
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-from datetime import timedelta
-from pathlib import Path
 
 from prefect import flow, task
 
-from cim.config import load_config, to_dict
+from cim.flows.common import cached, config, inputs_key, numbers_markdown, publish, run_dir, run_overrides
 
 _SERVICES: dict[str, object] = {}   # url -> ServiceHandle started by this flow run (stopped at its end)
+_cfg = config
 
 
-def _cfg(params: str, overrides: list[str]):
-    return load_config(params, overrides)
-
-
-def _data_cache_key(context, arguments) -> str:
-    """The training manifest's bytes and the train section: a changed manifest or prompt is a miss."""
-    cfg = _cfg(arguments["params"], arguments["overrides"])
-    h = hashlib.sha256(json.dumps(to_dict(cfg.train), sort_keys=True).encode())
-    for path in (cfg.train.manifest, cfg.train.val_manifest):
-        if path and Path(path).exists():
-            h.update(Path(path).read_bytes())
-    out = Path(cfg.train.data_dir)
-    for name in ("train.parquet", "val.parquet"):
-        h.update(str((out / name).exists()).encode())
-    return "train-data-" + h.hexdigest()
-
-
-@task(retries=1, cache_key_fn=_data_cache_key, cache_expiration=timedelta(days=7), persist_result=True)
-def prepare_training_data(params: str, overrides: list[str]) -> dict:
+@task(retries=1, cache_key_fn=inputs_key("train.manifest", "train.val_manifest", "train.val_size",
+                                         "train.prompt", "seed"), cache_expiration=None, persist_result=True)
+def prepare_training_data(params: str, overrides: list[str], manifest: str, val_manifest: str) -> dict:
+    """Keyed by the manifests' contents (arguments) and the settings that shape the parquet files."""
     from cim.train.data import prepare_train
 
     return prepare_train(_cfg(params, overrides))
@@ -70,8 +53,9 @@ def train_verl(params: str, overrides: list[str], dry_run: bool) -> dict:
     return {k: v for k, v in result.items() if k != "plan"}
 
 
-@task
+@task(retries=1)
 def train_local(params: str, overrides: list[str], dry_run: bool) -> dict:
+    """A retry resumes from the last checkpoint, in the same MLflow run."""
     from cim.train.local import run_local
 
     rc = run_local(_cfg(params, overrides), dry_run=dry_run)
@@ -94,10 +78,12 @@ def summarise(params: str, overrides: list[str], run_id: str | None) -> dict:
     return {"run_id": run_id, "status": run.info.status, "metrics": dict(run.data.metrics)}
 
 
-@flow(name="cim-train-grpo", log_prints=True)
+@flow(name="cim-train-grpo", log_prints=True, persist_result=True)
 def train_grpo(params: str = "params.yaml", overrides: list[str] | None = None, backend: str | None = None,
                preset: str | None = None, setting: str | None = None, dry_run: bool = False,
-               protocol: str | None = None) -> dict:
+               protocol: str | None = None, workspace: bool = False,
+               mlflow_ui: str = "http://127.0.0.1:5000") -> dict:
+    """``workspace``: write checkpoints and reports into the DVC workspace (default: runs/<flow-run>/)."""
     overrides = ([f"protocol={protocol}"] if protocol else []) + list(overrides or [])
     if backend:
         overrides.append(f"train.backend={backend}")
@@ -105,11 +91,14 @@ def train_grpo(params: str = "params.yaml", overrides: list[str] | None = None, 
         overrides.append(f"train.verl.preset={preset}")
     if setting:
         overrides.append(f"train.verl.setting={setting}")
-    cfg = _cfg(params, overrides)               # fail fast on a bad key before any work
-    result: dict = {"backend": cfg.train.backend}
+    folder = run_dir(workspace)
+    overrides += run_overrides(_cfg(params, overrides), folder, ["train"])   # fails fast on a bad key
+    cfg = _cfg(params, overrides)
+    result: dict = {"backend": cfg.train.backend, "folder": str(folder)}
     try:
         if not dry_run:
-            result["data"] = prepare_training_data(params, overrides)
+            result["data"] = cached(prepare_training_data, params, overrides, cfg.train.manifest,
+                                    cfg.train.val_manifest)
         if cfg.train.backend == "verl":
             if not cfg.train.service.in_process and not dry_run:
                 result["service"] = reward_service(params, overrides)
@@ -120,6 +109,11 @@ def train_grpo(params: str = "params.yaml", overrides: list[str] | None = None, 
     finally:
         for url in list(_SERVICES):
             _SERVICES.pop(url).stop()
+    if not dry_run:
+        from cim.tracking import pipeline_parent
+
+        publish("cim-train-grpo", f"CIM GRPO ({cfg.train.backend})",
+                numbers_markdown(result["mlflow"].get("metrics", {})), cfg, pipeline_parent(cfg), mlflow_ui, folder)
     return result
 
 
@@ -132,8 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--setting", choices=("base", "sft"), default=None)
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--protocol", default=None, help="a named protocol (configs/protocols/NAME.yaml)")
+    p.add_argument("--workspace", action="store_true", help="write into the DVC workspace, not runs/<run>/")
     a = p.parse_intermixed_args(argv)
-    out = train_grpo(a.params, a.overrides, a.backend, a.preset, a.setting, a.dry_run, a.protocol)
+    out = train_grpo(a.params, a.overrides, a.backend, a.preset, a.setting, a.dry_run, a.protocol, a.workspace)
     print(json.dumps(out, indent=2, default=str))
     return 0
 

@@ -32,11 +32,14 @@ def test_index_flow_end_to_end(prefect_home, tmp_path):
                                "PYTHONPATH": str(ROOT / "src")})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Finished in state Completed" in proc.stdout + proc.stderr
-    index_meta = json.loads((tmp_path / "data/index/meta.json").read_text())
+    # a flow run writes under runs/<flow-run>/, never into the DVC workspace
+    assert not (tmp_path / "data").exists() and not (tmp_path / "reports").exists()
+    (run,) = (tmp_path / "runs").iterdir()
+    index_meta = json.loads((run / "data/index/meta.json").read_text())
     assert index_meta["rows"] == 120
-    metrics = json.loads((tmp_path / "reports/verify/metrics.json").read_text())
+    metrics = json.loads((run / "reports/verify/metrics.json").read_text())
     assert metrics["n_captions"] == 40 and metrics["n_failed"] == 0
-    assert (tmp_path / "reports/verify/scores_by_level.png").stat().st_size > 1000
+    assert (run / "reports/verify/scores_by_level.png").stat().st_size > 1000
 
     import mlflow
 

@@ -9,8 +9,9 @@
 - One parent run per pipeline execution, a child run per stage and variant (:func:`pipeline_parent`): the
   execution is named by ``CIM_PARENT_RUN_ID`` (an existing run, e.g. the one a Prefect flow opened), else
   ``CIM_PIPELINE_ID`` (``make run`` sets it), else ``DVC_EXP_NAME`` (``dvc exp run``), else the Prefect flow
-  run id; a stage run outside any of them is a top-level run. The parent is created by the first stage that
-  needs it and its end time follows its last child, so its duration covers the whole execution.
+  run id (``prefect.runtime.flow_run.id``); a stage run outside any of them is a top-level run. The parent
+  is created by the first stage that needs it and its end time follows its last child, so its duration
+  covers the whole execution.
 - The experiment is tagged as a model-training experiment (``mlflow.experimentKind``), so the UI opens its
   runs view rather than the GenAI view.
 """
@@ -21,6 +22,7 @@ import hashlib
 import logging
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -91,14 +93,25 @@ EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_de
 PIPELINE_TAG = "cim.pipeline_id"
 
 
+def _prefect_flow_run_id() -> str | None:
+    """The Prefect flow run this code runs in: its context (a flow started from Python has no
+    ``PREFECT__FLOW_RUN_ID``; a worker sets it), read only when Prefect is already imported."""
+    if "prefect" in sys.modules:
+        from prefect.runtime import flow_run
+
+        return flow_run.id or None
+    return os.environ.get("PREFECT__FLOW_RUN_ID") or None
+
+
 def pipeline_id() -> tuple[str | None, dict[str, str]]:
     """``(key, tags)`` naming the pipeline execution this process belongs to (see the module doc)."""
-    tags = {k: os.environ[e] for k, e in (("dvc.exp_name", "DVC_EXP_NAME"), ("dvc.baseline_rev",
+    env = {**os.environ, "PREFECT__FLOW_RUN_ID": _prefect_flow_run_id() or ""}
+    tags = {k: env[e] for k, e in (("dvc.exp_name", "DVC_EXP_NAME"), ("dvc.baseline_rev",
             "DVC_EXP_BASELINE_REV"), ("dvc.stage", "DVC_STAGE"), ("prefect.flow_run_id", "PREFECT__FLOW_RUN_ID"))
-            if os.environ.get(e)}
-    for env, prefix in (("CIM_PIPELINE_ID", ""), ("DVC_EXP_NAME", "dvc-exp-"), ("PREFECT__FLOW_RUN_ID", "prefect-")):
-        if os.environ.get(env):
-            return prefix + os.environ[env], tags
+            if env.get(e)}
+    for var, prefix in (("CIM_PIPELINE_ID", ""), ("DVC_EXP_NAME", "dvc-exp-"), ("PREFECT__FLOW_RUN_ID", "prefect-")):
+        if env.get(var):
+            return prefix + env[var], tags
     return None, tags
 
 
