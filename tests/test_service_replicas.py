@@ -1,4 +1,4 @@
-"""Replicas of the reward service behind one URL list (docs/reward.md, "Replicas"): requests spread over
+"""Replicas of the reward service behind one URL list (docs/training.md, "Replicas"): requests spread over
 them, answers equal one replica's, a dead replica is skipped, readiness waits for every replica."""
 import asyncio
 import socket

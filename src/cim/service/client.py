@@ -12,7 +12,7 @@ case of one ``score`` call is therefore ``deadline_s`` (default 120 s), not ``ti
 Replicas: ``url`` may list several services (``"http://a:3545,http://b:3545"``, replicas of `cim serve` over
 the same index). Requests go round-robin over the replicas that are up; a replica that fails (connection
 error, 5xx) is skipped for ``cooldown_s`` and the attempt is retried on the next; a long list is split so
-every replica gets a part. ``wait_ready`` waits for every replica (docs/reward.md, "Replicas").
+every replica gets a part. ``wait_ready`` waits for every replica (docs/training.md, "Replicas").
 """
 from __future__ import annotations
 
