@@ -2,6 +2,7 @@
 
     python perf/index_throughput.py [--quick] [--rows 10000 100000] [--queries 1000] [--k 5]
     python perf/index_throughput.py --engines --params P [key=value ...]   # local vs ray build of index.manifest
+    python perf/index_throughput.py --text-backends [--texts 512]           # MiniLM: torch vs onnx, same run
 
 - text: MiniLM (embedded) texts/s on caption-length strings;
 - image: EfficientNet-Lite0 (embedded) images/s at 160 and 224 px, from in-memory PIL images;
@@ -145,6 +146,26 @@ def _recall(got: np.ndarray, truth: np.ndarray, k: int) -> float:
     return round(hits / (len(truth) * k), 4)
 
 
+def bench_text_backends(n_texts: int, repeats: int = 3) -> dict:
+    """The embedded MiniLM with encoders.text.backend=torch and =onnx, timed alternately in one run."""
+    from cim.config import load_config
+    from cim.encoders import build_text_encoder
+
+    rng = np.random.default_rng(0)
+    texts = _captions(n_texts, rng)
+    enc = {b: build_text_encoder(load_config(None, [f"encoders.text.backend={b}", "encoders.text.device=cpu"])
+                                 .encoders.text) for b in ("torch", "onnx")}
+    rates: dict = {b: [] for b in enc}
+    for _ in range(repeats):
+        for b, e in enc.items():
+            rates[b].append(_rate(e.encode, texts))
+    diff = float(np.abs(enc["torch"].encode(texts) - enc["onnx"].encode(texts)).max())
+    best = {b: round(max(r), 1) for b, r in rates.items()}
+    return {"texts": n_texts, "repeats": repeats, "threads": __import__("torch").get_num_threads(),
+            "captions_per_s_best": best, "captions_per_s_all": {b: [round(x, 1) for x in r] for b, r in rates.items()},
+            "onnx_over_torch": round(best["onnx"] / best["torch"], 2), "embedding_max_abs_diff": diff}
+
+
 def bench_engines(params: str | None, overrides: list[str], ray_cpus: int) -> dict:
     import shutil
     import tempfile
@@ -222,7 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--params", default=None, help="--engines: params file")
     p.add_argument("--ray-cpus", type=int, default=os.cpu_count() or 2, help="--engines: local Ray cluster CPUs")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="--engines: config overrides")
+    p.add_argument("--text-backends", action="store_true", help="MiniLM torch vs onnx backend (see above)")
     args = p.parse_intermixed_args(argv)
+    if args.text_backends:
+        report = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                              "platform": platform.platform(), "load_average_before": list(os.getloadavg())},
+                  "text_backends": bench_text_backends(args.texts)}
+        report["machine"]["load_average_after"] = list(os.getloadavg())
+        print(json.dumps(report, indent=1))
+        return 0
     if args.engines:
         report = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                               "platform": platform.platform(), "load_average_before": list(os.getloadavg())},

@@ -48,6 +48,7 @@ class TextEncoderConfig:
     batch_size: int = 128
     max_seq_length: Optional[int] = None
     device: str = "auto"                  # auto | cpu | cuda | cuda:N
+    backend: str = "torch"                # torch | onnx (ONNX Runtime on the CPU; docs/index.md)
 
 
 @dataclass
@@ -301,6 +302,7 @@ _CHOICES: dict[str, tuple[str, ...] | str] = {
     "index.kind": ("exact", "ivf", "hnsw"),
     "index.search_backend": ("torch", "faiss"),
     "index.engine": ("local", "ray"),
+    "encoders.text.backend": ("torch", "onnx"),
     "eval.captioner.engine": ("hf", "vllm"),
     "reward.mode": "cim.plugins:REWARD_MODES",
     "reward.on_failure": ("raise", "neutral"),
