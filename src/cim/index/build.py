@@ -104,10 +104,35 @@ def _valid_marker(shard_dir: Path, i: int, start: int, end: int, inputs: str) ->
     return marker
 
 
+def bad_image_error(exc, chunk: Sequence[dict]):
+    """What ``index.on_bad_image=error`` raises for ``exc`` (an ImageReadError) met in ``chunk``: the row
+    id named, and the setting that skips such rows."""
+    from cim.encoders import ImageReadError
+
+    bad = next((r for r in chunk if r["image"] == exc.path), None)
+    where = f" (id {bad['id']!r})" if bad else ""
+    return ImageReadError(exc.path, f"{exc.reason}{where}; set index.on_bad_image=skip to leave such rows out of "
+                                    "the index")
+
+
+def readable_rows(chunk: Sequence[dict]) -> tuple[list[dict], list[dict]]:
+    """``(rows whose image decodes, skipped records {id, image, error})`` of ``chunk`` (index.on_bad_image=skip)."""
+    from cim.encoders import ImageReadError, load_image
+
+    good, skipped = [], []
+    for r in chunk:
+        try:
+            load_image(r["image"])
+            good.append(r)
+        except ImageReadError as exc:
+            skipped.append({"id": r["id"], "image": r["image"], "error": exc.reason})
+    return good, skipped
+
+
 def _encode_images(image_encoder, rows: Sequence[dict], policy: str, batch: int,
                    tick: Callable[[int], None]) -> tuple[np.ndarray, list[dict]]:
     """Raw image embeddings of ``rows`` in fixed chunks; unreadable images raise or are skipped by policy."""
-    from cim.encoders import ImageReadError, load_image
+    from cim.encoders import ImageReadError
 
     out, skipped = [], []
     for c0 in range(0, len(rows), batch):
@@ -116,18 +141,11 @@ def _encode_images(image_encoder, rows: Sequence[dict], policy: str, batch: int,
             out.append(image_encoder.encode([r["image"] for r in chunk]))
         except ImageReadError as exc:
             if policy == "error":
-                bad = next((r for r in chunk if r["image"] == exc.path), None)
-                where = f" (id {bad['id']!r})" if bad else ""
-                raise ImageReadError(exc.path, f"{exc.reason}{where}; set index.on_bad_image=skip to leave such "
-                                               "rows out of the index") from None
-            good = []
-            for r in chunk:
-                try:
-                    load_image(r["image"])
-                    good.append(r)
-                except ImageReadError as bad_exc:
-                    skipped.append({"id": r["id"], "image": r["image"], "error": bad_exc.reason})
-                    log.warning("skipping %s: %s", r["id"], bad_exc)
+                raise bad_image_error(exc, chunk) from None
+            good, bad = readable_rows(chunk)
+            for b in bad:
+                log.warning("skipping %s: %s", b["id"], b["error"])
+            skipped.extend(bad)
             emb = image_encoder.encode([r["image"] for r in good]) if good else \
                 np.zeros((0, image_encoder.dim), np.float32)
             out.append(emb)
@@ -157,7 +175,9 @@ def build_index(cfg, manifest: str | Path, out_dir: str | Path, sources: str | P
     unchanged are reused. Returns ``out_dir``.
 
     ``sources`` (jsonl id/image[/split]) adds source-image embeddings keyed by id. ``encoders`` — an optional
-    ``(text_encoder, image_encoder)`` pair already built (else they are built from ``cfg.encoders``).
+    ``(text_encoder, image_encoder)`` pair already built (else they are built from ``cfg.encoders``); with
+    ``index.engine=ray`` the encoders live in Ray actors built from ``cfg.encoders`` and this is unused
+    (cim.index.ray_engine: the same shard files, so either engine resumes the other's build).
     ``on_shard(i, n_shards)`` is called after each shard is on disk (a hook for progress reporting and for
     tests that interrupt a build). ``stats``, when given, is filled with how this build went
     (``{"shards": n, "reused": shards reused}``); meta.json does not record it, so a resumed build writes

@@ -34,8 +34,9 @@ def _ray():
 def decode_shard(item: dict, spec: dict, batch: int, policy: str) -> dict:
     """A Ray task: one shard's images decoded and preprocessed in chunks of ``batch``; unreadable ones are
     recorded (policy skip) or reported back as the error the local engine would raise (policy error)."""
-    from cim.encoders import ImageReadError, load_image
+    from cim.encoders import ImageReadError
     from cim.encoders.image import preprocess_from_spec, preprocess_images
+    from cim.index.build import bad_image_error, readable_rows
 
     rows = json.loads(item["rows"])
     prep = preprocess_from_spec(spec)
@@ -47,16 +48,11 @@ def decode_shard(item: dict, spec: dict, batch: int, policy: str) -> dict:
             continue
         except ImageReadError as exc:
             if policy == "error":
-                bad = next((r for r in chunk if r["image"] == exc.path), None)
-                error = (exc.path, exc.reason + (f" (id {bad['id']!r})" if bad else ""))
+                err = bad_image_error(exc, chunk)
+                error = (err.path, err.reason)
                 break
-        good = []
-        for r in chunk:
-            try:
-                load_image(r["image"])
-                good.append(r)
-            except ImageReadError as bad_exc:
-                skipped.append({"id": r["id"], "image": r["image"], "error": bad_exc.reason})
+        good, bad = readable_rows(chunk)
+        skipped.extend(bad)
         if good:
             chunks.append(preprocess_images(prep, [r["image"] for r in good]))
     bad_ids = {s["id"] for s in skipped}
@@ -201,9 +197,7 @@ class RayRun:
         for row in ds.iter_rows():
             result = pickle.loads(row["result"])
             if result["error"] is not None:
-                path, reason = result["error"]
-                raise ImageReadError(path, f"{reason}; set index.on_bad_image=skip to leave such rows out of "
-                                           "the index")
+                raise ImageReadError(*result["error"])     # as the local engine words it
             write(by_shard[int(row["shard"])], result["text"], result["image"], result["skipped"])
 
     def _pixel_bytes(self, rows: int) -> int:
