@@ -1,9 +1,15 @@
 """Embedding throughput and FAISS build/search cost for the corpus index. Prints one JSON object.
 
     python perf/index_throughput.py [--quick] [--rows 10000 100000] [--queries 1000] [--k 5]
+    python perf/index_throughput.py --engines --params P [key=value ...]   # local vs ray build of index.manifest
+    python perf/index_throughput.py --text-backends [--texts 512]           # MiniLM: torch vs onnx, same run
 
 - text: MiniLM (embedded) texts/s on caption-length strings;
 - image: EfficientNet-Lite0 (embedded) images/s at 160 and 224 px, from in-memory PIL images;
+- engines (``--engines``): the corpus of ``index.manifest`` built from scratch by the local engine and by the
+  Ray engine (a local cluster of ``--ray-cpus`` CPUs: decoding in CPU tasks overlapped with embedding in
+  the actor pool), rows/s, against the encoders alone on pixels decoded beforehand (the limit: the image
+  encoder's ``embed_pixels`` plus the text encoder, same chunks) and against decoding alone;
 - index: for each row count (random unit vectors, dim 384; and a clustered set, see make_data), build time,
   search time and recall@k against exact search for exact / ivf / hnsw. Exact is timed twice: CIM's deterministic search
   (cim.index.exact_topk: float32 candidates, float64 rescoring, lower row on ties) and plain
@@ -21,6 +27,7 @@ import os
 import platform
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -139,6 +146,88 @@ def _recall(got: np.ndarray, truth: np.ndarray, k: int) -> float:
     return round(hits / (len(truth) * k), 4)
 
 
+def bench_text_backends(n_texts: int, repeats: int = 3) -> dict:
+    """The embedded MiniLM with encoders.text.backend=torch and =onnx, timed alternately in one run."""
+    from cim.config import load_config
+    from cim.encoders import build_text_encoder
+
+    rng = np.random.default_rng(0)
+    texts = _captions(n_texts, rng)
+    enc = {b: build_text_encoder(load_config(None, [f"encoders.text.backend={b}", "encoders.text.device=cpu"])
+                                 .encoders.text) for b in ("torch", "onnx")}
+    rates: dict = {b: [] for b in enc}
+    for _ in range(repeats):
+        for b, e in enc.items():
+            rates[b].append(_rate(e.encode, texts))
+    diff = float(np.abs(enc["torch"].encode(texts) - enc["onnx"].encode(texts)).max())
+    best = {b: round(max(r), 1) for b, r in rates.items()}
+    return {"texts": n_texts, "repeats": repeats, "threads": __import__("torch").get_num_threads(),
+            "captions_per_s_best": best, "captions_per_s_all": {b: [round(x, 1) for x in r] for b, r in rates.items()},
+            "onnx_over_torch": round(best["onnx"] / best["torch"], 2), "embedding_max_abs_diff": diff}
+
+
+def bench_engines(params: str | None, overrides: list[str], ray_cpus: int) -> dict:
+    import shutil
+    import tempfile
+
+    from cim.config import load_config
+    from cim.data.manifest import read_manifest
+    from cim.determinism import deterministic
+    from cim.encoders import build_image_encoder, build_text_encoder
+    from cim.encoders.image import preprocess_images
+    from cim.index import build_index
+
+    cfg = load_config(params, overrides)
+    rows = read_manifest(cfg.index.manifest)
+    text, image = build_text_encoder(cfg.encoders.text), build_image_encoder(cfg.encoders.image)
+    out: dict = {"rows": len(rows), "shard_size": int(cfg.index.shard_size), "image_batch": image.batch_size,
+                 "torch_threads": __import__("torch").get_num_threads()}
+    paths, texts, b = [r["image"] for r in rows], [r["text"] for r in rows], image.batch_size
+    with deterministic(int(cfg.seed)):
+        t0 = time.perf_counter()
+        pixels = [preprocess_images(image._preprocess, paths[i:i + b]) for i in range(0, len(paths), b)]
+        decode_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for px in pixels:
+            image.embed_pixels(px)
+        image_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        for i in range(0, len(texts), cfg.index.shard_size):
+            text.encode(texts[i:i + cfg.index.shard_size])
+        text_s = time.perf_counter() - t0
+    del pixels
+    out["decode_only_images_per_s"] = round(len(rows) / decode_s, 1)
+    out["image_encoder_only_images_per_s"] = round(len(rows) / image_s, 1)
+    out["encoders_only_rows_per_s"] = round(len(rows) / (image_s + text_s), 1)
+    tmp = Path(tempfile.mkdtemp(prefix="cim-engines-"))
+    try:
+        for engine in ("local", "ray"):
+            ecfg = load_config(params, overrides + [f"index.engine={engine}"])
+            if engine == "ray":
+                import ray
+
+                ray.init(num_cpus=ray_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            t0 = time.perf_counter()
+            with deterministic(int(cfg.seed)):
+                build_index(ecfg, cfg.index.manifest, tmp / engine, None, progress=False,
+                            encoders=(text, image) if engine == "local" else None)
+            seconds = time.perf_counter() - t0
+            if engine == "ray":
+                ray.shutdown()
+            out[f"{engine}_build_s"] = round(seconds, 1)
+            out[f"{engine}_rows_per_s"] = round(len(rows) / seconds, 1)
+            out[f"{engine}_share_of_encoders_only"] = round(len(rows) / seconds / out["encoders_only_rows_per_s"], 3)
+        same = all((tmp / "local" / "shards" / f.name).read_bytes() == f.read_bytes()
+                   for f in sorted((tmp / "ray" / "shards").glob("*.npy")))
+        out["ray_shards_identical_to_local"] = same
+        out["ray_cpus"] = ray_cpus
+        out["note"] = ("the Ray build includes starting the cluster and its actors (model loads); on a few shared "
+                       "cores decoding and embedding compete for the same CPUs")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rows", type=int, nargs="+", default=[10_000, 100_000])
@@ -150,7 +239,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", nargs="+", default=["random", "clustered"], choices=["random", "clustered"])
     p.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
     p.add_argument("--skip-encoders", action="store_true")
-    args = p.parse_args(argv)
+    p.add_argument("--engines", action="store_true", help="local vs ray build of index.manifest (see above)")
+    p.add_argument("--params", default=None, help="--engines: params file")
+    p.add_argument("--ray-cpus", type=int, default=os.cpu_count() or 2, help="--engines: local Ray cluster CPUs")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="--engines: config overrides")
+    p.add_argument("--text-backends", action="store_true", help="MiniLM torch vs onnx backend (see above)")
+    args = p.parse_intermixed_args(argv)
+    if args.text_backends:
+        report = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                              "platform": platform.platform(), "load_average_before": list(os.getloadavg())},
+                  "text_backends": bench_text_backends(args.texts)}
+        report["machine"]["load_average_after"] = list(os.getloadavg())
+        print(json.dumps(report, indent=1))
+        return 0
+    if args.engines:
+        report = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                              "platform": platform.platform(), "load_average_before": list(os.getloadavg())},
+                  "engines": bench_engines(args.params, args.overrides, args.ray_cpus)}
+        report["machine"]["load_average_after"] = list(os.getloadavg())
+        print(json.dumps(report, indent=1))
+        return 0
     if args.quick:
         args.rows, args.queries, args.texts, args.images = [2000], 100, 64, 16
 

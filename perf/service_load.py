@@ -1,6 +1,11 @@
 """Load test of the reward service on loopback: N concurrent clients x M requests each; prints JSON.
 
     python perf/service_load.py [--params params.yaml] [--clients 16] [--requests 1000] [key=value ...]
+    python perf/service_load.py --replicas 1 2 [...]    # 1 vs 2 replicas of `cim serve`, one URL list
+
+With ``--replicas``, that many services are started once and the same load runs against the first n of them
+for each n (the clients spread over the URL list, cim.service.client); every answer is compared with the same
+request's answer in the first run (``answers_identical_to_first``), and lost/mismatched must be 0 for each.
 
 Starts ``python -m cim.service`` in a child process (or targets ``--url``), takes a reference answer for
 every distinct (caption, image_id) pair, then runs the clients: each request carries ids, and every answer is
@@ -97,6 +102,7 @@ async def _client(url, token, cid, n_requests, per_request, pairs, reference, to
                 continue
             out["latencies"].append(time.perf_counter() - t0)
             for item, ans in zip(items, answers):
+                out["answers"][item["id"]] = ans.get("score")
                 if ans.get("id") != item["id"]:
                     out["lost"] += 1
                     continue
@@ -118,8 +124,8 @@ async def _client(url, token, cid, n_requests, per_request, pairs, reference, to
 
 
 async def _load(url, token, clients, n_requests, per_request, pairs, reference, tol):
-    out = {"lost": 0, "mismatched": 0, "mismatched_variant": 0, "looks_misrouted": 0, "ok": 0, "latencies": [], "errors": [],
-           "examples": []}
+    out = {"lost": 0, "mismatched": 0, "mismatched_variant": 0, "looks_misrouted": 0, "ok": 0, "latencies": [],
+           "errors": [], "examples": [], "answers": {}}
     t0 = time.perf_counter()
     await asyncio.gather(*(_client(url, token, c, n_requests, per_request, pairs, reference, tol, out)
                            for c in range(clients)))
@@ -137,7 +143,11 @@ def main(argv=None) -> int:
     p.add_argument("--per-request", type=int, default=1, help="captions per request")
     p.add_argument("--pairs", type=int, default=600, help="distinct (caption, image_id) pairs cycled through")
     p.add_argument("--tol", type=float, default=1e-4, help="score difference counted as a mismatch")
+    p.add_argument("--replicas", type=int, nargs="+", default=None,
+                   help="compare these replica counts (services started once, the first n used)")
     args = p.parse_intermixed_args(argv)
+    if args.replicas:
+        return _compare_replicas(args)
 
     from cim.config import load_config
     from cim.service import process
@@ -167,11 +177,70 @@ def main(argv=None) -> int:
     finally:
         if handle is not None:
             handle.stop()
+    report = _report(args, res, pairs, reference, health_before, health)
+    report["startup_s"] = round(startup_s, 1) if startup_s is not None else None
+    print(json.dumps(report, indent=2))
+    return 0 if res["lost"] == 0 and res["mismatched"] == 0 else 1
+
+
+def _compare_replicas(args) -> int:
+    """The same load against 1..n replicas of `cim serve` (one URL list); answers compared across counts."""
+    from cim.config import load_config
+    from cim.service import process
+    from cim.service.client import RewardClient, read_token
+
+    cfg = load_config(args.params, args.overrides)
+    token = read_token(cfg.train.service.token_env)
+    handles = []
+    runs, first = [], None
+    try:
+        t0 = time.perf_counter()
+        for _ in range(max(args.replicas)):
+            handles.append(process.start(args.params, args.overrides, "127.0.0.1", _free_port(),
+                                         token_env=cfg.train.service.token_env, startup_timeout_s=600))
+        startup_s = time.perf_counter() - t0
+        pairs = _pairs(cfg, args.pairs)
+        with RewardClient(handles[0].url, token=token, timeout_s=600) as client:
+            reference = _references(client, pairs)
+        for n in args.replicas:
+            urls = ",".join(h.url for h in handles[:n])
+            with RewardClient(urls, token=token, timeout_s=600) as client:
+                before = client.wait_ready(60)["replicas"]
+                res = asyncio.run(_load(urls, token, args.clients, args.requests, args.per_request, pairs, reference,
+                                        args.tol))
+                after = client.wait_ready(60)["replicas"]
+            report = _report(args, res, pairs, reference, before[0], after[0])
+            report["replicas"] = n
+            report["items_per_replica"] = [a["batching"]["items"] - b["batching"]["items"]
+                                           for a, b in zip(after, before)]
+            if first is None:
+                first = res["answers"]
+            same = [res["answers"].get(k) == v for k, v in first.items()]
+            diffs = [abs(res["answers"][k] - v) for k, v in first.items()
+                     if v is not None and res["answers"].get(k) is not None]
+            report["answers_identical_to_first"] = f"{sum(same)}/{len(same)}"
+            report["answers_max_abs_diff_to_first"] = max(diffs) if diffs else None
+            for key in ("service", "machine", "errors", "mismatch_examples"):
+                report.pop(key, None) if n != args.replicas[0] else None
+            runs.append(report)
+    finally:
+        for h in handles:
+            h.stop()
+    base = runs[0]["captions_per_s"]
+    out = {"benchmark": "service_load --replicas", "startup_s_all_replicas": round(startup_s, 1),
+           "runs": runs, "speedup_vs_first": [round(r["captions_per_s"] / base, 2) for r in runs],
+           "lost_total": sum(r["lost"] for r in runs), "mismatched_total": sum(r["mismatched"] for r in runs),
+           "note": "replicas share this machine's CPUs (loopback): the gain measures spreading, not added hardware"}
+    print(json.dumps(out, indent=2))
+    return 0 if out["lost_total"] == 0 and out["mismatched_total"] == 0 else 1
+
+
+def _report(args, res, pairs, reference, health_before, health) -> dict:
     lat = sorted(res["latencies"])
     q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) >= 2 else lat * 99
     total = args.clients * args.requests * args.per_request
     b0, b1 = health_before["batching"], health["batching"]
-    report = {
+    return {
         "benchmark": "service_load",
         "clients": args.clients, "requests_per_client": args.requests, "captions_per_request": args.per_request,
         "captions_sent": total, "answered_ok": res["ok"], "lost": res["lost"], "mismatched": res["mismatched"],
@@ -187,11 +256,9 @@ def main(argv=None) -> int:
         "largest_server_batch": b1["largest_batch"],
         "service": {k: health.get(k) for k in ("text_encoder", "image_encoder", "corpus_size", "index_checksum")},
         "batching": {"max_batch": b1["max_batch"], "window_ms": b1["window_ms"]},
-        "startup_s": round(startup_s, 1) if startup_s is not None else None,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
+                    "load_average": list(os.getloadavg())},
     }
-    print(json.dumps(report, indent=2))
-    return 0 if res["lost"] == 0 and res["mismatched"] == 0 else 1
 
 
 if __name__ == "__main__":

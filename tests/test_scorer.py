@@ -325,3 +325,34 @@ def test_cim_score_one_row_per_input_line(tiny_index_dir, tiny_world, tmp_path, 
     assert sum(r["error"] is None for r in rows) == 13
     assert all(list(r)[-len(RESULT_KEYS):] == list(RESULT_KEYS) for r in rows)
     assert json.loads(capsys.readouterr().err.strip().splitlines()[-1])["errors"] == 3
+
+
+def test_repeated_captions_are_encoded_once(tiny_scorer, tiny_world):
+    """GRPO scores n samples per prompt, often the same caption: each distinct caption is encoded once, and
+    the results are the ones the distinct items get."""
+    distinct = _bench_items(tiny_world, 6)
+    repeated = [distinct[i] for i in (0, 1, 0, 2, 3, 1, 0, 4, 5, 5, 2, 3)]
+    repeated.append(dict(distinct[0], image_id=distinct[1]["image_id"]))
+
+    class CountingText:
+        def __init__(self, inner):
+            self.inner, self.texts = inner, 0
+
+        def encode(self, texts):
+            self.texts += len(texts)
+            return self.inner.encode(texts)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    text = CountingText(tiny_scorer.text_encoder)
+    scorer = Scorer(tiny_scorer.index, text, top_k=tiny_scorer.top_k, decay=tiny_scorer.decay,
+                    beta=tiny_scorer.beta, mode=tiny_scorer.mode, exclude_source=tiny_scorer.exclude_source)
+    want = {(it["caption"], it["image_id"]): r for it, r in zip(distinct, scorer.score(distinct))}
+    assert text.texts == 6
+    got = scorer.score(repeated)
+    assert text.texts == 6 + 6                       # 13 items, 6 distinct captions
+    for item, r in zip(repeated[:-1], got):
+        assert r == want[(item["caption"], item["image_id"])]
+    other_source = got[-1]                           # same caption, another image: its own QIR
+    assert other_source["retrieved"] == want[(distinct[0]["caption"], distinct[0]["image_id"])]["retrieved"]

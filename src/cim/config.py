@@ -48,6 +48,7 @@ class TextEncoderConfig:
     batch_size: int = 128
     max_seq_length: Optional[int] = None
     device: str = "auto"                  # auto | cpu | cuda | cuda:N
+    backend: str = "torch"                # torch | onnx (ONNX Runtime on the CPU; docs/index.md)
 
 
 @dataclass
@@ -86,6 +87,10 @@ class IndexConfig:
     center_images: bool = False  # subtract the corpus mean image embedding before normalising
     device: str = "auto"         # where search runs: auto | cpu | cuda
     search_backend: str = "torch"  # torch (exact, deterministic) | faiss (faiss-gpu on CUDA; docs/index.md)
+    engine: str = "local"        # local (one process) | ray (Ray Data: CPU decode tasks, an embedding actor pool)
+    ray_address: str = ""        # ray: an existing cluster (auto, ray://host:10001); "" starts a local one
+    ray_actors: int = 0          # ray: embedding actors; 0 = one per GPU of the cluster (1 without GPUs)
+    ray_gpus: float = -1.0       # ray: GPUs per embedding actor; -1 = 1 when the cluster has GPUs, else 0
 
 
 @dataclass
@@ -313,6 +318,8 @@ _CHOICES: dict[str, tuple[str, ...] | str] = {
     "encoders.image.name": "cim.plugins:IMAGE_ENCODERS",
     "index.kind": ("exact", "ivf", "hnsw"),
     "index.search_backend": ("torch", "faiss"),
+    "index.engine": ("local", "ray"),
+    "encoders.text.backend": ("torch", "onnx"),
     "eval.captioner.engine": ("hf", "vllm"),
     "reward.mode": "cim.plugins:REWARD_MODES",
     "reward.on_failure": ("raise", "neutral"),

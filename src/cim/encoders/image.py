@@ -52,10 +52,30 @@ def imagenet_preprocess(size: int, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> Call
     return prep
 
 
+def preprocess_from_spec(spec: dict) -> Callable:
+    """The PIL -> tensor transform a ``preprocess_spec`` names: ``{"kind": "imagenet", "size": s}`` or
+    ``{"kind": "open_clip", **PreprocessCfg fields}`` (open_clip's eval transform). Cheap: no model is built,
+    so decoding tasks (cim.index.ray_engine) preprocess exactly as the encoder would."""
+    spec = dict(spec)
+    kind = spec.pop("kind")
+    if kind == "imagenet":
+        return imagenet_preprocess(int(spec["size"]))
+    if kind == "open_clip":
+        from open_clip.transform import PreprocessCfg, image_transform_v2
+
+        return image_transform_v2(PreprocessCfg(**spec), is_train=False)
+    raise ValueError(f"unknown preprocess kind {kind!r}")
+
+
+def preprocess_images(preprocess: Callable, images: Sequence[ImageInput]) -> np.ndarray:
+    """Decode (a few threads) and preprocess ``images`` into one (n, 3, H, W) float32 array."""
+    return np.stack([t.numpy() for t in map_images(preprocess, images)]).astype(np.float32, copy=False)
+
+
 class TorchImageEncoder(ImageEncoder):
     """A torch module + a PIL -> tensor transform; batched, half precision on CUDA, L2-normalised output."""
 
-    def __init__(self, name: str, module, forward: Callable, preprocess: Callable, *, dim: int, device: str,
+    def __init__(self, name: str, module, forward: Callable, preprocess_spec: dict, *, dim: int, device: str,
                  batch_size: int, info: dict):
         import torch
 
@@ -65,26 +85,29 @@ class TorchImageEncoder(ImageEncoder):
         self.dtype = torch.float16 if device.startswith("cuda") else torch.float32
         self._module = module.to(device=device, dtype=self.dtype).eval()
         self._forward = forward
-        self._preprocess = preprocess
+        self.preprocess_spec = dict(preprocess_spec)   # rebuilt anywhere by preprocess_from_spec (Ray tasks)
+        self._preprocess = preprocess_from_spec(self.preprocess_spec)
         self.dim = int(dim)
         self._info = dict(info)
 
     def encode(self, images: Sequence[ImageInput]) -> np.ndarray:
-        import torch
-
         if isinstance(images, (str, os.PathLike)):
             raise TypeError("encode() takes a sequence of images, not one path")
         images = list(images)
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
-        out = []
-        for start in range(0, len(images), self.batch_size):
-            tensors = map_images(self._preprocess, images[start:start + self.batch_size])
-            x = torch.stack(tensors).to(device=self.device, dtype=self.dtype)
-            with torch.inference_mode():
-                y = self._forward(self._module, x)
-            out.append(y.float().cpu().numpy())
-        return l2_normalize(np.concatenate(out, axis=0))
+        out = [self.embed_pixels(preprocess_images(self._preprocess, images[start:start + self.batch_size]))
+               for start in range(0, len(images), self.batch_size)]
+        return np.concatenate(out, axis=0)
+
+    def embed_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """One batch of preprocessed pixels (n, 3, H, W) float32 -> (n, dim) L2-normalised embeddings."""
+        import torch
+
+        x = torch.from_numpy(np.ascontiguousarray(pixels, dtype=np.float32)).to(device=self.device, dtype=self.dtype)
+        with torch.inference_mode():
+            y = self._forward(self._module, x)
+        return l2_normalize(y.float().cpu().numpy())
 
     def describe(self) -> dict:
         """What an index built with this encoder records (and a load checks), dtype included (fp16 on CUDA,
@@ -138,7 +161,7 @@ def build_efficientnet_lite(cfg) -> TorchImageEncoder:
     if pretrained == "none":
         info["seed"] = RANDOM_SEED
     return TorchImageEncoder("efficientnet-lite", net, lambda m, x: m.extract_features(x).mean((2, 3)),
-                             imagenet_preprocess(size), dim=net._conv_head.out_channels, device=device,
+                             {"kind": "imagenet", "size": size}, dim=net._conv_head.out_channels, device=device,
                              batch_size=getattr(cfg, "batch_size", 32), info=info)
 
 
@@ -204,7 +227,10 @@ def build_open_clip(cfg) -> TorchImageEncoder:
 
     The input resolution is the model's own (pretrained position embeddings fix it); describe() records it.
     """
+    import dataclasses
+
     import open_clip
+    from open_clip.transform import PreprocessCfg
 
     model = cfg.model
     if model not in open_clip.list_models():
@@ -213,7 +239,7 @@ def build_open_clip(cfg) -> TorchImageEncoder:
     checkpoint, kwargs, pretrained = resolve_open_clip_weights(model, getattr(cfg, "pretrained", "none") or "none")
     device = resolve_device(getattr(cfg, "device", "auto"))
     with seeded(RANDOM_SEED):
-        clip, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=checkpoint, **kwargs)
+        clip, _, _ = open_clip.create_model_and_transforms(model, pretrained=checkpoint, **kwargs)
     visual = clip.visual             # keep only the image tower (ViT-H/14's text tower is ~350M parameters)
     del clip
     size = visual.image_size if isinstance(visual.image_size, int) else visual.image_size[0]
@@ -225,5 +251,6 @@ def build_open_clip(cfg) -> TorchImageEncoder:
     info = {"model": model, "pretrained": pretrained, "image_size": int(size), "preprocess": "open_clip"}
     if pretrained == "none":
         info["seed"] = RANDOM_SEED
-    return TorchImageEncoder("open_clip", visual, lambda m, x: m(x), preprocess, dim=int(dim), device=device,
+    spec = {"kind": "open_clip", **dataclasses.asdict(PreprocessCfg(**visual.preprocess_cfg))}
+    return TorchImageEncoder("open_clip", visual, lambda m, x: m(x), spec, dim=int(dim), device=device,
                              batch_size=getattr(cfg, "batch_size", 32), info=info)

@@ -21,6 +21,7 @@ from typing import Sequence
 import numpy as np
 
 from cim.encoders.base import TextEncoder, WeightsNotFound, hf_hub_cache, l2_normalize, register_text_encoder, resolve_device
+from cim.errors import ConfigError
 from cim.encoders.weights import MPNET_PARTS, hf_cached_snapshot, split_zip_model
 
 __all__ = ["SentenceTransformerEncoder", "resolve_text_model", "EMBEDDED_TEXT_MODELS"]
@@ -85,7 +86,7 @@ class SentenceTransformerEncoder(TextEncoder):
     name = "sentence-transformers"
 
     def __init__(self, path: str | Path, model_name: str, *, device: str = "auto", batch_size: int = 128,
-                 max_seq_length: int | None = None):
+                 max_seq_length: int | None = None, backend: str = "torch"):
         from sentence_transformers import SentenceTransformer
 
         self.device = resolve_device(device)
@@ -100,6 +101,18 @@ class SentenceTransformerEncoder(TextEncoder):
         getdim = getattr(self._model, "get_embedding_dimension", None) or \
             self._model.get_sentence_embedding_dimension
         self.dim = int(getdim())
+        self.backend, self._onnx = backend, None
+        if backend == "onnx":                     # the transformer in ONNX Runtime (cim.encoders.onnx_text)
+            if self.device != "cpu":
+                raise ConfigError(f"encoders.text.backend=onnx runs on the CPU; set encoders.text.device=cpu "
+                                  f"(got {self.device})")
+            import torch
+
+            from cim.encoders.onnx_text import OnnxTransformer
+
+            self._onnx = OnnxTransformer(self._model, self.path, torch.get_num_threads())
+        elif backend != "torch":
+            raise ConfigError(f"encoders.text.backend={backend!r} is not one of torch, onnx")
 
     @property
     def max_seq_length(self) -> int:
@@ -111,6 +124,8 @@ class SentenceTransformerEncoder(TextEncoder):
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self._onnx is not None:
+            return l2_normalize(self._onnx.encode(texts, self.batch_size))
         out = self._model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
                                  normalize_embeddings=False, show_progress_bar=False)
         return l2_normalize(np.asarray(out, dtype=np.float32))
@@ -119,8 +134,11 @@ class SentenceTransformerEncoder(TextEncoder):
         """What an index built with this encoder records (and a load checks), dtype included: fp16 weights
         on CUDA embed a little differently from fp32 on the CPU."""
         dtype = str(next(self._model.parameters()).dtype).replace("torch.", "")
-        return {"name": self.name, "model": self.model_name, "dim": self.dim,
-                "max_seq_length": self.max_seq_length, "normalize": "l2", "dtype": dtype}
+        out = {"name": self.name, "model": self.model_name, "dim": self.dim,
+               "max_seq_length": self.max_seq_length, "normalize": "l2", "dtype": dtype}
+        if self.backend != "torch":               # recorded only when not the default (older indexes match)
+            out["backend"] = self.backend
+        return out
 
 
 @register_text_encoder("sentence-transformers")
@@ -128,4 +146,5 @@ def build_sentence_transformer(cfg) -> SentenceTransformerEncoder:
     path, name = resolve_text_model(cfg.model)
     return SentenceTransformerEncoder(path, name, device=getattr(cfg, "device", "auto"),
                                       batch_size=getattr(cfg, "batch_size", 128),
-                                      max_seq_length=getattr(cfg, "max_seq_length", None))
+                                      max_seq_length=getattr(cfg, "max_seq_length", None),
+                                      backend=str(getattr(cfg, "backend", "torch") or "torch"))

@@ -104,10 +104,35 @@ def _valid_marker(shard_dir: Path, i: int, start: int, end: int, inputs: str) ->
     return marker
 
 
+def bad_image_error(exc, chunk: Sequence[dict]):
+    """What ``index.on_bad_image=error`` raises for ``exc`` (an ImageReadError) met in ``chunk``: the row
+    id named, and the setting that skips such rows."""
+    from cim.encoders import ImageReadError
+
+    bad = next((r for r in chunk if r["image"] == exc.path), None)
+    where = f" (id {bad['id']!r})" if bad else ""
+    return ImageReadError(exc.path, f"{exc.reason}{where}; set index.on_bad_image=skip to leave such rows out of "
+                                    "the index")
+
+
+def readable_rows(chunk: Sequence[dict]) -> tuple[list[dict], list[dict]]:
+    """``(rows whose image decodes, skipped records {id, image, error})`` of ``chunk`` (index.on_bad_image=skip)."""
+    from cim.encoders import ImageReadError, load_image
+
+    good, skipped = [], []
+    for r in chunk:
+        try:
+            load_image(r["image"])
+            good.append(r)
+        except ImageReadError as exc:
+            skipped.append({"id": r["id"], "image": r["image"], "error": exc.reason})
+    return good, skipped
+
+
 def _encode_images(image_encoder, rows: Sequence[dict], policy: str, batch: int,
                    tick: Callable[[int], None]) -> tuple[np.ndarray, list[dict]]:
     """Raw image embeddings of ``rows`` in fixed chunks; unreadable images raise or are skipped by policy."""
-    from cim.encoders import ImageReadError, load_image
+    from cim.encoders import ImageReadError
 
     out, skipped = [], []
     for c0 in range(0, len(rows), batch):
@@ -116,18 +141,11 @@ def _encode_images(image_encoder, rows: Sequence[dict], policy: str, batch: int,
             out.append(image_encoder.encode([r["image"] for r in chunk]))
         except ImageReadError as exc:
             if policy == "error":
-                bad = next((r for r in chunk if r["image"] == exc.path), None)
-                where = f" (id {bad['id']!r})" if bad else ""
-                raise ImageReadError(exc.path, f"{exc.reason}{where}; set index.on_bad_image=skip to leave such "
-                                               "rows out of the index") from None
-            good = []
-            for r in chunk:
-                try:
-                    load_image(r["image"])
-                    good.append(r)
-                except ImageReadError as bad_exc:
-                    skipped.append({"id": r["id"], "image": r["image"], "error": bad_exc.reason})
-                    log.warning("skipping %s: %s", r["id"], bad_exc)
+                raise bad_image_error(exc, chunk) from None
+            good, bad = readable_rows(chunk)
+            for b in bad:
+                log.warning("skipping %s: %s", b["id"], b["error"])
+            skipped.extend(bad)
             emb = image_encoder.encode([r["image"] for r in good]) if good else \
                 np.zeros((0, image_encoder.dim), np.float32)
             out.append(emb)
@@ -157,7 +175,9 @@ def build_index(cfg, manifest: str | Path, out_dir: str | Path, sources: str | P
     unchanged are reused. Returns ``out_dir``.
 
     ``sources`` (jsonl id/image[/split]) adds source-image embeddings keyed by id. ``encoders`` — an optional
-    ``(text_encoder, image_encoder)`` pair already built (else they are built from ``cfg.encoders``).
+    ``(text_encoder, image_encoder)`` pair already built (else they are built from ``cfg.encoders``); with
+    ``index.engine=ray`` the encoders live in Ray actors built from ``cfg.encoders`` and this is unused
+    (cim.index.ray_engine: the same shard files, so either engine resumes the other's build).
     ``on_shard(i, n_shards)`` is called after each shard is on disk (a hook for progress reporting and for
     tests that interrupt a build). ``stats``, when given, is filled with how this build went
     (``{"shards": n, "reused": shards reused}``); meta.json does not record it, so a resumed build writes
@@ -178,12 +198,42 @@ def build_index(cfg, manifest: str | Path, out_dir: str | Path, sources: str | P
     source_rows = _read_rows(Path(sources), require_text=False) if sources is not None else None
     root = manifest.parent
 
-    if encoders is None:
-        from cim.encoders import build_image_encoder, build_text_encoder
+    engine = str(getattr(icfg, "engine", "local"))
+    ray_run = None
+    if engine == "ray":
+        from cim.index.ray_engine import RayRun
 
-        encoders = (build_text_encoder(cfg.encoders.text), build_image_encoder(cfg.encoders.image))
+        ray_run = RayRun(cfg, icfg)               # starts (or joins) Ray; the encoders live in its actors
+        encoders = (None, ray_run.image_encoder_proxy())
+        described = ray_run.described
+    else:
+        if encoders is None:
+            from cim.encoders import build_image_encoder, build_text_encoder
+
+            encoders = (build_text_encoder(cfg.encoders.text), build_image_encoder(cfg.encoders.image))
+        described = {"text": encoders[0].describe(), "image": encoders[1].describe()}
     text_encoder, image_encoder = encoders
-    described = {"text": text_encoder.describe(), "image": image_encoder.describe()}
+    try:
+        return _build(cfg, icfg, policy, shard_size, manifest, out, rows, source_rows, root, text_encoder,
+                      image_encoder, described, ray_run, progress, on_shard, stats, sources)
+    finally:
+        if ray_run is not None:
+            ray_run.close()
+
+
+def _write_shard(shard_dir: Path, i: int, start: int, end: int, inputs: str, t: np.ndarray, m: np.ndarray,
+                 bad: list[dict], root: Path) -> list[dict]:
+    """A shard's arrays, then its marker (the same bytes from either engine); returns its portable skipped."""
+    text_name, img_name, done_name = _shard_names(i)
+    bad = _portable_skipped(bad, root)
+    files = {text_name: _save_npy(shard_dir / text_name, t), img_name: _save_npy(shard_dir / img_name, m)}
+    _save_json(shard_dir / done_name, {"shard": i, "rows": [start, end], "inputs_sha256": inputs,
+                                       "kept": int(t.shape[0]), "skipped": bad, "files": files})
+    return bad
+
+
+def _build(cfg, icfg, policy, shard_size, manifest, out, rows, source_rows, root, text_encoder, image_encoder,
+           described, ray_run, progress, on_shard, stats, sources) -> Path:
 
     out.mkdir(parents=True, exist_ok=True)
     shard_dir = out / "shards"
@@ -206,27 +256,45 @@ def build_index(cfg, manifest: str | Path, out_dir: str | Path, sources: str | P
     bar = tqdm(total=n, desc="embedding corpus", unit="row", disable=not progress)
     texts, images, skipped = [], [], []
     reused = 0
+    plan = []
+    for i in range(n_shards):
+        start, end = i * shard_size, min(n, (i + 1) * shard_size)
+        plan.append((i, start, end, _inputs_sha(described, policy, start, rows[start:end], root)))
+    fresh: set[int] = set()
     try:
-        for i in range(n_shards):
-            start, end = i * shard_size, min(n, (i + 1) * shard_size)
+        if ray_run is not None:                   # every unfinished shard, embedded in parallel, written here
+            todo = [p for p in plan if _valid_marker(shard_dir, *p) is None]
+            for i, *_ in todo:
+                (shard_dir / _shard_names(i)[2]).unlink(missing_ok=True)
+
+            def write(job, t, m, bad):
+                _write_shard(shard_dir, *job, t, m, bad, root)
+                fresh.add(job[0])
+                bar.update(job[2] - job[1])
+                if on_shard is not None:
+                    on_shard(job[0], n_shards)
+
+            ray_run.embed_shards([(p, rows[p[1]:p[2]]) for p in todo], policy, write)
+        for i, start, end, inputs in plan:
             chunk = rows[start:end]
-            inputs = _inputs_sha(described, policy, start, chunk, root)
             text_name, img_name, done_name = _shard_names(i)
             marker = _valid_marker(shard_dir, i, start, end, inputs)
             if marker is not None:
                 t = np.load(shard_dir / text_name, allow_pickle=False)
                 m = np.load(shard_dir / img_name, allow_pickle=False)
                 skipped.extend(marker.get("skipped", []))
+                if i in fresh:
+                    texts.append(t)
+                    images.append(m)
+                    continue
                 reused += 1
                 bar.update(end - start)
             else:
+                if ray_run is not None:
+                    raise AssertionError(f"shard {i} was not written by the Ray engine")
                 (shard_dir / done_name).unlink(missing_ok=True)
                 t, m, bad = _embed_shard(text_encoder, image_encoder, chunk, policy, bar.update)
-                bad = _portable_skipped(bad, root)
-                files = {text_name: _save_npy(shard_dir / text_name, t), img_name: _save_npy(shard_dir / img_name, m)}
-                _save_json(shard_dir / done_name, {"shard": i, "rows": [start, end], "inputs_sha256": inputs,
-                                                   "kept": int(t.shape[0]), "skipped": bad, "files": files})
-                skipped.extend(bad)
+                skipped.extend(_write_shard(shard_dir, i, start, end, inputs, t, m, bad, root))
             texts.append(t)
             images.append(m)
             if on_shard is not None:

@@ -1,4 +1,6 @@
-"""`cim index --manifest FILE --out DIR [--sources FILE] [key=value ...]`: embed a corpus and build its index.
+"""`cim index --manifest FILE --out DIR [--sources FILE] [--engine ray [--address A]] [key=value ...]`.
+
+Embed a corpus and build its index.
 
 Resumable: run it again after an interruption and finished shards are reused (docs/index.md).
 """
@@ -20,13 +22,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-sources", action="store_true", help="do not embed source images")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--no-mlflow", action="store_true", help="do not record the run in MLflow")
+    parser.add_argument("--engine", choices=("local", "ray"), default=None,
+                        help="local: one process (default, index.engine); ray: Ray Data, decoding in CPU tasks "
+                             "and embedding in an actor pool, one actor per GPU (docs/index.md)")
+    parser.add_argument("--address", default=None,
+                        help="with --engine ray: an existing Ray cluster (auto, ray://head:10001; "
+                             "index.ray_address); default: start a local one")
 
 
 def run(args: argparse.Namespace) -> int:
     from cim.config import load_config
     from cim.errors import InputError
 
-    cfg = load_config(args.params, args.overrides)
+    overrides = list(args.overrides)
+    if args.engine:
+        overrides.append(f"index.engine={args.engine}")
+    if args.address:
+        overrides.append(f"index.ray_address={args.address}")
+    cfg = load_config(args.params, overrides)
     manifest = Path(args.manifest or cfg.index.manifest)
     out = Path(args.out or cfg.index.out_dir)
     sources: Path | None = None

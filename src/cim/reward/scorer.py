@@ -120,7 +120,7 @@ class Scorer:
         prepared = [p for p in prepared if results[p.position]["error"] is None]
         if not prepared:
             return results
-        queries = np.ascontiguousarray(self.text_encoder.encode([p.caption for p in prepared]), dtype=np.float32)
+        queries = self._encode_once([p.caption for p in prepared])
         own = source_keys(self.index, [p.image_id for p in prepared], [p.digest for p in prepared])
         chosen, source_ranks = self._retrieve(queries, own)
         retrieved = torch.from_numpy(self.index.image_table[chosen.reshape(-1)].astype(np.float32))
@@ -136,6 +136,13 @@ class Scorer:
         return results
 
     # -- steps ----------------------------------------------------------------------------------------
+    def _encode_once(self, captions: list[str]) -> np.ndarray:
+        """Caption embeddings, each distinct caption encoded once (GRPO groups repeat captions)."""
+        first: dict[str, int] = {}
+        where = [first.setdefault(c, len(first)) for c in captions]
+        unique = np.ascontiguousarray(self.text_encoder.encode(list(first)), dtype=np.float32)
+        return unique if len(first) == len(captions) else np.ascontiguousarray(unique[where])
+
     def _prepare(self, pos: int, item: dict) -> _Prepared:
         if not isinstance(item, dict):
             raise ValueError(f"item must be an object with 'caption' and 'image_id' or 'image', got {item!r:.80}")

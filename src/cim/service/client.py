@@ -8,6 +8,11 @@ better), and check that the answer has one result per item, each with every key 
 Time is bounded twice: ``timeout_s`` per attempt and ``deadline_s`` for the whole call (all chunks, attempts
 and backoff sleeps): each attempt gets what is left of the deadline, and no retry starts after it. The worst
 case of one ``score`` call is therefore ``deadline_s`` (default 120 s), not ``timeout_s x (retries + 1)``.
+
+Replicas: ``url`` may list several services (``"http://a:3545,http://b:3545"``, replicas of `cim serve` over
+the same index). Requests go round-robin over the replicas that are up; a replica that fails (connection
+error, 5xx) is skipped for ``cooldown_s`` and the attempt is retried on the next; a long list is split so
+every replica gets a part. ``wait_ready`` waits for every replica (docs/training.md, "Replicas").
 """
 from __future__ import annotations
 
@@ -75,25 +80,69 @@ class _Deadline:
         return pause if pause < self.left() else None
 
 
-def _chunks(items: Sequence[dict], size: int) -> list[list[dict]]:
+def _chunks(items: Sequence[dict], size: int, parts: int = 1) -> list[list[dict]]:
+    """Requests of at most ``size`` items, at least ``parts`` of them (one per replica) when there are enough."""
+    size = max(1, min(size, -(-len(items) // max(1, parts))))
     return [list(items[i:i + size]) for i in range(0, len(items), size)]
+
+
+def split_urls(url: str | Sequence[str]) -> list[str]:
+    """``"http://a:1,http://b:2"`` (or a list) -> the replicas' base URLs, in order, without trailing slashes."""
+    parts = url.split(",") if isinstance(url, str) else list(url)
+    urls = [u.strip().rstrip("/") for u in parts if u and u.strip()]
+    if not urls:
+        raise ValueError("no reward service URL given")
+    return urls
+
+
+class Replicas:
+    """Round-robin over replicas, skipping one that failed in the last ``cooldown_s`` (all down: the one
+    that failed longest ago is tried, so a recovered replica is found again)."""
+
+    def __init__(self, urls: Sequence[str], cooldown_s: float = 5.0):
+        self.urls, self.cooldown_s = list(urls), float(cooldown_s)
+        self._next = 0
+        self._down: dict[str, float] = {}
+        self.sent = {u: 0 for u in self.urls}      # requests sent to each replica (observable spreading)
+
+    def pick(self) -> str:
+        now = time.monotonic()
+        for k in range(len(self.urls)):
+            url = self.urls[(self._next + k) % len(self.urls)]
+            if now - self._down.get(url, -1e18) >= self.cooldown_s:
+                self._next = (self._next + k + 1) % len(self.urls)
+                break
+        else:
+            url = min(self.urls, key=lambda u: self._down[u])
+        self.sent[url] += 1
+        return url
+
+    def failed(self, url: str) -> None:
+        self._down[url] = time.monotonic()
+
+    def up(self) -> int:
+        now = time.monotonic()
+        return sum(now - self._down.get(u, -1e18) >= self.cooldown_s for u in self.urls)
 
 
 class RewardClient:
     """Synchronous client: ``RewardClient(url).score([{"caption": ..., "image_id": ...}])``."""
 
-    def __init__(self, url: str, token: Optional[str] = None, timeout_s: float = 120.0, retries: int = 3,
-                 max_request_items: int = 4096, backoff_s: float = 0.5, deadline_s: float = DEADLINE_S):
+    def __init__(self, url: str | Sequence[str], token: Optional[str] = None, timeout_s: float = 120.0,
+                 retries: int = 3, max_request_items: int = 4096, backoff_s: float = 0.5,
+                 deadline_s: float = DEADLINE_S, cooldown_s: float = 5.0):
         import httpx
 
-        self.url = url.rstrip("/")
+        self.replicas = Replicas(split_urls(url), cooldown_s)
+        self.url = ",".join(self.replicas.urls)
         self.retries, self.max_request_items, self.backoff_s = retries, max_request_items, backoff_s
         self.timeout_s, self.deadline_s = float(timeout_s), float(deadline_s)
         # idle connections are dropped before the service's header/idle timeout (10 s) would close them
         self._http = httpx.Client(timeout=timeout_s, headers=_headers(token),
                                   limits=httpx.Limits(keepalive_expiry=5.0))
 
-    def _request(self, method: str, path: str, deadline: Optional[_Deadline] = None, **kwargs) -> Any:
+    def _request(self, method: str, path: str, deadline: Optional[_Deadline] = None,
+                 base_url: Optional[str] = None, **kwargs) -> Any:
         import httpx
 
         deadline = deadline or _Deadline(self.deadline_s)
@@ -103,17 +152,22 @@ class RewardClient:
             left = deadline.left()
             if left <= 0:
                 raise deadline.expired(what, last)
+            base = base_url or self.replicas.pick()
             try:
-                resp = self._http.request(method, self.url + path, timeout=min(self.timeout_s, left), **kwargs)
+                resp = self._http.request(method, base + path, timeout=min(self.timeout_s, left), **kwargs)
             except httpx.TransportError as exc:
-                last = ServiceError(f"{what}: {exc}")
+                last = ServiceError(f"{method} {base}{path}: {exc}")
             else:
                 if resp.status_code < 400:
                     return resp.json()
-                err = ServiceError(f"{what}: HTTP {resp.status_code} {resp.text[:200]}", status=resp.status_code)
+                err = ServiceError(f"{method} {base}{path}: HTTP {resp.status_code} {resp.text[:200]}",
+                                   status=resp.status_code)
                 if resp.status_code < 500:
                     raise err
                 last = err
+            self.replicas.failed(base)
+            if self.replicas.up() and base_url is None and attempt < self.retries:
+                continue                           # another replica is up: no backoff
             pause = deadline.pause(self.backoff_s, attempt, self.retries)
             if pause is None:
                 break
@@ -133,20 +187,28 @@ class RewardClient:
         return out
 
     def wait_ready(self, timeout_s: float = 60.0, interval_s: float = 0.5) -> dict:
-        """Poll ``/health`` until it answers (bounded); raises :class:`ServiceError` on timeout."""
+        """Poll every replica's ``/health`` until all answer (bounded); returns the first replica's health
+        with ``replicas`` (each one's) added; raises :class:`ServiceError` naming those not ready."""
         deadline = time.monotonic() + timeout_s
+        ready: dict[str, dict] = {}
         while True:
-            try:
-                return self._request_once("GET", "/health")
-            except ServiceError:
-                if time.monotonic() >= deadline:
-                    raise ServiceError(f"reward service at {self.url} not ready after {timeout_s:.0f} s") from None
-                time.sleep(interval_s)
+            for url in self.replicas.urls:
+                if url not in ready:
+                    try:
+                        ready[url] = self._request_once("GET", "/health", url)
+                    except ServiceError:
+                        pass
+            if len(ready) == len(self.replicas.urls):
+                return {**ready[self.replicas.urls[0]], "replicas": [ready[u] for u in self.replicas.urls]}
+            if time.monotonic() >= deadline:
+                missing = [u for u in self.replicas.urls if u not in ready]
+                raise ServiceError(f"reward service at {', '.join(missing)} not ready after {timeout_s:.0f} s")
+            time.sleep(interval_s)
 
-    def _request_once(self, method: str, path: str) -> Any:
+    def _request_once(self, method: str, path: str, base_url: Optional[str] = None) -> Any:
         retries, self.retries = self.retries, 0
         try:
-            return self._request(method, path)
+            return self._request(method, path, base_url=base_url)
         finally:
             self.retries = retries
 
@@ -163,10 +225,11 @@ class RewardClient:
 class AsyncRewardClient:
     """Asyncio client; one ``aiohttp.ClientSession`` per event loop, opened on first use."""
 
-    def __init__(self, url: str, token: Optional[str] = None, timeout_s: float = 120.0, retries: int = 3,
-                 max_request_items: int = 4096, backoff_s: float = 0.5, max_connections: int = 16,
-                 deadline_s: float = DEADLINE_S):
-        self.url = url.rstrip("/")
+    def __init__(self, url: str | Sequence[str], token: Optional[str] = None, timeout_s: float = 120.0,
+                 retries: int = 3, max_request_items: int = 4096, backoff_s: float = 0.5, max_connections: int = 16,
+                 deadline_s: float = DEADLINE_S, cooldown_s: float = 5.0):
+        self.replicas = Replicas(split_urls(url), cooldown_s)
+        self.url = ",".join(self.replicas.urls)
         self.token, self.timeout_s, self.retries = token, float(timeout_s), retries
         self.max_request_items, self.backoff_s, self.max_connections = max_request_items, backoff_s, max_connections
         self.deadline_s = float(deadline_s)
@@ -183,7 +246,8 @@ class AsyncRewardClient:
                 connector=aiohttp.TCPConnector(limit=self.max_connections, keepalive_timeout=5.0))
         return self._session
 
-    async def _request(self, method: str, path: str, deadline: Optional[_Deadline] = None, **kwargs) -> Any:
+    async def _request(self, method: str, path: str, deadline: Optional[_Deadline] = None,
+                       base_url: Optional[str] = None, **kwargs) -> Any:
         import aiohttp
 
         deadline = deadline or _Deadline(self.deadline_s)
@@ -194,18 +258,23 @@ class AsyncRewardClient:
             left = deadline.left()
             if left <= 0:
                 raise deadline.expired(what, last)
+            base = base_url or self.replicas.pick()
             try:
-                async with session.request(method, self.url + path,
+                async with session.request(method, base + path,
                                            timeout=aiohttp.ClientTimeout(total=min(self.timeout_s, left)),
                                            **kwargs) as resp:
                     if resp.status < 400:
                         return await resp.json()
-                    err = ServiceError(f"{what}: HTTP {resp.status} {(await resp.text())[:200]}", status=resp.status)
+                    err = ServiceError(f"{method} {base}{path}: HTTP {resp.status} {(await resp.text())[:200]}",
+                                       status=resp.status)
                     if resp.status < 500:
                         raise err
                     last = err
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                last = ServiceError(f"{what}: {type(exc).__name__}: {exc}")
+                last = ServiceError(f"{method} {base}{path}: {type(exc).__name__}: {exc}")
+            self.replicas.failed(base)
+            if self.replicas.up() and base_url is None and attempt < self.retries:
+                continue                           # another replica is up: no backoff
             pause = deadline.pause(self.backoff_s, attempt, self.retries)
             if pause is None:
                 break
@@ -216,9 +285,27 @@ class AsyncRewardClient:
     async def health(self) -> dict:
         return await self._request("GET", "/health")
 
+    async def wait_ready(self, timeout_s: float = 300.0, interval_s: float = 0.5) -> list[dict]:
+        """Every replica's ``/health`` once all answer (bounded); :class:`ServiceError` names those not ready."""
+        end = time.monotonic() + timeout_s
+        ready: dict[str, dict] = {}
+        while True:
+            for url in self.replicas.urls:
+                if url not in ready:
+                    try:
+                        ready[url] = await self._request("GET", "/health", _Deadline(min(5.0, timeout_s)), url)
+                    except ServiceError:
+                        pass
+            if len(ready) == len(self.replicas.urls):
+                return [ready[u] for u in self.replicas.urls]
+            if time.monotonic() >= end:
+                missing = [u for u in self.replicas.urls if u not in ready]
+                raise ServiceError(f"reward service at {', '.join(missing)} not ready after {timeout_s:.0f} s")
+            await asyncio.sleep(interval_s)
+
     async def score(self, items: Sequence[dict]) -> list[RewardResult]:
         deadline = _Deadline(self.deadline_s)
-        chunks = _chunks(items, self.max_request_items)
+        chunks = _chunks(items, self.max_request_items, self.replicas.up())
         answers = await asyncio.gather(*(self._request("POST", "/score", deadline, json={"items": c})
                                          for c in chunks))
         out: list[RewardResult] = []

@@ -34,8 +34,11 @@ class ServiceHandle:
     url: str
     process: Optional[subprocess.Popen] = None   # None: the service was already up (not ours to stop)
     health: Optional[dict] = None
+    others: tuple = ()                           # the other replicas' handles (a URL list), stopped with this one
 
     def stop(self, timeout_s: float = 30.0) -> None:
+        for other in self.others:
+            other.stop(timeout_s)
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGINT)
@@ -86,18 +89,36 @@ def start(params: str, overrides: Sequence[str], host: str, port: int, *, token_
 
 
 def ensure(cfg, params: str, overrides: Sequence[str], log_path: Optional[str] = None) -> ServiceHandle:
-    """The service at ``train.service.url`` if it answers; else start it there when the URL is on loopback
-    and ``train.service.start`` is set; else raise."""
+    """Every replica of ``train.service.url`` (one URL or a comma-separated list) up and answering: each one
+    that answers is used, each one that does not is started there when its URL is on loopback and
+    ``train.service.start`` is set, else this raises. The handle's ``url`` is the whole list; stopping it
+    stops every replica started here."""
+    from cim.service.client import split_urls
+
     s = cfg.train.service
     if not s.url:
         raise ValueError("train.service.url is empty: the reward is computed in-process, no service needed")
-    health = check(s.url, s.token_env)
+    handles = []
+    try:
+        for n, url in enumerate(split_urls(s.url)):
+            handles.append(_ensure_one(s, url, params, overrides,
+                                       log_path if n == 0 or not log_path else f"{log_path}.{n}"))
+    except BaseException:
+        for h in handles:
+            h.stop()
+        raise
+    first = handles[0]
+    return ServiceHandle(",".join(h.url for h in handles), first.process, first.health, tuple(handles[1:]))
+
+
+def _ensure_one(s, url: str, params: str, overrides: Sequence[str], log_path: Optional[str]) -> ServiceHandle:
+    health = check(url, s.token_env)
     if health is not None:
-        log.info("reward service up at %s (corpus %s)", s.url, health.get("corpus_size"))
-        return ServiceHandle(s.url, None, health)
-    if not (s.start and is_loopback_url(s.url)):
-        raise ServiceError(f"no reward service at {s.url} (start it with `cim serve`, or set train.service.start "
+        log.info("reward service up at %s (corpus %s)", url, health.get("corpus_size"))
+        return ServiceHandle(url, None, health)
+    if not (s.start and is_loopback_url(url)):
+        raise ServiceError(f"no reward service at {url} (start it with `cim serve`, or set train.service.start "
                            "with a loopback URL)")
-    parsed = urlparse(s.url)
+    parsed = urlparse(url)
     return start(params, overrides, parsed.hostname or "127.0.0.1", parsed.port or s.port, token_env=s.token_env,
                  startup_timeout_s=s.startup_timeout_s, log_path=log_path)

@@ -103,9 +103,10 @@ def verl_plan(cfg, params_snapshot: str) -> dict:
 
 
 def _is_loopback(url: str) -> bool:
+    from cim.service.client import split_urls
     from cim.service.process import is_loopback_url
 
-    return is_loopback_url(url)
+    return any(is_loopback_url(u) for u in split_urls(url))
 
 
 def _model_of(overrides: list[str]) -> str:

@@ -126,7 +126,7 @@ def build_overrides(cfg, *, train_files: str, val_files: str, params_snapshot: s
         "reward.num_workers": v.reward_workers,
         "reward.custom_reward_function.path": REWARD_FN,
         "reward.custom_reward_function.name": "compute_score",
-        "+reward.custom_reward_function.reward_kwargs.service_url": url,
+        "+reward.custom_reward_function.reward_kwargs.service_url": f"'{url}'" if "," in url else url,  # replicas
         "+reward.custom_reward_function.reward_kwargs.token_env": s.token_env,
         "+reward.custom_reward_function.reward_kwargs.params": params_snapshot,
         "+reward.custom_reward_function.reward_kwargs.fallback_score": float(s.fallback_score),

@@ -33,7 +33,10 @@ environment as ``CIM_REWARD_<K>`` (upper case) when not given: ``service_url``, 
 env var holding the bearer token), ``params`` (params file: the in-process scorer, and the defaults of
 ``on_failure`` / ``neutral_score``: ``reward.on_failure``, ``reward.neutral_score``), ``fallback_score``,
 ``on_failure``, ``neutral_score``, ``window_ms``, ``max_batch``, ``timeout_s`` (per attempt), ``retries``,
-``deadline_s`` (the whole call to the service, retries included), ``metrics_idle_s`` (a step's metrics are
+``deadline_s`` (the whole call to the service, retries included), ``ready_s`` (before its first batch a
+worker waits this long for every replica of ``service_url``, a comma-separated list, to answer ``/health``;
+with ``retries=0`` it asks once),
+``metrics_idle_s`` (a step's metrics are
 logged once no sample of it arrived for this long; 0 turns the logging off).
 """
 from __future__ import annotations
@@ -59,7 +62,7 @@ ON_FAILURE = ("raise", "neutral")
 
 _DEFAULTS = {"service_url": "", "token_env": "CIM_REWARD_TOKEN", "params": "", "fallback_score": 0.0,
              "on_failure": None, "neutral_score": None, "window_ms": 50.0, "max_batch": 4096, "timeout_s": 120.0,
-             "retries": 3, "deadline_s": DEADLINE_S, "metrics_idle_s": 10.0}
+             "retries": 3, "deadline_s": DEADLINE_S, "metrics_idle_s": 10.0, "ready_s": 300.0}
 _FROM_PARAMS = {"on_failure": ("raise", "on_failure"), "neutral_score": (0.0, "neutral_score")}
 
 # process-wide counters (a reward worker is one process); read with stats()
@@ -107,7 +110,8 @@ def _settings(kwargs: dict) -> dict:
         if out["on_failure"] is None or out["neutral_score"] is None:
             from_params = _params_defaults(str(out["params"] or ""))
             out.update({k: from_params[k] for k in _FROM_PARAMS if out[k] is None})
-        for key in ("fallback_score", "neutral_score", "window_ms", "timeout_s", "deadline_s", "metrics_idle_s"):
+        for key in ("fallback_score", "neutral_score", "window_ms", "timeout_s", "deadline_s", "metrics_idle_s",
+                    "ready_s"):
             out[key] = float(out[key])
         out["max_batch"], out["retries"] = int(out["max_batch"]), int(out["retries"])
     except Exception as exc:  # noqa: BLE001 - a bad value or an unreadable params file
@@ -155,6 +159,7 @@ class _Backend:
                 url, token=read_token(str(settings["token_env"] or "")), timeout_s=float(settings["timeout_s"]),
                 retries=int(settings["retries"]), deadline_s=float(settings["deadline_s"]))
             self.executor = None
+            self._ready: Optional[asyncio.Task] = None
         else:
             self.client = None
             self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cim-reward")
@@ -165,6 +170,14 @@ class _Backend:
         with _STATS_LOCK:
             _STATS["batches"] += 1
         if self.client is not None:
+            if self._ready is None:             # every replica up before the first batch (once per worker)
+                wait = float(self.settings["ready_s"]) if int(self.settings["retries"]) > 0 else 0.0  # 0: ask once
+                self._ready = asyncio.ensure_future(self.client.wait_ready(wait))
+            try:
+                await asyncio.shield(self._ready)
+            except Exception:
+                self._ready = None              # the next batch waits again
+                raise
             return await self.client.score(items)
         loop = asyncio.get_running_loop()
         scorer = await loop.run_in_executor(self.executor, _in_process_scorer, str(self.settings["params"]))
