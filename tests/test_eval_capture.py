@@ -172,6 +172,7 @@ def test_soft_stage_batched_once_per_run(parser):
     assert res.protocol["text_encoder"] == "table"
 
 
+@pytest.mark.slow
 def test_deterministic_across_hash_seeds(tmp_path):
     script = textwrap.dedent("""
         import json

@@ -20,6 +20,7 @@ def prefect_home(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_index_flow_end_to_end(prefect_home, tmp_path):
     # A subprocess, as a user runs it: Prefect's temporary server logs at interpreter exit.
     overrides = TINY_OVERRIDES + [f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",

@@ -22,6 +22,7 @@ def _run(script: str, *args: str, timeout: int = 600) -> dict:
     return json.loads(proc.stdout)
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_at_toy_sizes_on_the_cpu(tmp_path):
     pytest.importorskip("open_clip")
     out = tmp_path / "gpu_check.json"
