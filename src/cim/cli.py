@@ -34,6 +34,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare-train": ("cim.train.prepare_command", "write verl's multimodal parquet from a training manifest"),
     "train": ("cim.train.commands", "GRPO with the CIM reward: --backend verl (GPU) or local (CPU)"),
     "ablate": ("cim.ablate.commands", "the paper's ablations of the reward: components, scale, encoders, beta"),
+    "caption": ("cim.pipeline.caption_command", "caption a benchmark with a trained, released or any registered "
+                "captioner (captions.jsonl)"),
+    "compare": ("cim.pipeline.compare_command", "the captioners' table (CAPTURE, F1s, Relations QA, BLEU/METEOR, "
+                "CIM, ground-truth recall) with deltas vs a baseline"),
 }
 
 

@@ -17,7 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 from cim.errors import ConfigError, describe_decode_error, describe_yaml_error
 from cim.protocols import apply as apply_protocol
 
-__all__ = ["Config", "ConfigError", "load_config", "to_dict", "flatten"]
+__all__ = ["Config", "ConfigError", "load_config", "with_overrides", "to_dict", "flatten"]
 
 
 @dataclass
@@ -181,6 +181,7 @@ class LocalTrainConfig:
     # SFT warm-up captions: corpus = every corpus image's text (mixed detail, like a base model's habits),
     # reference = the training images' reference captions
     sft_data: str = "corpus"
+    sft_dir: str = ""               # a folder holding an SFT start (sft_final/, tokenizer.json): GRPO from it
     eval_manifest: str = "data/world/bench.jsonl"   # held-out images (with scene graphs) for evaluation
     d_model: int = 128              # tiny LM
     n_layers: int = 2
@@ -275,6 +276,21 @@ class EvalConfig:
 
 
 @dataclass
+class PipelineConfig:
+    """The captioner comparison (stages sft, train@variant, caption@captioner, compare; docs/evaluation.md)."""
+
+    sft: str = "sft"              # the row of the SFT start (no GRPO), shared by every variant
+    variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {
+        "cim": {"reward.mode": "both"}, "cim-grc": {"reward.mode": "grc"}, "cim-qir": {"reward.mode": "qir"}})
+    baseline: str = "sft"         # deltas are taken against this row
+    benchmark: str = "world"
+    checkpoint_dir: str = "checkpoints"      # <dir>/<captioner>: the local backend's folders
+    report_dir: str = "reports/train"        # <dir>/<captioner>: summary.json, curves.png
+    captions_dir: str = "reports/captions"   # <dir>/<captioner>/captions.jsonl
+    out_dir: str = "reports/results"         # captioners.json, .md, .png
+
+
+@dataclass
 class Config:
     seed: int = 0
     protocol: str = ""            # configs/protocols/<name>.yaml (paper | official), over this file; "" = none
@@ -286,6 +302,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
 
 # Closed choices: key -> the allowed values, or "module:NAME" of the registry (or tuple) that defines them.
@@ -363,6 +380,21 @@ def load_config(path: str | Path | None = "params.yaml", overrides: Sequence[str
         raise ConfigError(f"{key}: {message}" if key else message) from None
     _check_choices(cfg)
     return cfg  # type: ignore[return-value]
+
+
+def with_overrides(cfg: Config, overrides: dict[str, Any] | Sequence[str]) -> Config:
+    """A copy of ``cfg`` with ``{key: value}`` or ``["key=value"]`` applied, checked like :func:`load_config`."""
+    try:
+        if isinstance(overrides, dict):
+            out = OmegaConf.merge(cfg, {})
+            for key, value in overrides.items():
+                OmegaConf.update(out, str(key), value, merge=True)
+        else:
+            out = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(str(getattr(exc, "msg", None) or exc).strip().splitlines()[0]) from None
+    _check_choices(out)
+    return out  # type: ignore[return-value]
 
 
 def _read_params_file(path: Path) -> DictConfig:

@@ -31,7 +31,7 @@ BENCHMARK_FORMATS: Registry = Registry("benchmark format", builtins={
     "sc-captioner": "cim.eval.benchmarks.sc_captioner", "oxford-pet": "cim.eval.benchmarks.oxford_pet",
     "demo-world": "cim.eval.benchmarks.demo_world"})
 CAPTIONERS: Registry = Registry("captioner", config_key="eval.captioner.name", builtins={
-    **dict.fromkeys(("levels", "file", "hf", "vllm"), "cim.eval.captioners"),
+    **dict.fromkeys(("levels", "file", "hf", "vllm"), "cim.eval.captioners"), "local": "cim.eval.local_captioner",
     **dict.fromkeys(RELEASED_CHECKPOINTS, "cim.eval.released")})
 PARSERS: Registry = Registry("scene-graph parser", config_key="eval.parser.name",
                              builtins={"spacy": "cim.eval.parsers.spacy_rules", "factual": "cim.eval.parsers.factual"})

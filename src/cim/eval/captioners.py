@@ -314,12 +314,18 @@ def build_captioner(name: str, model: str | None = None, **options) -> Captioner
 
 # ------------------------------------------------------------------------------------------------ running
 def generate_captions(captioner: Captioner, images: Sequence[Any], prompt: str, out_path: str | Path | None = None,
-                      batch_size: int = 32) -> tuple[list[dict], dict]:
+                      batch_size: int = 32, progress: bool = True) -> tuple[list[dict], dict]:
     """Caption every image; returns (rows, counts) and writes the rows as jsonl when ``out_path`` is given.
 
     Missing images and failed batches become per-row errors; a failed batch is retried image by image so
-    one bad file does not take its neighbours down."""
+    one bad file does not take its neighbours down. A progress bar (stderr) counts images."""
+    import sys
+
+    from tqdm.auto import tqdm
+
     items = as_items(images)
+    bar = tqdm(total=len(items), desc=f"captioning ({captioner.name})", unit="image", file=sys.stderr,
+               disable=not progress, mininterval=0.1 if sys.stderr.isatty() else 1.0)
     describe = captioner.describe()
     decoding = describe.get("decoding")
     needs_images = describe.get("kind") != "file"
@@ -345,6 +351,8 @@ def generate_captions(captioner: Captioner, images: Sequence[Any], prompt: str, 
             rows.append({"id": it.id, "image": str(it.path) if it.path else None,
                          "caption": texts.get(it.id, ""), "prompt": prompt, "captioner": captioner.name,
                          "decoding": decoding, "error": errors.get(it.id)})
+        bar.update(len(chunk))
+    bar.close()
     missing_ids = set(getattr(captioner, "missing", []))
     for row in rows:
         if row["id"] in missing_ids and row["error"] is None:

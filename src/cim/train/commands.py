@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="verl: start from the base model or an SFT checkpoint (train.verl.sft_checkpoint)")
     parser.add_argument("--dry-run", action="store_true", help="print the command (verl) or plan (local) and exit")
     parser.add_argument("--list-presets", action="store_true", help="list the verl presets and exit")
+    parser.add_argument("--variant", metavar="NAME",
+                        help="local: train a row of the captioner comparison into <pipeline.checkpoint_dir>/NAME: "
+                             "the SFT start (pipeline.sft) or a GRPO variant (pipeline.variants) from it")
     from cim.protocols import add_argument
 
     add_argument(parser)
@@ -247,6 +250,15 @@ def run(args: argparse.Namespace) -> int:
     backend = args.backend or cfg.train.backend
     if backend == "verl":
         return int(launch_verl(cfg, dry_run=args.dry_run)["returncode"])
+    if args.variant and not args.dry_run:
+        from cim.pipeline import checkpoint_dir, train_sft, train_variant, variant_config
+
+        variant_config(cfg, args.variant)          # a name that is no row: one line, before any work
+        if args.variant == cfg.pipeline.sft:
+            train_sft(cfg, checkpoint_dir(cfg, args.variant))
+        else:
+            train_variant(cfg, args.variant, checkpoint_dir(cfg, cfg.pipeline.sft), checkpoint_dir(cfg, args.variant))
+        return 0
     from cim.train.local import run_local
 
     return run_local(cfg, dry_run=args.dry_run)

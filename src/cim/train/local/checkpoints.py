@@ -23,7 +23,10 @@ LATEST_FILE = "latest.json"
 SFT_FINAL = "sft_final"
 # settings that may change between a run and its resumption without changing what was computed so far
 RESUMABLE_SETTINGS = ("save_every", "eval_every", "n_eval", "threads", "grpo_steps", "sft_steps", "out_dir",
-                      "report_dir")
+                      "report_dir", "sft_dir")
+# what an SFT start depends on: GRPO from another folder's SFT start needs these to match
+SFT_SETTINGS = ("lm", "sft_data", "d_model", "n_layers", "n_heads", "n_prefix", "sft_lr", "sft_batch",
+                "max_new_tokens")
 
 
 def grpo_name(step: int) -> str:
@@ -80,3 +83,12 @@ def config_fingerprint(cfg) -> dict:
     for k in RESUMABLE_SETTINGS:
         lc.pop(k, None)
     return {"local": lc, "reward": to_dict(cfg.reward), "index": cfg.index.out_dir, "seed": cfg.seed}
+
+
+def sft_compatible(state: dict, cfg) -> bool:
+    """Whether ``state`` (an ``sft_final`` checkpoint) is an SFT start for ``cfg``'s GRPO: same model, SFT
+    settings, steps, index and seed (the reward and GRPO settings may differ)."""
+    mine, theirs = config_fingerprint(cfg), state.get("fingerprint") or {}
+    same = {k: mine["local"].get(k) for k in SFT_SETTINGS} == {k: theirs.get("local", {}).get(k) for k in SFT_SETTINGS}
+    return same and state.get("step") == cfg.train.local.sft_steps and \
+        (mine["index"], mine["seed"]) == (theirs.get("index"), theirs.get("seed"))

@@ -48,8 +48,9 @@ def _run_to_continue(cfg, state, key: str):
     return newest, died[1:]
 
 
-def run_local(cfg, dry_run: bool = False, scorer=None, progress: bool = True) -> int:
-    """`cim train --backend local` (the Prefect flow and the DVC stage call this)."""
+def run_local(cfg, dry_run: bool = False, scorer=None, progress: bool = True, run_name: str | None = None) -> int:
+    """`cim train --backend local` (the Prefect flow and the DVC stage call this). ``run_name``: the MLflow
+    run's name (``train[mode=grc]``; default ``train``). The final captioner is logged as an MLflow model."""
     from cim.determinism import deterministic
     from cim.tracking import client, mark_killed, start_run
     from cim.train.local.trainer import LocalTrainer
@@ -69,7 +70,7 @@ def run_local(cfg, dry_run: bool = False, scorer=None, progress: bool = True) ->
     tags = {"backend": "local", "reward.mode": cfg.reward.mode, RUN_KEY_TAG: key,
             "train.out_dir": str(trainer.out.resolve())}
     with start_run(cfg, "train", tags=tags, run_id=resume.info.run_id if resume else None,
-                   log_params=resume is None) as run:
+                   log_params=resume is None, run_name=run_name) as run:
         import mlflow
 
         run_id = run.info.run_id
@@ -89,6 +90,10 @@ def run_local(cfg, dry_run: bool = False, scorer=None, progress: bool = True) ->
         for name in (SFT_FINAL, grpo_name(lc.grpo_steps)):
             if (trainer.out / name).exists():
                 mlflow.log_artifacts(str(trainer.out / name), artifact_path=f"checkpoints/{name}")
+        if (trainer.out / "latest.json").exists():
+            from cim.train.local.mlflow_model import log_captioner
+
+            log_captioner(cfg, trainer.out)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

@@ -29,7 +29,7 @@ import torch
 from cim.determinism import deterministic
 from cim.io import write_jsonl
 from cim.train.local.checkpoints import (SFT_FINAL, config_fingerprint, grpo_name, load_checkpoint, load_latest,
-                                         save_checkpoint)
+                                         save_checkpoint, sft_compatible)
 from cim.train.local.examples import distinct_n, read_rows, rows_with_features, sft_pairs
 from cim.train.local.history import RunHistory
 from cim.train.local.model import Captioner, build_tiny_lm, load_smollm2
@@ -46,6 +46,11 @@ class LocalTrainer:
         self.scorer = scorer
         self.index = scorer.index
         self.out = Path(self.lc.out_dir)
+        # where the SFT start lives: this folder, or another run's (train.local.sft_dir: GRPO only here)
+        self.sft_source = Path(self.lc.sft_dir) if self.lc.sft_dir else self.out
+        if self.lc.sft_dir and not (self.sft_source / SFT_FINAL).is_dir():
+            raise FileNotFoundError(f"train.local.sft_dir={self.lc.sft_dir}: no {SFT_FINAL}/ in it; "
+                                    "train the SFT start first")
         self.out.mkdir(parents=True, exist_ok=True)
         for leftover in self.out.glob(".*.tmp"):       # a checkpoint or file half-written when a run was killed
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
@@ -59,8 +64,10 @@ class LocalTrainer:
         self.sft_feats = torch.from_numpy(sft_feats)
         if self.lc.lm == "tiny":
             vocab_file = self.out / "tokenizer.json"
-            if vocab_file.exists():
-                self.tok = WordTokenizer.load(vocab_file)
+            if (self.sft_source / "tokenizer.json").exists():     # the SFT start's vocabulary, kept beside
+                self.tok = WordTokenizer.load(self.sft_source / "tokenizer.json")
+                if not vocab_file.exists():
+                    self.tok.save(vocab_file)
             else:
                 self.tok = WordTokenizer.build(self.sft_texts)
                 self.tok.save(vocab_file)
@@ -107,6 +114,11 @@ class LocalTrainer:
 
     def _run(self, state: Optional[dict]) -> dict:
         lc = self.lc
+        if state is None and self.lc.sft_dir:      # GRPO from another folder's SFT start
+            state = load_checkpoint(self.sft_source, SFT_FINAL)
+            if not sft_compatible(state, self.cfg):
+                raise RuntimeError(f"{self.sft_source / SFT_FINAL} is the SFT start of another configuration "
+                                   "(model, SFT settings, index or seed differ)")
         phase, step = ("sft", 0) if state is None else (state["phase"], state["step"])
         if state is not None:
             self._restore(state)
@@ -115,11 +127,11 @@ class LocalTrainer:
             sft_opt = torch.optim.AdamW(self.policy.parameters(), lr=lc.sft_lr, weight_decay=0.0)
             if state is not None and step < lc.sft_steps:
                 sft_opt.load_state_dict(state["optim"])
-            if step < lc.sft_steps or not (self.out / SFT_FINAL).exists():
+            if step < lc.sft_steps or not (self.sft_source / SFT_FINAL).exists():
                 self.sft(step, sft_opt)
             phase, step, state = "grpo", 0, None
         ref = copy.deepcopy(self.policy)
-        ref.load_state_dict(load_checkpoint(self.out, SFT_FINAL)["model"])
+        ref.load_state_dict(load_checkpoint(self.sft_source, SFT_FINAL)["model"])
         ref.eval()
         for p in ref.parameters():
             p.requires_grad_(False)
@@ -133,8 +145,8 @@ class LocalTrainer:
 
     def summary(self) -> dict[str, Any]:
         evals = {e["step"]: {k: v for k, v in e.items() if k != "step"} for e in self.history.evaluations()}
-        return {"sft_eval": evals.get(0, {}), "final_eval": evals.get(self.lc.grpo_steps, {}),
-                "steps": self.lc.grpo_steps}
+        # metrics only (DVC reads it as metrics): the step count is a config value, in params
+        return {"sft_eval": evals.get(0, {}), "final_eval": evals.get(self.lc.grpo_steps, {})}
 
     # -- SFT --------------------------------------------------------------------------------------------------
     def _batch_tokens(self, texts: Sequence[str]):
