@@ -24,6 +24,8 @@ NON_UTF8_ROW = b'{"id": "a", "image": "a.png", "text": "caf\xe9", "caption": "ca
 REQUIRED = {
     "manifest": ["--format", "coco-ln", "--annotations", "ann.jsonl", "--images", ".", "--out", "m.jsonl"],
     "score": ["--input", "in.jsonl", "--output", "out.jsonl"],
+    "caption": ["--captioner", "sft"],
+    "ablate": ["beta"],
 }
 
 

@@ -14,7 +14,7 @@ from cim.ablate.axes import AXES, DEFAULTS, IMAGE_PRESETS, TEXT_PRESETS
 def add_arguments(parser) -> None:
     parser.add_argument("axis", choices=list(AXES), help="components | scale | encoders | beta")
     parser.add_argument("--values", help="comma-separated variants: components: modes "
-                        f"(default {DEFAULTS['components'][0]},...); beta: values (default "
+                        f"(default {','.join(DEFAULTS['components'])}); beta: values (default "
                         f"{','.join(DEFAULTS['beta'])}); scale: shares of the corpus rows besides the training "
                         f"images' (default {','.join(DEFAULTS['scale'])})")
     parser.add_argument("--text", default=DEFAULTS["encoders"][0],
