@@ -28,7 +28,6 @@ class Variant:
     overrides: tuple[str, ...]        # over the base configuration; every key the axis varies
     corpus: float | None = None       # scale: the share of the non-training rows (None: the whole corpus)
     fields: dict = field(default_factory=dict, compare=False)   # numbers the report's row carries (beta)
-    labels: dict = field(default_factory=dict, compare=False)   # names the table shows (encoders)
 
 
 TEXT_PRESETS: dict[str, dict] = {
@@ -101,7 +100,7 @@ def encoders(cfg, values: Sequence[str]) -> list[Variant]:
             te, ie = _preset(TEXT_PRESETS, t, "text"), _preset(IMAGE_PRESETS, i, "image")
             overrides = fixed + tuple(f"encoders.text.{k}={v}" for k, v in te.items()) \
                 + tuple(f"encoders.image.{k}={v}" for k, v in ie.items())
-            out.append(Variant(f"{t}+{i}", overrides, labels={"text": t, "image": i}))
+            out.append(Variant(f"{t}+{i}", overrides))
     return out
 
 
