@@ -81,7 +81,7 @@ def test_closed_choices_come_from_the_registries():
     with pytest.raises(ConfigError, match="encoders.image.name='vit' is not one of efficientnet-lite, open_clip"):
         load_config(None, ["encoders.image.name=vit"])
     with pytest.raises(ConfigError, match=r"eval.captioner.name='gpt4' is not one of file, hf, kkk5/CIM-InternVL2-8B, "
-                                          r".*kkk5/CIM-Qwen2.5-VL-7B, levels, vllm"):
+                                          r".*kkk5/CIM-Qwen2.5-VL-7B, levels, local, vllm"):
         load_config(None, ["eval.captioner.name=gpt4"])
 
 

@@ -47,7 +47,28 @@ RECORDER = textwrap.dedent("""
 
 
 def _stages() -> dict:
-    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    """dvc.yaml's stages, ``foreach`` ones expanded as DVC does (``train@cim``: ``${item}`` substituted)."""
+    out = {}
+    for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items():
+        if "foreach" not in stage:
+            out[name] = stage
+            continue
+        for item in stage["foreach"]:
+            text = yaml.safe_dump(stage["do"]).replace("${item}", str(item))
+            out[f"{name}@{item}"] = yaml.safe_load(text)
+    return out
+
+
+def test_foreach_stages_list_the_pipeline_rows():
+    """The train/caption stages' lists are params.yaml's rows (the SFT start first, then the variants)."""
+    from cim.config import load_config
+    from cim.pipeline import variants
+
+    rows = list(variants(load_config(REPO / "params.yaml")))
+    raw = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    assert raw["caption"]["foreach"] == rows and raw["train"]["foreach"] == rows[1:]
+    assert [d for d in raw["compare"]["deps"] if d.startswith("reports/captions/")] == \
+        [f"reports/captions/{r}/captions.jsonl" for r in rows]
 
 
 def _covered(path: str, deps: list[str]) -> bool:

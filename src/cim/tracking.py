@@ -136,11 +136,13 @@ def _touch_parent(cfg, parent_id: str) -> None:
 
 @contextlib.contextmanager
 def start_run(cfg, stage: str, tags: dict[str, Any] | None = None, log_params: bool = True,
-              nested: bool = False, run_id: str | None = None, run_name: str | None = None) -> Iterator[Any]:
+              nested: bool = False, run_id: str | None = None, run_name: str | None = None,
+              start_time: float | None = None) -> Iterator[Any]:
     """``with start_run(cfg, "verify") as run:`` -- one MLflow run for one stage, opened before the work so
     its duration covers it. ``run_name`` says what differs (``train[mode=grc]``; default: the stage).
     ``run_id`` continues an existing run (a resumed stage, see :func:`unfinished_runs`); else
-    ``MLFLOW_RUN_ID`` when set. Inside a pipeline execution the run is a child of its parent run."""
+    ``MLFLOW_RUN_ID`` when set. Inside a pipeline execution the run is a child of its parent run.
+    ``start_time`` (``time.time()`` when the work began): a run opened after its work still covers it."""
     import mlflow
 
     configure(cfg)
@@ -152,6 +154,10 @@ def start_run(cfg, stage: str, tags: dict[str, Any] | None = None, log_params: b
     parent = None if (nested or run_id) else pipeline_parent(cfg)
     if parent is not None:
         all_tags["mlflow.parentRunId"] = parent
+    if start_time is not None and run_id is None and not nested:
+        created = client(cfg).create_run(configure(cfg), start_time=int(start_time * 1000), tags=all_tags,
+                                         run_name=run_name or stage)
+        run_id = created.info.run_id
     try:
         with mlflow.start_run(run_id=run_id, run_name=None if run_id else (run_name or stage), nested=nested,
                               tags=all_tags) as run:
@@ -229,12 +235,13 @@ def mark_killed(cfg, run_ids, reason: str) -> None:
 
 
 def log_stage(cfg, stage: str, metrics: dict[str, float], tags: dict[str, Any] | None = None,
-              artifacts: list[str | Path] = (), artifact_path: str | None = None) -> str:
-    # prefer ``with start_run(...)`` around the work: this helper opens the run after it (short duration)
-    """One finished stage as one run: params, metrics, tags and artifact files. Returns the run id."""
+              artifacts: list[str | Path] = (), artifact_path: str | None = None, started: float | None = None,
+              run_name: str | None = None) -> str:
+    """One finished stage as one run: params, metrics, tags and artifact files. Returns the run id.
+    ``started`` (``time.time()`` when the work began) makes the run's duration cover the work."""
     import mlflow
 
-    with start_run(cfg, stage, tags=tags) as run:
+    with start_run(cfg, stage, tags=tags, start_time=started, run_name=run_name) as run:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
         for path in artifacts:
             if Path(path).is_dir():

@@ -22,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.params, args.overrides)
     out_dir = args.out or cfg.world.out_dir
-    started = time.perf_counter()
+    started, wall = time.perf_counter(), time.time()
     meta = generate_world(cfg.world, out_dir=out_dir, progress=not args.no_progress, force=args.force)
     state = "already complete, skipped" if meta["skipped"] else "written"
     print(f"world {state}: {out_dir} {json.dumps(meta['counts'])}", file=sys.stderr)
@@ -31,5 +31,5 @@ def run(args: argparse.Namespace) -> int:
 
         counts = {k: v for k, v in meta["counts"].items() if isinstance(v, (int, float))}
         log_stage(cfg, "prepare", {**counts, "seconds": time.perf_counter() - started},
-                  artifacts=[Path(out_dir) / "world.json"])
+                  artifacts=[Path(out_dir) / "world.json"], started=wall)
     return 0

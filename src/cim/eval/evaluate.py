@@ -236,20 +236,21 @@ def merge(parts: list[dict]) -> dict:
     return summary
 
 
-def record(cfg, summary: dict, root: str | Path = ".", track: bool = True) -> dict:
-    """``<eval.out_dir>/metrics.json`` (the headline numbers, for DVC) and, with ``track``, the MLflow run;
-    returns the headline."""
+def record(cfg, summary: dict, root: str | Path = ".", track: bool = True, started: float | None = None) -> dict:
+    """``<eval.out_dir>/metrics.json`` (the headline numbers, for DVC) and, with ``track``, the MLflow run
+    (``started``: ``time.time()`` when the work began, so the run covers it); returns the headline."""
     out_dir = Path(root) / cfg.eval.out_dir
     numbers = headline(summary)
     write_json(out_dir / METRICS_FILE, numbers)
     if track:
-        log_mlflow(cfg, summary, out_dir)
+        log_mlflow(cfg, summary, out_dir, started)
     return numbers
 
 
 def evaluate(cfg, root: str | Path = ".", *, log=print, track: bool = True) -> dict:
     """The evaluate stage: every benchmark's results and table, ``metrics.json``, one MLflow run (``track``).
     Returns the summary (see :meth:`Evaluator.run`) with ``"metrics"``: the headline numbers."""
+    started = time.time()
     summary = Evaluator(cfg, root, log).run()
-    summary["metrics"] = record(cfg, summary, root, track)
+    summary["metrics"] = record(cfg, summary, root, track, started)
     return summary

@@ -184,7 +184,7 @@ def headline(summary: dict) -> dict:
     return out
 
 
-def log_mlflow(cfg, summary: dict, out_dir: Path) -> None:
+def log_mlflow(cfg, summary: dict, out_dir: Path, started: float | None = None) -> None:
     """One MLflow run (stage ``evaluate``): every table number and its delta against ``eval.baseline``,
     each experiment's headline as ``<benchmark>/<experiment>/<number>``, and the report folders."""
     import mlflow
@@ -193,7 +193,8 @@ def log_mlflow(cfg, summary: dict, out_dir: Path) -> None:
     from cim.tracking import start_run
 
     with start_run(cfg, "evaluate", tags={"benchmarks": ",".join(summary["benchmarks"]),
-                                          "baseline": cfg.eval.baseline or "none", **tags(cfg)}):
+                                          "baseline": cfg.eval.baseline or "none", **tags(cfg)},
+                   run_name=f"evaluate[{','.join(summary['benchmarks'])}]", start_time=started):
         mlflow.log_metrics(mlflow_metrics(summary["results"], cfg.eval.baseline))
         for bench, info in summary["benchmarks"].items():
             for m, numbers in _benchmark_numbers(info):

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from cim.determinism import deterministic
     from cim.index import build_index
 
-    started = time.perf_counter()
+    started, wall = time.perf_counter(), time.time()
     stats: dict = {}
     with deterministic(int(cfg.seed)):
         build_index(cfg, manifest, out, sources=sources, progress=not args.no_progress, stats=stats)
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         log_stage(cfg, "index", {"rows": meta["rows"], "seconds": seconds, "rows_per_s": meta["rows"] / seconds,
                                  "shards_reused": stats["reused"], "skipped": summary["skipped"],
                                  "sources": summary["sources"]},
-                  tags={"data.index_sha256": _index_hash(meta)}, artifacts=[out / "meta.json"])
+                  tags={"data.index_sha256": _index_hash(meta)}, artifacts=[out / "meta.json"], started=wall)
     return 0
 
 

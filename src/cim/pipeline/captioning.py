@@ -18,23 +18,36 @@ from cim.errors import ConfigError
 from cim.io import atomic_write_json, write_jsonl
 
 
+def kind(cfg, captioner: Any, checkpoint: str | Path | None = None) -> str:
+    """``object``, ``local`` (a pipeline row or a checkpoint) or ``registered``; ConfigError for another name."""
+    from cim.eval.captioners import CAPTIONERS, Captioner
+    from cim.pipeline.variants import variants
+
+    if isinstance(captioner, Captioner):
+        return "object"
+    if captioner in variants(cfg) or checkpoint is not None:
+        return "local"
+    if captioner not in CAPTIONERS.names():
+        raise ConfigError(f"captioner {captioner!r} is neither a pipeline row ({', '.join(variants(cfg))}) nor a "
+                          f"registered captioner ({', '.join(CAPTIONERS.names())})")
+    return "registered"
+
+
 def build(cfg, captioner: Any, checkpoint: str | Path | None = None):
     """The :class:`~cim.eval.captioners.Captioner` ``captioner`` names (see the module doc)."""
     from cim.config import with_overrides
-    from cim.eval.captioners import CAPTIONERS, Captioner
-    from cim.pipeline.variants import checkpoint_dir, variants
+    from cim.eval.captioners import CAPTIONERS
+    from cim.pipeline.variants import checkpoint_dir
 
-    if isinstance(captioner, Captioner):
+    found = kind(cfg, captioner, checkpoint)
+    if found == "object":
         return captioner
     c = cfg.eval.captioner
-    if captioner in variants(cfg) or checkpoint is not None:
+    if found == "local":
         from cim.eval.local_captioner import LocalCheckpointCaptioner
 
         path = checkpoint if checkpoint is not None else checkpoint_dir(cfg, captioner)
         return LocalCheckpointCaptioner(path, batch_size=c.batch_size, max_new_tokens=c.max_new_tokens)
-    if captioner not in CAPTIONERS.names():
-        raise ConfigError(f"captioner {captioner!r} is neither a pipeline row ({', '.join(variants(cfg))}) nor a "
-                          f"registered captioner ({', '.join(CAPTIONERS.names())})")
     return CAPTIONERS.get(captioner)(with_overrides(cfg, {"eval.captioner.name": captioner}).eval.captioner)
 
 
@@ -77,6 +90,7 @@ def caption(cfg, captioner: Any, benchmark: str, out_path: str | Path, checkpoin
     from cim.tracking import start_run
 
     name = captioner if isinstance(captioner, str) else captioner.name
+    kind(cfg, captioner, checkpoint)          # an unknown name fails here, before any run or work
     out_path = Path(out_path)
     run = start_run(cfg, "caption", run_name=f"caption[{name}]", tags={"captioner": name, "benchmark": benchmark}) \
         if track else contextlib.nullcontext()

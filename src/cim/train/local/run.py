@@ -93,7 +93,7 @@ def run_local(cfg, dry_run: bool = False, scorer=None, progress: bool = True, ru
         if (trainer.out / "latest.json").exists():
             from cim.train.local.mlflow_model import log_captioner
 
-            log_captioner(cfg, trainer.out)
+            mlflow.set_tag("cim.model_uri", log_captioner(cfg, trainer.out))
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
