@@ -25,6 +25,7 @@ REQUIRED = {
     "manifest": ["--format", "coco-ln", "--annotations", "ann.jsonl", "--images", ".", "--out", "m.jsonl"],
     "score": ["--input", "in.jsonl", "--output", "out.jsonl"],
     "caption": ["--captioner", "sft"],
+    "ablate": ["beta"],
 }
 
 

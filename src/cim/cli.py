@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("cim.service.commands", "run the reward service (HTTP, dynamic batching)"),
     "prepare-train": ("cim.train.prepare_command", "write verl's multimodal parquet from a training manifest"),
     "train": ("cim.train.commands", "GRPO with the CIM reward: --backend verl (GPU) or local (CPU)"),
+    "ablate": ("cim.ablate.commands", "the paper's ablations of the reward: components, scale, encoders, beta"),
     "caption": ("cim.pipeline.caption_command", "caption a benchmark with a trained, released or any registered "
                 "captioner (captions.jsonl)"),
     "compare": ("cim.pipeline.compare_command", "the captioners' table (CAPTURE, F1s, Relations QA, BLEU/METEOR, "
@@ -97,8 +98,8 @@ def run_command(name: str, argv: list[str]) -> int:
     module_name, help_text = COMMANDS[name]
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"cim {name}", description=help_text)
+    module.add_arguments(parser)       # first: a command's own positional (`cim ablate AXIS`) precedes the overrides
     _add_common(parser)
-    module.add_arguments(parser)
     args = parser.parse_intermixed_args(argv)
     args.params = settle_params(name, args.params, args.overrides)
     return int(module.run(args) or 0)

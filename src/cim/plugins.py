@@ -24,7 +24,7 @@ TEXT_ENCODERS: Registry = Registry("text encoder", config_key="encoders.text.nam
                                    builtins={"sentence-transformers": "cim.encoders.text"})
 IMAGE_ENCODERS: Registry = Registry("image encoder", config_key="encoders.image.name",
                                     builtins={"efficientnet-lite": "cim.encoders.image",
-                                              "open_clip": "cim.encoders.image"})
+                                              "open_clip": "cim.encoders.image", "dinov3": "cim.encoders.image"})
 DATASET_FORMATS: Registry = Registry("dataset format", builtins=dict.fromkeys(
     ("refinedcaps", "densefusion", "docci", "coco-ln", "sc-captioner-sft"), "cim.data.adapters"))
 BENCHMARK_FORMATS: Registry = Registry("benchmark format", builtins={

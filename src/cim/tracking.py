@@ -12,6 +12,8 @@
   run id (``prefect.runtime.flow_run.id``); a stage run outside any of them is a top-level run. The parent
   is created by the first stage that needs it and its end time follows its last child, so its duration
   covers the whole execution.
+- A run that groups variants (an ablation) is opened with :func:`parent_run`: every stage run inside it,
+  however deep in the library, becomes its child the same way (``CIM_PARENT_RUN_ID`` for the duration).
 - The experiment is tagged as a model-training experiment (``mlflow.experimentKind``), so the UI opens its
   runs view rather than the GenAI view.
 """
@@ -181,6 +183,38 @@ def start_run(cfg, stage: str, tags: dict[str, Any] | None = None, log_params: b
     finally:
         if parent is not None:
             _touch_parent(cfg, parent)
+
+
+@contextlib.contextmanager
+def parent_run(cfg, stage: str, run_name: str, tags: dict[str, str] | None = None) -> Iterator[str]:
+    """``with parent_run(cfg, "ablate", "ablate[beta]") as run_id:`` -- a run whose children are every run
+    started inside the block (:func:`start_run` reads ``CIM_PARENT_RUN_ID``, set here for the duration and
+    restored after). Inside a pipeline execution it is itself a child of the pipeline's parent. Ends FINISHED,
+    FAILED on an error, KILLED on an interrupt."""
+    exp_id = configure(cfg)
+    c = client(cfg)
+    outer = pipeline_parent(cfg)
+    all_tags = {"stage": stage, **provenance_tags(), **{k: str(v) for k, v in (tags or {}).items()}}
+    if outer is not None:
+        all_tags["mlflow.parentRunId"] = outer
+    run_id = c.create_run(exp_id, run_name=run_name, tags=all_tags).info.run_id
+    saved = os.environ.get("CIM_PARENT_RUN_ID")
+    os.environ["CIM_PARENT_RUN_ID"] = run_id
+    status = "FAILED"
+    try:
+        yield run_id
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        if saved is None:
+            os.environ.pop("CIM_PARENT_RUN_ID", None)
+        else:
+            os.environ["CIM_PARENT_RUN_ID"] = saved
+        c.set_terminated(run_id, status)
+        if outer is not None:
+            _touch_parent(cfg, outer)
 
 
 def client(cfg):

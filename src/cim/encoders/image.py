@@ -1,4 +1,4 @@
-"""Image encoders: EfficientNet-Lite (embedded, ImageNet-1k) and OpenCLIP (the paper's ViT-H/14).
+"""Image encoders: EfficientNet-Lite (embedded, ImageNet-1k), OpenCLIP (the paper's ViT-H/14) and DINOv3.
 
 CIM uses image embeddings only for image<->image cosine (GRC, QIR), so any good image backbone spans a
 usable space; which one built an index is recorded by ``describe()`` and checked when the index is loaded.
@@ -13,14 +13,15 @@ import numpy as np
 
 from cim.encoders.base import (ImageEncoder, ImageInput, WeightsNotFound, hf_hub_cache, l2_normalize, map_images,
                                register_image_encoder, resolve_device, seeded)
-from cim.encoders.weights import hf_cached_file, package_file
+from cim.encoders.weights import hf_cached_file, hf_cached_snapshot, package_file
 
-__all__ = ["TorchImageEncoder", "build_efficientnet_lite", "build_open_clip", "resolve_open_clip_weights",
-           "PAPER_OPEN_CLIP", "IMAGENET_MEAN", "IMAGENET_STD"]
+__all__ = ["TorchImageEncoder", "build_efficientnet_lite", "build_open_clip", "build_dinov3",
+           "resolve_open_clip_weights", "PAPER_OPEN_CLIP", "DINOV3", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PAPER_OPEN_CLIP = ("ViT-H-14", "laion2b_s32b_b79k")   # the paper names no tag: this one is pinned
+DINOV3 = "facebook/dinov3-vitl16-pretrain-lvd1689m"   # the DINOv3 hub repo the encoder ablation names
 RANDOM_SEED = 0                                        # pretrained=none builds these weights, reproducibly
 _NONE = ("none", "", "random")
 
@@ -253,4 +254,40 @@ def build_open_clip(cfg) -> TorchImageEncoder:
         info["seed"] = RANDOM_SEED
     spec = {"kind": "open_clip", **dataclasses.asdict(PreprocessCfg(**visual.preprocess_cfg))}
     return TorchImageEncoder("open_clip", visual, lambda m, x: m(x), spec, dim=int(dim), device=device,
+                             batch_size=getattr(cfg, "batch_size", 32), info=info)
+
+
+# -- DINOv3 -------------------------------------------------------------------------------------------------
+@register_image_encoder("dinov3")
+def build_dinov3(cfg) -> TorchImageEncoder:
+    """A DINOv3 ViT (transformers ``DINOv3ViTModel``); features = its pooled CLS output, ImageNet mean/std.
+
+    ``model`` is a hub repo (default :data:`DINOV3`) read from the local HF cache, ``pretrained`` a local model
+    folder, or ``none`` (a seeded random ViT of transformers' default DINOv3 size). No DINOv3 weights ship in
+    any package and nothing is downloaded.
+    """
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    model = cfg.model or DINOV3
+    pretrained = getattr(cfg, "pretrained", "") or ""
+    if pretrained.lower() in _NONE:
+        with seeded(RANDOM_SEED):
+            net, source = DINOv3ViTModel(DINOv3ViTConfig()), "none"
+    else:
+        local = Path(os.path.expanduser(pretrained))
+        folder = local if local.is_dir() else hf_cached_snapshot(model)
+        if folder is None:
+            raise WeightsNotFound(
+                f"DINOv3 weights {model!r} are not on this machine (no package ships them and nothing is downloaded "
+                f"at run time): put the hub snapshot in the HF cache {hf_hub_cache()} (`huggingface-cli download "
+                f"{model}` on a connected machine; the repo is gated), or set encoders.image.pretrained to a local "
+                "model folder, or use encoders.image.name=efficientnet-lite")
+        net, source = DINOv3ViTModel.from_pretrained(str(folder)), (str(folder) if local.is_dir() else model)
+    size = int(cfg.image_size)
+    info = {"model": model, "pretrained": source, "image_size": size,
+            "preprocess": "resize-shorter-bicubic+center-crop, imagenet-mean-std", "pooling": "cls"}
+    if source == "none":
+        info["seed"] = RANDOM_SEED
+    return TorchImageEncoder("dinov3", net, lambda m, x: m(pixel_values=x).pooler_output, imagenet_preprocess(size),
+                             dim=net.config.hidden_size, device=resolve_device(getattr(cfg, "device", "auto")),
                              batch_size=getattr(cfg, "batch_size", 32), info=info)

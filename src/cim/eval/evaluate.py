@@ -87,12 +87,19 @@ class Evaluator:
         spec = self.ecfg.text_encoder or (bench or self.current).spec.capture_encoder
         return dict(spec) if isinstance(spec, dict) else {"name": "sentence-transformers", "model": spec}
 
+    def capture_encoder_fields(self, bench: Benchmark | None = None) -> dict:
+        """Every field CAPTURE's encoder is built with: :meth:`capture_encoder` over the text-encoder defaults
+        (batch size and device too are never ``encoders.text``'s: padding moves embeddings in the last bits)."""
+        from cim.config import TextEncoderConfig, to_dict
+        from omegaconf import OmegaConf
+
+        return to_dict(OmegaConf.merge(OmegaConf.structured(TextEncoderConfig), self.capture_encoder(bench)))
+
     def text_encoder(self, bench: Benchmark | None = None):
         from cim.config import TextEncoderConfig
         from cim.encoders import build_text_encoder
 
-        fields = {"batch_size": self.cfg.encoders.text.batch_size, "device": self.cfg.encoders.text.device,
-                  **self.capture_encoder(bench)}
+        fields = self.capture_encoder_fields(bench)
         key = "text_encoder:" + json.dumps(fields, sort_keys=True)
         return self._part(key, lambda: build_text_encoder(TextEncoderConfig(**fields)))
 
@@ -113,9 +120,9 @@ class Evaluator:
         from cim.reward.scorer import Scorer
 
         # the reward's own encoder (encoders.text); one already loaded for CAPTURE is shared when it is the same
-        t = self.cfg.encoders.text
-        same = {"batch_size": t.batch_size, "device": t.device, "name": t.name, "model": t.model}
-        shared = self._parts.get("text_encoder:" + json.dumps(same, sort_keys=True))
+        from cim.config import to_dict
+
+        shared = self._parts.get("text_encoder:" + json.dumps(to_dict(self.cfg.encoders.text), sort_keys=True))
         return self._part("scorer", lambda: Scorer.from_config(self.cfg, text_encoder=shared))
 
     # -- benchmarks and captions --------------------------------------------------------------------

@@ -6,8 +6,10 @@ Spearman correlation with quality over all captions (pooled) and within each ima
 share of images whose detailed-correct caption outscores each other level.
 
 :func:`verify` is the stage as a library call (the ``cim verify`` command and the Prefect index flow call
-it): it scores in batches of ``reward.batch_size``, writes ``metrics.json``, ``scores.csv`` and
-``scores_by_level.png`` to ``verify.out_dir``, logs an MLflow run and returns the summary.
+it; so does ``cim ablate``, with a scorer of its own): it scores in batches of ``reward.batch_size``, writes
+``metrics.json`` (measurements only: DVC shows every number in it as a metric), ``settings.json`` (the reward
+and encoder settings that produced them), ``scores.csv`` and ``scores_by_level.png`` to ``verify.out_dir``,
+logs an MLflow run and returns the summary and the settings.
 """
 from __future__ import annotations
 
@@ -89,27 +91,38 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def settings(cfg, scorer=None) -> dict:
+    """What produced a verify report (not a measurement: ``settings.json``, never ``metrics.json``)."""
+    from cim.protocols import describe
+
+    out = {"reward": {k: getattr(cfg.reward, k) for k in ("top_k", "decay", "beta", "mode", "exclude_source")},
+           "protocol": describe(cfg),
+           "encoders": {"text": cfg.encoders.text.model, "image": cfg.encoders.image.model,
+                        "center_images": cfg.index.center_images}}
+    if scorer is not None:
+        out["corpus_rows"] = len(scorer.index.ids)
+    return out
+
+
 def verify(cfg, *, captions: str | Path | None = None, index_dir: str | Path | None = None,
-           out_dir: str | Path | None = None, track: bool = True, progress: bool = False) -> dict:
-    """Score the captions of known quality (default ``<world.out_dir>/bench_captions.jsonl``) with the
-    index (default ``index.out_dir``), write the report to ``out_dir`` (default ``verify.out_dir``), log it
-    to MLflow when ``track``; returns the summary (see :func:`summarise`)."""
+           out_dir: str | Path | None = None, track: bool = True, progress: bool = False, scorer=None) -> dict:
+    """Score the captions of known quality (default ``<world.out_dir>/bench_captions.jsonl``) with ``scorer``
+    (default: one from ``cfg`` over the index ``index_dir``, default ``index.out_dir``), write the report to
+    ``out_dir`` (default ``verify.out_dir``), log it to MLflow when ``track``; returns the summary (see
+    :func:`summarise`) with the settings under ``"settings"`` (:func:`settings`)."""
     from cim.reward.scorer import Scorer, score_in_batches
 
     captions_path = Path(captions or Path(cfg.world.out_dir) / "bench_captions.jsonl")
     out_dir = Path(out_dir or cfg.verify.out_dir)
     items = [row for _, row in read_jsonl(captions_path)]
-    scorer = Scorer.from_config(cfg, index_dir=str(index_dir) if index_dir else None)
+    if scorer is None:
+        scorer = Scorer.from_config(cfg, index_dir=str(index_dir) if index_dir else None)
     results = score_in_batches(scorer, items, cfg.reward.batch_size, progress=progress)
     rows = [{**{k: it[k] for k in ("image_id", "level", "quality")}, **res} for it, res in zip(items, results)]
     summary = summarise(rows)
-    summary["reward"] = {k: getattr(cfg.reward, k) for k in ("top_k", "decay", "beta", "mode", "exclude_source")}
-    from cim.protocols import describe
-
-    summary["protocol"] = describe(cfg)
-    summary["encoders"] = {"text": cfg.encoders.text.model, "image": cfg.encoders.image.model,
-                           "center_images": cfg.index.center_images}
     atomic_write_text(out_dir / "metrics.json", json.dumps(summary, indent=2))
+    summary["settings"] = settings(cfg, scorer)
+    atomic_write_text(out_dir / "settings.json", json.dumps(summary["settings"], indent=2))
     with atomic_open(out_dir / "scores.csv") as fh:  # for `dvc plots`
         fh.write("image_id,level,quality,score,grc,qir\n")
         for r in rows:
@@ -134,20 +147,25 @@ def run(args) -> int:
 
 
 def _log_mlflow(cfg, summary: dict, out_dir: Path) -> None:
-    import mlflow
-
+    from cim.protocols import tags
     from cim.tracking import start_run
 
-    from cim.protocols import tags
-
     with start_run(cfg, "verify", tags=tags(cfg)):
-        metrics = {}
-        for m in METRICS:
-            metrics[f"{m}.spearman_pooled"] = summary[m]["spearman_pooled"]
-            if summary[m]["spearman_per_image_mean"] is not None:
-                metrics[f"{m}.spearman_per_image"] = summary[m]["spearman_per_image_mean"]
-            for lvl, v in summary[m]["mean_by_level"].items():
-                metrics[f"{m}.mean.{lvl}"] = v
-        metrics["n_failed"] = summary["n_failed"]
-        mlflow.log_metrics(metrics)
+        log_summary(summary, out_dir)
+
+
+def log_summary(summary: dict, out_dir: Path | None = None) -> None:
+    """The summary's metrics (and the report folder as artifacts) into the active MLflow run."""
+    import mlflow
+
+    metrics = {}
+    for m in METRICS:
+        metrics[f"{m}.spearman_pooled"] = summary[m]["spearman_pooled"]
+        if summary[m]["spearman_per_image_mean"] is not None:
+            metrics[f"{m}.spearman_per_image"] = summary[m]["spearman_per_image_mean"]
+        for lvl, v in summary[m]["mean_by_level"].items():
+            metrics[f"{m}.mean.{lvl}"] = v
+    metrics["n_failed"] = summary["n_failed"]
+    mlflow.log_metrics(metrics)
+    if out_dir is not None:
         mlflow.log_artifacts(str(out_dir), artifact_path="verify")
