@@ -78,7 +78,7 @@ def test_closed_choices_come_from_the_registries():
     assert load_config(None, ["eval.judge.name=lm"]).eval.judge.name == "lm"
     with pytest.raises(ConfigError, match="eval.judge.name='gpt' is not one of lm, qwen3, triples"):
         load_config(None, ["eval.judge.name=gpt"])
-    with pytest.raises(ConfigError, match="encoders.image.name='vit' is not one of efficientnet-lite, open_clip"):
+    with pytest.raises(ConfigError, match="encoders.image.name='vit' is not one of dinov3, efficientnet-lite, open_clip"):
         load_config(None, ["encoders.image.name=vit"])
     with pytest.raises(ConfigError, match=r"eval.captioner.name='gpt4' is not one of file, hf, kkk5/CIM-InternVL2-8B, "
                                           r".*kkk5/CIM-Qwen2.5-VL-7B, levels, local, vllm"):
