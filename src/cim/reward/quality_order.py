@@ -14,6 +14,7 @@ logs an MLflow run and returns the summary and the settings.
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -112,6 +113,7 @@ def verify(cfg, *, captions: str | Path | None = None, index_dir: str | Path | N
     :func:`summarise`) with the settings under ``"settings"`` (:func:`settings`)."""
     from cim.reward.scorer import Scorer, score_in_batches
 
+    started = time.time()            # the MLflow run's duration covers the scoring, not only the logging
     captions_path = Path(captions or Path(cfg.world.out_dir) / "bench_captions.jsonl")
     out_dir = Path(out_dir or cfg.verify.out_dir)
     items = [row for _, row in read_jsonl(captions_path)]
@@ -130,7 +132,7 @@ def verify(cfg, *, captions: str | Path | None = None, index_dir: str | Path | N
                 fh.write(f"{r['image_id']},{r['level']},{r['quality']},{r['score']:.6f},{r['grc']:.6f},{r['qir']:.6f}\n")
     plot(rows, out_dir / "scores_by_level.png")
     if track:
-        _log_mlflow(cfg, summary, out_dir)
+        _log_mlflow(cfg, summary, out_dir, started)
     return summary
 
 
@@ -146,11 +148,11 @@ def run(args) -> int:
     return 0
 
 
-def _log_mlflow(cfg, summary: dict, out_dir: Path) -> None:
+def _log_mlflow(cfg, summary: dict, out_dir: Path, started: float | None = None) -> None:
     from cim.protocols import tags
     from cim.tracking import start_run
 
-    with start_run(cfg, "verify", tags=tags(cfg)):
+    with start_run(cfg, "verify", tags=tags(cfg), start_time=started):
         log_summary(summary, out_dir)
 
 
