@@ -31,9 +31,11 @@ def loop(tmp_path_factory):
     work = tmp_path_factory.mktemp("loop")
     shutil.copy(REPO / "params.yaml", work / "params.yaml")
     shutil.copytree(REPO / "configs", work / "configs")
-    old_cwd, old_env = Path.cwd(), os.environ.get("CIM_PIPELINE_ID")
+    old_cwd, saved = Path.cwd(), {k: os.environ.get(k) for k in ("CIM_PIPELINE_ID", "MLFLOW_TRACKING_URI")}
     os.chdir(work)
     os.environ["CIM_PIPELINE_ID"] = "loop-test"
+    # its own store: the session's store holds other tests' runs of the same names (train[sft], ...)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"
     try:
         assert main(["prepare", "--no-mlflow", *TINY]) == 0
         assert main(["index", "--no-mlflow", *TINY]) == 0
@@ -47,10 +49,11 @@ def loop(tmp_path_factory):
         yield {"cfg": cfg, "work": work, "captions": paths, "table": table}
     finally:
         os.chdir(old_cwd)
-        if old_env is None:
-            os.environ.pop("CIM_PIPELINE_ID", None)
-        else:
-            os.environ["CIM_PIPELINE_ID"] = old_env
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _captions(path: Path) -> list[str]:
