@@ -109,14 +109,13 @@ def code_hash() -> str:
 
 def content_hash(path: str | Path) -> str:
     """sha256 over a file's bytes, or over a folder's files (relative names and bytes, sorted)."""
+    from cim.index.identity import file_digest
+
     path = Path(path)
     h = hashlib.sha256()
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
     for f in files:
-        h.update(str(f.relative_to(path) if f != path else f.name).encode() + b"\0")
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        h.update(str(f.relative_to(path) if f != path else f.name).encode() + b"\0" + file_digest(f))
     return h.hexdigest()
 
 
