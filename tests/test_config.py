@@ -72,17 +72,31 @@ def test_flatten_gives_dotted_keys():
     assert flat["reward.beta"] == 1.0 and flat["encoders.text.name"] == "sentence-transformers"
 
 
-def test_closed_choices_come_from_the_registries():
-    with pytest.raises(ConfigError, match="eval.metrics: 'captur' is not one of bleu_meteor, capture, cim"):
-        load_config(None, ["eval.metrics=[capture,captur]"])      # a misspelt metric fails at load
-    assert load_config(None, ["eval.judge.name=lm"]).eval.judge.name == "lm"
-    with pytest.raises(ConfigError, match="eval.judge.name='gpt' is not one of lm, qwen3, triples"):
-        load_config(None, ["eval.judge.name=gpt"])
-    with pytest.raises(ConfigError, match="encoders.image.name='vit' is not one of dinov3, efficientnet-lite, open_clip"):
-        load_config(None, ["encoders.image.name=vit"])
-    with pytest.raises(ConfigError, match=r"eval.captioner.name='gpt4' is not one of file, hf, kkk5/CIM-InternVL2-8B, "
-                                          r".*kkk5/CIM-Qwen2.5-VL-7B, levels, local, vllm"):
-        load_config(None, ["eval.captioner.name=gpt4"])
+def test_names_of_parts_are_checked_against_their_registries():
+    from cim.config import check_names, name_keys
+
+    assert name_keys()["eval.judge.name"] == "JUDGES" and name_keys()["eval.metrics"] == "METRICS"
+    check_names(load_config(None, ["eval.judge.name=lm", "eval.metrics=[capture,toy]"]), "eval.judge.name")
+    with pytest.raises(ConfigError, match="eval.metrics='captur' is not a known metric; known: bleu_meteor, "):
+        check_names(load_config(None, ["eval.metrics=[capture,captur]"]), "eval.metrics")
+    with pytest.raises(ConfigError, match="eval.judge.name='gpt' is not a known judge; known: lm, qwen3, triples"):
+        check_names(load_config(None, ["eval.judge.name=gpt"]))
+    with pytest.raises(ConfigError, match="encoders.image.name='vit' is not a known image encoder; known: dinov3, "
+                                          "efficientnet-lite, open_clip"):
+        check_names(load_config(None, ["encoders.image.name=vit"]), "encoders.image.name")
+    with pytest.raises(ConfigError, match=r"eval.captioner.name='gpt4' is not a known captioner; known: file, hf, "
+                                          r"kkk5/CIM-InternVL2-8B, .*kkk5/CIM-Qwen2.5-VL-7B, levels, local, vllm"):
+        check_names(load_config(None, ["eval.captioner.name=gpt4"]), "eval.captioner.name")
+
+
+def test_closed_choices_are_declared_once_on_the_schema():
+    from cim.config import choices
+
+    assert choices("reward.mode") == ("both", "grc", "qir") and choices("train.backend") == ("local", "verl")
+    with pytest.raises(ConfigError, match="index.kind='flat' is not one of exact, ivf, hnsw"):
+        load_config(None, ["index.kind=flat"])
+    with pytest.raises(KeyError):
+        choices("reward.beta")
 
 
 def test_import_and_load_stay_light():

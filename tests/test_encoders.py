@@ -21,8 +21,8 @@ import pytest
 from PIL import Image
 
 from cim.config import ImageEncoderConfig, TextEncoderConfig
-from cim.encoders import (ImageReadError, WeightsNotFound, build_image_encoder, build_text_encoder,
-                          image_encoder_names, text_encoder_names)
+from cim.encoders import (IMAGE_ENCODERS, TEXT_ENCODERS, ImageReadError, WeightsNotFound, build_image_encoder,
+                          build_text_encoder)
 from cim.encoders.image import resolve_open_clip_weights
 from cim.encoders.weights import MPNET_PARTS, split_zip_model
 
@@ -61,8 +61,8 @@ def _square(color, size=72, bg=(245, 245, 245), box=(12, 12, 60, 60)) -> Image.I
 
 # -- registry and import hygiene ---------------------------------------------------------------------------------
 def test_registry_names_and_unknown_name():
-    assert "sentence-transformers" in text_encoder_names()
-    assert {"efficientnet-lite", "open_clip"} <= set(image_encoder_names())
+    assert "sentence-transformers" in TEXT_ENCODERS.names()
+    assert {"efficientnet-lite", "open_clip", "dinov3"} <= set(IMAGE_ENCODERS.names())
     with pytest.raises(ValueError, match="encoders.text.name='nope'"):
         build_text_encoder(_text_cfg(name="nope"))
     with pytest.raises(ValueError, match="encoders.image.name='nope'"):

@@ -10,7 +10,8 @@ from PIL import Image
 
 from cim.cli import main as cli_main
 from cim.config import load_config
-from cim.data.adapters import FORMATS, convert
+from cim.data.adapters import convert
+from cim.plugins import DATASET_FORMATS
 from cim.data.manifest import read_manifest, read_sources
 
 FIXTURES = Path(__file__).parent / "fixtures" / "adapters"
@@ -23,7 +24,7 @@ def _images(folder: Path, names):
 
 
 def test_sc_captioner_sft_writes_the_corpus_and_the_training_manifest(tmp_path):
-    assert "sc-captioner-sft" in FORMATS
+    assert "sc-captioner-sft" in DATASET_FORMATS
     coco = tmp_path / "train2017"
     _images(coco, ["000000000101.jpg", "000000000102.jpg", "000000000103.jpg"])    # 104 is missing
     report = convert("sc-captioner-sft", FIXTURES / "sc_captioner_sft.json", coco, tmp_path / "rc.jsonl",
@@ -42,7 +43,7 @@ def test_sc_captioner_sft_writes_the_corpus_and_the_training_manifest(tmp_path):
 
 
 def test_gallery_order_and_the_training_rows_known_to_the_reward(tmp_path, capsys, defaults_params):
-    from cim.train.data import prepare_train
+    from cim.train.verl.data import prepare_train
 
     coco, laion = tmp_path / "train2017", tmp_path / "laion"
     _images(coco, [f"00000000010{i}.jpg" for i in (1, 2, 3, 4)])

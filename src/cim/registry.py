@@ -1,37 +1,45 @@
-"""Pluggable parts registered by name: one helper for every kind (encoders, parsers, judges, captioners,
-benchmark formats, dataset adapters, metrics, ...).
+"""Pluggable parts registered by name: one helper, one way to register, for every kind (encoders, parsers,
+judges, captioners, benchmark formats, dataset adapters, metrics).
 
-    TEXT_ENCODERS = Registry("text encoder", config_key="encoders.text.name",
-                             providers=("cim.encoders.text",))
+    TEXT_ENCODERS = Registry("text encoder", config_key="encoders.text.name", modules=("cim.encoders.text",))
 
-    @TEXT_ENCODERS.register("sentence-transformers")
+    @TEXT_ENCODERS.register("sentence-transformers")      # the one way: a decorator, built-ins and plugins alike
     def build(cfg): ...
 
     TEXT_ENCODERS.get("sentence-transformers")(cfg)
 
-- A second registration under a name already taken raises :class:`DuplicateName` (two plugins never
-  silently shadow each other).
-- An unknown name raises :class:`UnknownName`, whose message lists the known names (and the config key the
-  name came from, when the registry has one).
-- ``builtins``: the built-in names and the module that registers each. :meth:`names` and ``in`` answer from
-  them without importing anything (so checking a config against every registry loads no model code, and a
-  stage imports only the modules it uses); :meth:`get` imports the entry's module on first use. A test checks
-  that each module registers exactly the names declared for it. All registries are declared in
-  :mod:`cim.plugins`.
-- ``providers``: modules imported on the first read of any kind (for registries whose names are not known
-  up front). Third-party code registers its own entries through :meth:`Registry.register` after importing
-  the registry (docs/extending.md).
+- **Declared once.** An entry exists only where its decorator stands. A registry knows the *modules* that
+  hold its built-in entries (:mod:`cim.plugins` lists them) and imports them on its first read
+  (:meth:`names`, :meth:`get`, ``in``), so a stage imports the code of the kinds it uses and nothing else.
+- **Third-party plugins**: a pip-installed package declares an entry point in the group ``cim.plugins``
+  whose value is a module (``my_plugin = "my_pkg.cim_plugin"``); every registry imports every such module on
+  its first read, and the decorators in it register the plugin's entries. The ``cim`` command, the DVC stages
+  and the Prefect flows then accept their names like the built-ins' (docs/extending.md). A plugin whose
+  module fails to import is reported once (a warning) and named in the error of an unknown name.
+- **Idempotent by qualified name**: registering the same ``module.qualname`` under a name again (a module
+  imported twice, as Ray workers do) replaces the entry; a *different* object under a taken name raises
+  :class:`DuplicateName`, so two plugins never silently shadow each other.
+- ``register(name, **info)``: the decorated object is stored as it is (the decorator returns it unchanged)
+  with its keyword ``info``: :meth:`info` reads it (a metric's columns), :meth:`build` calls the entry with
+  it (a released checkpoint's ``release=``), so one class can serve several names.
+- An unknown name raises :class:`UnknownName` (a ``ConfigError``: one line at the command boundary) listing
+  the known names and the config key the name came from.
 """
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Generic, Iterator, Mapping, Sequence, TypeVar
+import logging
+from typing import Any, Callable, Generic, Iterator, Sequence, TypeVar
 
 from cim.errors import ConfigError
 
 T = TypeVar("T")
 
-__all__ = ["Registry", "UnknownName", "DuplicateName"]
+__all__ = ["Registry", "UnknownName", "DuplicateName", "ENTRY_POINT_GROUP", "load_plugins"]
+
+log = logging.getLogger(__name__)
+ENTRY_POINT_GROUP = "cim.plugins"
+_PLUGINS: dict[str, str | None] | None = None     # entry point name -> None (loaded) or its import error
 
 
 class UnknownName(ConfigError):
@@ -39,84 +47,109 @@ class UnknownName(ConfigError):
 
 
 class DuplicateName(ValueError):
-    """A second entry under a name that is already registered."""
+    """A second, different entry under a name that is already registered."""
+
+
+def load_plugins() -> dict[str, str | None]:
+    """Import every module the installed distributions declare in the ``cim.plugins`` entry-point group
+    (once per process); returns ``{entry point name: None | the error that stopped its import}``."""
+    global _PLUGINS
+    if _PLUGINS is None:
+        from importlib.metadata import entry_points
+
+        _PLUGINS = {}
+        for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            try:
+                importlib.import_module(ep.value.split(":", 1)[0])
+                _PLUGINS[ep.name] = None
+            except Exception as exc:  # noqa: BLE001 - one broken plugin must not break every command
+                _PLUGINS[ep.name] = f"{type(exc).__name__}: {exc}"
+                log.warning("cim plugin %r (%s) failed to import: %s", ep.name, ep.value, _PLUGINS[ep.name])
+    return _PLUGINS
+
+
+def qualified_name(obj: Any) -> str:
+    """``module.qualname`` of a function or class (what makes a re-registration the same entry)."""
+    target = obj if hasattr(obj, "__qualname__") else type(obj)
+    return f"{getattr(target, '__module__', '?')}.{getattr(target, '__qualname__', repr(target))}"
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, *, config_key: str | None = None, builtins: Mapping[str, str] | None = None,
-                 providers: Sequence[str] = ()):
+    def __init__(self, kind: str, *, config_key: str | None = None, modules: Sequence[str] = ()):
         self.kind, self.config_key = kind, config_key
-        self.builtins: dict[str, str] = dict(builtins or {})
-        self._providers = tuple(providers)
-        self._loaded = not self._providers
+        self.modules = tuple(modules)
+        self._loaded = False
         self._entries: dict[str, T] = {}
+        self._info: dict[str, dict[str, Any]] = {}
+        self._owners: dict[str, str] = {}
 
     # -- writing ------------------------------------------------------------------------------------
-    def register(self, name: str, obj: T | None = None) -> Callable[[T], T] | T:
-        """``@registry.register("name")`` on a function or class, or ``registry.register("name", obj)``."""
+    def register(self, name: str, **info: Any) -> Callable[[Any], Any]:
+        """``@registry.register("name", **info)`` on a function or class (see the module doc)."""
         if not isinstance(name, str) or not name:
             raise ValueError(f"a {self.kind} needs a non-empty string name, got {name!r}")
 
-        def add(entry: T) -> T:
-            if name in self._entries and self._entries[name] is not entry:
-                raise DuplicateName(f"{self.kind} {name!r} is already registered "
-                                    f"({_describe(self._entries[name])}); choose another name")
-            self._entries[name] = entry
-            return entry
-
-        return add(obj) if obj is not None else add
+        def add(obj: Any) -> Any:
+            owner = qualified_name(obj)
+            if name in self._entries and self._owners[name] != owner:
+                raise DuplicateName(f"{self.kind} {name!r} is already registered ({self._owners[name]}); "
+                                    f"{owner} cannot take it: choose another name")
+            self._entries[name], self._info[name], self._owners[name] = obj, dict(info), owner
+            return obj
+        return add
 
     def unregister(self, name: str) -> None:
         """Remove an entry (tests that add a toy entry clean up with this)."""
-        self._entries.pop(name, None)
+        for table in (self._entries, self._info, self._owners):
+            table.pop(name, None)
 
     # -- reading ------------------------------------------------------------------------------------
     def _load(self) -> None:
         if self._loaded:
             return
         self._loaded = True
-        for module in self._providers:
+        for module in self.modules:
             importlib.import_module(module)
-
-    def load_builtins(self) -> None:
-        """Import every built-in entry's module (listing the entries themselves needs them)."""
-        for module in sorted(set(self.builtins.values())):
-            importlib.import_module(module)
+        load_plugins()
 
     def names(self) -> list[str]:
         self._load()
-        return sorted(set(self._entries) | set(self.builtins))
+        return sorted(self._entries)
 
     def get(self, name: str) -> T:
         self._load()
-        if isinstance(name, str) and name not in self._entries and name in self.builtins:
-            importlib.import_module(self.builtins[name])
-            if name not in self._entries:
-                raise RuntimeError(f"{self.builtins[name]} was declared to register {self.kind} {name!r} "
-                                   "but did not (cim.plugins and the module disagree)")
         try:
             return self._entries[name]
         except (KeyError, TypeError):
             where = f"{self.config_key}=" if self.config_key else f"{self.kind} "
-            raise UnknownName(f"{where}{name!r} is not a known {self.kind}; known: "
-                              f"{', '.join(self.names()) or 'none'}") from None
+            broken = [f"{k} ({err})" for k, err in (_PLUGINS or {}).items() if err]
+            raise UnknownName(f"{where}{name!r} is not a known {self.kind}; known: {', '.join(self.names()) or 'none'}"
+                              + (f" (plugins that failed to import: {'; '.join(broken)})" if broken else "")) from None
+
+    def info(self, name: str) -> dict[str, Any]:
+        """The keyword ``info`` ``name`` was registered with."""
+        self.get(name)
+        return dict(self._info[name])
+
+    def build(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """``entry(*args, **info, **kwargs)``: the entry called with its registration ``info``."""
+        return self.get(name)(*args, **{**self._info[name], **kwargs})
+
+    def owner(self, name: str) -> str:
+        """The qualified name of what registered ``name`` (where an entry comes from)."""
+        self.get(name)
+        return self._owners[name]
 
     def __contains__(self, name: object) -> bool:
         self._load()
-        return name in self._entries or name in self.builtins
+        return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
 
     def items(self) -> list[tuple[str, T]]:
         self._load()
-        self.load_builtins()
         return sorted(self._entries.items())
 
     def __repr__(self) -> str:
         return f"Registry({self.kind!r}, {len(self._entries)} entries)"
-
-
-def _describe(obj: Any) -> str:
-    mod, name = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
-    return f"{mod}.{name}" if mod and name else repr(obj)

@@ -60,11 +60,11 @@ def _numbers(values: Sequence[str], what: str) -> list[float]:
 
 
 def components(cfg, values: Sequence[str]) -> list[Variant]:
-    from cim.plugins import REWARD_MODES
+    from cim.config import choices
 
-    bad = [v for v in values if v not in REWARD_MODES]
+    bad = [v for v in values if v not in choices("reward.mode")]
     if bad:
-        raise ConfigError(f"components: {', '.join(bad)} is not one of {', '.join(REWARD_MODES)}")
+        raise ConfigError(f"components: {', '.join(bad)} is not one of {', '.join(choices('reward.mode'))}")
     return [Variant(v, (f"reward.mode={v}", f"reward.beta={float(cfg.reward.beta)}")) for v in values]
 
 

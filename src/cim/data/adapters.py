@@ -33,7 +33,7 @@ Accepted shapes (one record each; keys tried in the order given):
 Duplicate ids (one image captioned twice) get ``_2``, ``_3``... appended. A record without a usable image
 key or caption raises InputError (a ValueError) naming the file and record.
 
-The readers are registered by name in :data:`FORMATS` (a :class:`cim.registry.Registry`; a reader is
+The readers are registered by name in :data:`cim.plugins.DATASET_FORMATS` (a reader is
 ``read(annotations: Path, split: str | None) -> Iterator[Record]``): another release format is one
 registered function.
 """
@@ -51,11 +51,10 @@ from typing import Callable, Iterable, Iterator
 from cim.errors import CimError, InputError, describe_decode_error
 from cim.io import atomic_write_text, read_jsonl
 from cim.plugins import DATASET_FORMATS
-from cim.registry import Registry
 
 from .manifest import write_image_rows, write_manifest
 
-__all__ = ["FORMATS", "AdapterReport", "MissingImagesError", "convert"]
+__all__ = ["AdapterReport", "MissingImagesError", "convert"]
 log = logging.getLogger(__name__)
 MAX_SHOWN = 20
 
@@ -101,7 +100,6 @@ class Record:
 
 
 # format name (``cim manifest --format``) -> reader(annotations path, split=None) -> Records
-FORMATS: Registry[Callable[..., Iterator[Record]]] = DATASET_FORMATS
 
 
 # ---------------------------------------------------------------- reading release files
@@ -188,7 +186,7 @@ def _image_candidates(value) -> list[str]:
     return [name] if name == value else [name, value]
 
 
-@FORMATS.register("refinedcaps")
+@DATASET_FORMATS.register("refinedcaps")
 def read_refinedcaps(path: Path, split: str | None = None) -> Iterator[Record]:
     for where, obj in _records(path):
         value = _first(obj, ("image", "image_id", "file_name", "images"))
@@ -199,7 +197,7 @@ def read_refinedcaps(path: Path, split: str | None = None) -> Iterator[Record]:
         yield Record(str(obj.get("id") or Path(images[0]).stem), images, text)
 
 
-@FORMATS.register("sc-captioner-sft")
+@DATASET_FORMATS.register("sc-captioner-sft")
 def read_sc_captioner_sft(path: Path, split: str | None = None) -> Iterator[Record]:
     for where, obj in _records(path):
         value = _first(obj, ("images", "image"))
@@ -214,7 +212,7 @@ def read_sc_captioner_sft(path: Path, split: str | None = None) -> Iterator[Reco
                      {"prompt": _clean(prompt)})
 
 
-@FORMATS.register("densefusion")
+@DATASET_FORMATS.register("densefusion")
 def read_densefusion(path: Path, split: str | None = None) -> Iterator[Record]:
     for where, obj in _records(path):
         image_id = _first(obj, ("image_id", "id"))
@@ -226,7 +224,7 @@ def read_densefusion(path: Path, split: str | None = None) -> Iterator[Record]:
         yield Record(str(image_id if image_id is not None else Path(images[0]).stem), images, text)
 
 
-@FORMATS.register("docci")
+@DATASET_FORMATS.register("docci")
 def read_docci(path: Path, split: str | None = None) -> Iterator[Record]:
     for where, obj in _records(path):
         missing = [k for k in ("example_id", "image_file", "description") if k not in obj]
@@ -239,7 +237,7 @@ def read_docci(path: Path, split: str | None = None) -> Iterator[Record]:
                      {"split": obj.get("split")})
 
 
-@FORMATS.register("coco-ln")
+@DATASET_FORMATS.register("coco-ln")
 def read_coco_ln(path: Path, split: str | None = None) -> Iterator[Record]:
     for where, obj in _records(path):
         missing = [k for k in ("image_id", "annotator_id", "caption") if k not in obj]
@@ -271,7 +269,7 @@ def convert(fmt: str, annotations: str | Path, images: str | Path, out: str | Pa
     also write the training manifest (``id, image, prompt, split: train``) of the records that carry a
     prompt (``sc-captioner-sft``), row for row with the corpus manifest.
     """
-    read = FORMATS.get(fmt)
+    read = DATASET_FORMATS.get(fmt)
     if on_missing not in ("skip", "fail"):
         raise ValueError(f"on_missing must be skip or fail, got {on_missing!r}")
     annotations, images, out = Path(annotations), Path(images), Path(out)

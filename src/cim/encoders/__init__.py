@@ -10,10 +10,8 @@ Registered builders (``TEXT_ENCODERS`` / ``IMAGE_ENCODERS``, :class:`cim.registr
 package loads no model library and downloads nothing.
 """
 from cim.encoders.base import (IMAGE_ENCODERS, TEXT_ENCODERS, ImageEncoder, ImageReadError, TextEncoder,
-                               WeightsNotFound, build_image_encoder, build_text_encoder, image_encoder_names,
-                               l2_normalize, load_image, register_image_encoder, register_text_encoder,
-                               resolve_device, text_encoder_names)
+                               WeightsNotFound, build_image_encoder, build_text_encoder, l2_normalize, load_image,
+                               resolve_device)
 
 __all__ = ["TEXT_ENCODERS", "IMAGE_ENCODERS", "TextEncoder", "ImageEncoder", "WeightsNotFound", "ImageReadError",
-           "build_text_encoder", "build_image_encoder", "register_text_encoder", "register_image_encoder",
-           "text_encoder_names", "image_encoder_names", "resolve_device", "l2_normalize", "load_image"]
+           "build_text_encoder", "build_image_encoder", "resolve_device", "l2_normalize", "load_image"]

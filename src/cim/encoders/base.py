@@ -17,9 +17,9 @@ from cim.io import cache_dir
 
 __all__ = [
     "TextEncoder", "ImageEncoder", "WeightsNotFound", "ImageReadError", "ImageInput",
-    "TEXT_ENCODERS", "IMAGE_ENCODERS", "register_text_encoder", "register_image_encoder",
+    "TEXT_ENCODERS", "IMAGE_ENCODERS",
     "build_text_encoder", "build_image_encoder",
-    "text_encoder_names", "image_encoder_names", "resolve_device", "l2_normalize", "load_image",
+    "resolve_device", "l2_normalize", "load_image",
     "cache_dir",
 ]
 
@@ -66,24 +66,6 @@ class ImageEncoder:
 # -- registry ------------------------------------------------------------------------------------------
 # name (``encoders.text.name`` / ``encoders.image.name``) -> builder(cfg section) -> encoder
 from cim.plugins import IMAGE_ENCODERS, TEXT_ENCODERS  # noqa: E402  (declared with every other kind)
-
-
-def register_text_encoder(name: str):
-    """Decorator: ``@register_text_encoder("sentence-transformers") def build(cfg) -> TextEncoder``."""
-    return TEXT_ENCODERS.register(name)
-
-
-def register_image_encoder(name: str):
-    """Decorator: ``@register_image_encoder("open_clip") def build(cfg) -> ImageEncoder``."""
-    return IMAGE_ENCODERS.register(name)
-
-
-def text_encoder_names() -> list[str]:
-    return TEXT_ENCODERS.names()
-
-
-def image_encoder_names() -> list[str]:
-    return IMAGE_ENCODERS.names()
 
 
 def build_text_encoder(cfg) -> TextEncoder:

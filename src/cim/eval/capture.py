@@ -44,6 +44,7 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
+from cim.config import choices
 from cim.eval.parsers import SceneGraph, SceneGraphParser, Triple
 from cim.eval.wordnet import lemma_names
 
@@ -89,7 +90,7 @@ STOP_WORDS: frozenset[str] = frozenset({
 STOP_WORDS_LOWER: frozenset[str] = frozenset(w.lower() for w in STOP_WORDS)
 EPS = 1e-6
 WEIGHTS = (0.5, 0.5, 0.2)          # objects : attributes : relations = 5 : 5 : 2
-from cim.plugins import SUBSTRING_MODES  # noqa: E402
+SUBSTRING_MODES = choices("eval.substring")
 COMPONENTS = ("object", "attribute", "relation")
 
 

@@ -35,11 +35,12 @@ from cim.errors import WeightsNotFound
 from cim.eval.capture import synonym_match
 from cim.eval.parsers import SceneGraphParser, Triple
 from cim import plugins
+from cim.config import choices
 from cim.registry import Registry
 from cim.relations import CONTRADICTS, INVERSE, is_symmetric, spatial_class
 
 LABELS = ("yes", "no", "unknown")
-BACKENDS = plugins.JUDGE_BACKENDS        # eval.judge.backend: how a chat LM judge runs
+BACKENDS = choices("eval.judge.backend")   # how a chat LM judge runs
 DEFAULT_LM_JUDGE = "Qwen/Qwen3-8B"
 
 JUDGE_PROMPT = (
@@ -257,12 +258,10 @@ def _triple_judge(model: str | None, *, parser: SceneGraphParser | None, backend
     return TripleJudge(parser)
 
 
+@JUDGES.register("lm")         # any chat LM (eval.judge.model)
+@JUDGES.register("qwen3")      # the same; the name the paper's setting goes by
 def _chat_lm_judge(model: str | None, *, parser: SceneGraphParser | None, backend: str, device: str) -> Judge:
     return ChatLMJudge(model or DEFAULT_LM_JUDGE, backend=backend, device=device)
-
-
-JUDGES.register("lm", _chat_lm_judge)       # any chat LM (eval.judge.model)
-JUDGES.register("qwen3", _chat_lm_judge)    # the same; the name the paper's setting goes by
 
 
 def build_judge(name: str = "triples", model: str | None = None, parser: SceneGraphParser | None = None,

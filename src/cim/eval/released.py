@@ -39,7 +39,7 @@ class Release:
 
     @property
     def base(self) -> str:
-        from cim.train.verl_launch import load_preset
+        from cim.presets import load_preset
 
         return load_preset(self.preset)["model"]
 
@@ -89,7 +89,7 @@ def paper_key(describe: dict) -> list[str]:
 class ReleasedCaptioner(Captioner):
     """A released checkpoint (and, with ``with_base``, its base model) through transformers or vLLM."""
 
-    def __init__(self, release: Release, c):
+    def __init__(self, c, release: Release):
         self.release, self.engine = release, c.engine
         self.decoding = Decoding(max_new_tokens=c.max_new_tokens)
         self.weights = weights_dir(release.name, c.model)
@@ -144,12 +144,8 @@ class ReleasedCaptioner(Captioner):
         return out
 
 
-def _register(release: Release) -> None:
-    CAPTIONERS.register(release.name)(lambda c: ReleasedCaptioner(release, c))
-
-
-for _release in RELEASES.values():
-    _register(_release)
+for _release in RELEASES.values():      # one class, one name per release (CAPTIONERS.build passes release=)
+    CAPTIONERS.register(_release.name, release=_release)(ReleasedCaptioner)
 
 
 def plan(c) -> Optional[dict]:

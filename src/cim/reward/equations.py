@@ -3,7 +3,8 @@
 Shapes: ``retrieved`` is ``(..., K, D)`` image embeddings of the top-K corpus hits in rank order;
 ``source`` is ``(..., D)``. Inputs are L2-normalised here again, so callers may pass raw embeddings.
 Nothing of ours is imported: this file is the single place the maths lives. torch is imported when a
-function first runs, so the config check can read :data:`MODES` without loading it.
+function first runs. ``reward.mode``'s choices are the schema's (``cim.config.choices("reward.mode")``; a test
+checks each is computed here).
 """
 from __future__ import annotations
 
@@ -11,10 +12,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
-
-# Eq. 3 and its Fig. 4 ablation (``reward.mode``): how GRC and QIR combine into the reward
-MODES = ("both", "grc", "qir")
-
 
 def grc(retrieved: torch.Tensor) -> torch.Tensor:
     """Eq. (1): Gallery Representation Consistency, GRC(c) = || (1/K) sum_r v~(x_{i_r}) ||_2.
@@ -57,7 +54,7 @@ def cim_reward(grc_value: torch.Tensor, qir_value: torch.Tensor, beta: float = 1
         return grc_value.clone()
     if mode == "qir":
         return qir_value.clone()
-    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    raise ValueError(f"unknown reward mode {mode!r} (reward.mode: both, grc or qir)")
 
 
 def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6) -> torch.Tensor:

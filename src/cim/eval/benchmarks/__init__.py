@@ -19,8 +19,8 @@ annotation file is an error naming it; a missing image is not: it is counted (``
 the ids in ``problems["missing_images"]``) and the sample stays, with ``image=None``, so captions from a
 file can still be scored.
 
-A format (:class:`BenchmarkFormat`, registered in :data:`FORMATS`) owns everything that differs between
-releases: how to load one (:meth:`~BenchmarkFormat.load`), where the object / attribute reference lists of
+A format (a :class:`BenchmarkFormat` subclass registered in :data:`cim.plugins.BENCHMARK_FORMATS`) owns
+everything that differs between releases: how to load one (:meth:`~BenchmarkFormat.load`), where the object / attribute reference lists of
 the fine-grained metrics come from (:meth:`~BenchmarkFormat.reference_lists`), and which caption
 classifier the verification experiment uses (:meth:`~BenchmarkFormat.classifier`). Built in, one module
 each: ``sc-captioner`` (:mod:`.sc_captioner`), ``oxford-pet`` (:mod:`.oxford_pet`), ``demo-world``
@@ -28,6 +28,7 @@ each: ``sc-captioner`` (:mod:`.sc_captioner`), ``oxford-pet`` (:mod:`.oxford_pet
 """
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,13 +37,10 @@ from typing import Any, Callable, Mapping, Optional
 import yaml
 
 from cim.errors import InputError
-from cim.eval.metrics import METRICS
 from cim.io import named_yaml, read_jsonl
-from cim.plugins import BENCHMARK_FORMATS
-from cim.registry import Registry
+from cim.plugins import BENCHMARK_FORMATS, METRICS
 
-__all__ = ["BenchmarkError", "BenchmarkSpec", "Sample", "Benchmark", "BenchmarkFormat", "FORMATS",
-           "benchmark_format", "METRICS", "load_spec", "spec_from_dict", "load_benchmark", "benchmark_dir",
+__all__ = ["BenchmarkError", "BenchmarkSpec", "Sample", "Benchmark", "BenchmarkFormat", "load_spec", "spec_from_dict", "load_benchmark", "benchmark_dir",
            "resolve_path", "required_file", "read_json", "read_rows", "find_image", "count_images"]
 
 MAX_LISTED = 20   # ids listed per problem kind (all are counted)
@@ -97,9 +95,9 @@ class Benchmark:
     def name(self) -> str:
         return self.spec.name
 
-    @property
+    @functools.cached_property
     def format(self) -> "BenchmarkFormat":
-        return FORMATS.get(self.spec.format)
+        return BENCHMARK_FORMATS.get(self.spec.format)()
 
     def references(self) -> dict[str, list[str]]:
         return {s.id: s.references for s in self.samples}
@@ -126,10 +124,9 @@ class Benchmark:
 
 # ----------------------------------------------------------------------------------------------- formats
 class BenchmarkFormat:
-    """A benchmark release format. Subclass, implement :meth:`load`, register with
-    ``@benchmark_format("name")`` (docs/extending.md)."""
+    """A benchmark release format. Subclass, implement :meth:`load`, register the class with
+    ``@BENCHMARK_FORMATS.register("name")`` (docs/extending.md)."""
 
-    name: str = ""
     reference_note: str = ""   # fine-grained protocol note when the reference lists are not GPT's
 
     def load(self, spec: BenchmarkSpec, root: Path) -> Benchmark:  # pragma: no cover - interface
@@ -143,18 +140,6 @@ class BenchmarkFormat:
         """The verification experiment's caption classifier (:mod:`cim.eval.accuracy_correlation`), or None
         when the format has no coarse / fine labels. ``judge()`` builds the configured judge on demand."""
         return None
-
-
-FORMATS: Registry[BenchmarkFormat] = BENCHMARK_FORMATS
-
-
-def benchmark_format(name: str):
-    """Class decorator: register one instance of a :class:`BenchmarkFormat` subclass under ``name``."""
-    def wrap(cls: type[BenchmarkFormat]) -> type[BenchmarkFormat]:
-        cls.name = name
-        FORMATS.register(name, cls())
-        return cls
-    return wrap
 
 
 # ------------------------------------------------------------------------------------------------ specs
@@ -182,8 +167,9 @@ def spec_from_dict(data: Mapping[str, Any], source: str | None = None) -> Benchm
     for key in ("name", "format", "data_dir"):
         if key not in data:
             raise BenchmarkError(f"benchmark{where} lacks {key!r}")
-    if data["format"] not in FORMATS:
-        raise BenchmarkError(f"benchmark format {data['format']!r}{where} is not one of {', '.join(FORMATS)}")
+    if data["format"] not in BENCHMARK_FORMATS:
+        raise BenchmarkError(f"benchmark format {data['format']!r}{where} is not one of "
+                             f"{', '.join(BENCHMARK_FORMATS)}")
     bad = [m for m in data.get("metrics", []) if m not in METRICS]
     if bad:
         raise BenchmarkError(f"unknown metrics{where}: {', '.join(bad)} (known: {', '.join(METRICS)})")
@@ -251,4 +237,4 @@ def load_benchmark(spec: BenchmarkSpec | str | Path, root: Path | str = ".", **o
     """Load a benchmark from a spec (or its name / YAML path, with top-level ``overrides``)."""
     if not isinstance(spec, BenchmarkSpec):
         spec = load_spec(spec, root, **overrides)
-    return FORMATS.get(spec.format).load(spec, Path(root))
+    return BENCHMARK_FORMATS.get(spec.format)().load(spec, Path(root))

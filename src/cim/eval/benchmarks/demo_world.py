@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cim.eval.accuracy_correlation import RuleClassifier, world_classifier
+from cim.plugins import BENCHMARK_FORMATS
 from cim.eval.benchmarks import (Benchmark, BenchmarkError, BenchmarkFormat, BenchmarkSpec, Sample,
-                                 benchmark_format, count_images, read_rows, resolve_path)
+                                 count_images, read_rows, resolve_path)
 from cim.relations import WORLD_INVERSE, WORLD_PHRASES
 
 
@@ -41,7 +42,7 @@ def world_questions(scene: dict) -> dict[str, str]:
     return out
 
 
-@benchmark_format("demo-world")
+@BENCHMARK_FORMATS.register("demo-world")
 class DemoWorld(BenchmarkFormat):
     reference_note = "ground-truth scene graphs in place of GPT's lists"
 

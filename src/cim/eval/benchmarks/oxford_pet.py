@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cim.eval.accuracy_correlation import LMClassifier, RuleClassifier, pet_rule_classifier
+from cim.plugins import BENCHMARK_FORMATS
 from cim.eval.benchmarks import (Benchmark, BenchmarkError, BenchmarkFormat, BenchmarkSpec, Sample,
-                                 benchmark_format, count_images, find_image, resolve_path)
+                                 count_images, find_image, resolve_path)
 
 PET_SPECIES = {"1": "cat", "2": "dog"}
 
@@ -22,7 +23,7 @@ def pet_breed(image_name: str) -> str:
     return image_name.rsplit("_", 1)[0].replace("_", " ").lower()
 
 
-@benchmark_format("oxford-pet")
+@BENCHMARK_FORMATS.register("oxford-pet")
 class OxfordPet(BenchmarkFormat):
     def load(self, spec: BenchmarkSpec, root: Path) -> Benchmark:
         data_dir = resolve_path(root, spec.data_dir)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cim.plugins import BENCHMARK_FORMATS
 from cim.eval.benchmarks import (Benchmark, BenchmarkError, BenchmarkFormat, BenchmarkSpec, Sample,
-                                 benchmark_format, count_images, find_image, read_json, read_rows,
+                                 count_images, find_image, read_json, read_rows,
                                  required_file, resolve_path)
 
 
-@benchmark_format("sc-captioner")
+@BENCHMARK_FORMATS.register("sc-captioner")
 class SCCaptioner(BenchmarkFormat):
     def load(self, spec: BenchmarkSpec, root: Path) -> Benchmark:
         data_dir = resolve_path(root, spec.data_dir)
