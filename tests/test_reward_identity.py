@@ -108,9 +108,10 @@ def test_the_index_records_image_identity(dup_index, dup_world, tmp_path):
         CorpusIndex.load(tampered, device="cpu")
 
 
-def test_an_index_without_identity_falls_back_to_ids_and_says_so(tiny_index_dir, tiny_encoders, caplog, tmp_path):
-    from cim.index import CorpusIndex
-    from cim.reward.scorer import Scorer
+def test_an_index_without_identity_is_refused_with_what_to_do(tiny_index_dir, tmp_path):
+    """Index format 2 always records the image identity: a folder without it (or of format 1) is rebuilt,
+    not silently scored with other captions of a source left in its retrieval."""
+    from cim.index import CorpusIndex, IndexCorrupt
 
     old = tmp_path / "old-index"
     shutil.copytree(tiny_index_dir, old)
@@ -120,12 +121,21 @@ def test_an_index_without_identity_falls_back_to_ids_and_says_so(tiny_index_dir,
         meta["checksums"]["files"].pop(name)
         (old / name).unlink()
     (old / "meta.json").write_text(json.dumps(meta))
-    index = CorpusIndex.load(old, device="cpu")
-    assert index.identity is None
-    with caplog.at_level("WARNING"):
-        scorer = Scorer(index, tiny_encoders[0])
-    assert "records no image identity" in caplog.text and "rebuild the index" in caplog.text
-    assert scorer.row_keys.tolist() == list(range(len(index.ids)))
+    with pytest.raises(IndexCorrupt, match="no image identity .* rebuild the index"):
+        CorpusIndex.load(old, device="cpu")
+    meta["format"] = 1
+    (old / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(IndexCorrupt, match="format 1, this code reads format 2; rebuild the index"):
+        CorpusIndex.load(old, device="cpu")
+
+
+def test_an_in_memory_index_keys_every_row_as_its_own_image():
+    import numpy as np
+
+    from cim.index import CorpusIndex
+
+    index = CorpusIndex.from_arrays(["a", "b", "c"], np.eye(3, dtype=np.float32), np.eye(3, dtype=np.float16))
+    assert index.identity.groups.tolist() == [0, 1, 2] and index.identity.max_rows_per_image == 1
 
 
 def test_identity_hashes_bytes_not_paths(tmp_path):

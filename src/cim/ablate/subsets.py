@@ -1,8 +1,7 @@
 """Nested, deterministic corpus subsets for the scale ablation (the paper's Fig. 5 grows its gallery from the
 training set RefinedCaps by 10K, 100K and 1M DenseFusion pairs).
 
-Every subset holds every corpus row that shows a training image (by image content when the index recorded
-it, else by id), plus the first ``share`` of the other rows in one seeded permutation. A larger share
+Every subset holds every corpus row that shows a training image (by image content, the index's identity), plus the first ``share`` of the other rows in one seeded permutation. A larger share
 therefore contains every smaller one, the same seed gives the same subsets, and share 0 is the training
 images' own rows (the paper's smallest gallery).
 """
@@ -20,14 +19,11 @@ __all__ = ["training_rows", "nested_subsets"]
 def training_rows(index, train_ids: Sequence[str]) -> np.ndarray:
     """Corpus rows (sorted) that show one of the training images ``train_ids``."""
     identity = index.identity
-    if identity is not None:
-        groups = {int(identity.source_groups[identity.source_position[t]]) for t in train_ids
-                  if t in identity.source_position}
-        groups |= {int(identity.groups[index.row_of[t]]) for t in train_ids if t in index.row_of}
-        groups.discard(-1)
-        rows = np.flatnonzero(np.isin(identity.groups, sorted(groups)))
-    else:
-        rows = np.array(sorted(index.row_of[t] for t in train_ids if t in index.row_of), dtype=np.int64)
+    groups = {int(identity.source_groups[identity.source_position[t]]) for t in train_ids
+              if t in identity.source_position}
+    groups |= {int(identity.groups[index.row_of[t]]) for t in train_ids if t in index.row_of}
+    groups.discard(-1)
+    rows = np.flatnonzero(np.isin(identity.groups, sorted(groups)))
     if len(train_ids) and not len(rows):
         raise InputError("no corpus row shows a training image: the scale ablation keeps the training images' "
                          "rows in every subset; check train.manifest and index.manifest")

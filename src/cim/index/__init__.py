@@ -6,7 +6,7 @@
 >>> scores, rows = index.search(text_encoder.encode(captions), k=5)
 
 Layout and guarantees: docs/architecture.md and docs/index.md. The names are imported on first use, so
-``import cim.index.commands`` (``cim index --help``) loads no numerical library.
+``import cim.index`` (``cim index --help``) loads no numerical library.
 """
 import logging
 

@@ -9,8 +9,8 @@ kept corpus row and every kept source is keyed by the sha256 of its image file, 
 - ``sources_groups.npy`` (sources,) int32: the image number of each source (``sources_ids.json`` order), -1 when
   the source's image is not in the corpus.
 
-An index built before this module has none of them; the scorer then falls back to keying rows by id (one row
-per image, the old behaviour) and says so once.
+An in-memory index (:meth:`cim.index.store.CorpusIndex.from_arrays`) knows no image bytes: every row is its
+own image there (:meth:`ImageIdentity.distinct`).
 """
 from __future__ import annotations
 
@@ -54,6 +54,12 @@ class ImageIdentity:
 
     def __post_init__(self):
         self.source_position = {sid: j for j, sid in enumerate(self.source_ids)}
+
+    @classmethod
+    def distinct(cls, rows: int, source_ids: Sequence[str] = ()) -> "ImageIdentity":
+        """Every row its own image, no source in the corpus (nothing is known of the images' bytes)."""
+        return cls(np.arange(rows, dtype=np.int64), np.zeros((0, 32), np.uint8),
+                   np.full(len(source_ids), _NO_IMAGE, dtype=np.int64), list(source_ids))
 
     @property
     def max_rows_per_image(self) -> int:
@@ -109,53 +115,30 @@ def record_identity(out: Path, ids: Sequence[str], rows: Sequence[dict], source_
     return identity.summary(), files
 
 
-def load_identity(root: Path, meta: dict, rows: int, source_ids: Sequence[str]) -> Optional[ImageIdentity]:
-    """The identity an index recorded, checked against its row and source counts; None for an older index."""
-    if not meta.get("identity"):
-        return None
-    from cim.index.store import IndexCorrupt
-
-    sources = len(source_ids)
-
+def load_identity(root: Path, source_ids: Sequence[str]) -> ImageIdentity:
+    """The identity an index folder recorded (the caller checks its shapes against the index)."""
     groups, digests, source_groups = (np.load(root / name, allow_pickle=False) for name in IDENTITY_FILES)
-    if groups.shape != (rows,) or source_groups.shape != (sources,) or digests.ndim != 2 or \
-            digests.shape[1] != 32 or (len(groups) and groups.max() >= len(digests)):
-        raise IndexCorrupt(f"{root}: image identity files disagree with the index ({groups.shape} groups for "
-                           f"{rows} rows, {source_groups.shape} for {sources} sources); rebuild the index")
     return ImageIdentity(groups.astype(np.int64), digests, source_groups.astype(np.int64), list(source_ids))
 
 
 # -- keys the scorer compares ---------------------------------------------------------------------------------
-_warned: set = set()
-
-
-def row_keys(index, warn: bool = True) -> np.ndarray:
-    """The image key of every corpus row: its image number, or (an index without identity) its row; ``warn``
-    says once per index folder that other captions of an image then stay in its retrieval."""
-    identity = getattr(index, "identity", None)
-    if identity is not None:
-        return identity.groups
-    where = getattr(index, "path", None)
-    if warn and where is not None and str(where) not in _warned:
-        _warned.add(str(where))
-        log.warning("%s records no image identity: rows are keyed by id, so other captions of a source image "
-                    "are not excluded from its reward; rebuild the index (cim index) to key them by image", where)
-    return np.arange(len(index.ids), dtype=np.int64)
+def row_keys(index) -> np.ndarray:
+    """The image key of every corpus row: its image number."""
+    return index.identity.groups
 
 
 def source_keys(index, image_ids: Sequence[Optional[str]], digests: Sequence[Optional[bytes]]) -> np.ndarray:
     """The image key of each source: by ``image_id`` (a source id, or a corpus id) or by the ``digest`` of an
     image file; -1 when the image is not in the corpus. Comparable with :func:`row_keys`."""
-    identity = getattr(index, "identity", None)
-    keys = row_keys(index, warn=False)
+    identity = index.identity
     out = np.full(len(image_ids), _NO_IMAGE, dtype=np.int64)
     for i, (sid, digest) in enumerate(zip(image_ids, digests)):
         if sid is not None:
-            j = identity.source_position.get(sid) if identity is not None else None
+            j = identity.source_position.get(sid)
             if j is not None:
                 out[i] = identity.source_groups[j]
             elif sid in index.row_of:
-                out[i] = keys[index.row_of[sid]]
-        elif digest is not None and identity is not None:
+                out[i] = identity.groups[index.row_of[sid]]
+        elif digest is not None:
             out[i] = identity.group_of_digest(digest)
     return out

@@ -5,7 +5,7 @@ Ray Data pipeline, one row per shard: ``map`` runs CPU tasks that decode and pre
 engine's chunks of ``encoders.image.batch_size``; ``map_batches`` with ``ActorPoolStrategy(size=n)`` runs
 the embedding actors (``index.ray_gpus`` GPUs each, CPU actors without GPUs), each holding both encoders and
 embedding the same chunks and the same text list as the local engine, so the arrays are the same bytes. The
-driver writes each shard's files and marker as it arrives (cim.index.build), so a killed run resumes with
+driver writes each shard's files and marker as it arrives (cim.index.shards), so a killed run resumes with
 either engine and the two engines' builds are interchangeable. Image paths must be readable from every node
 (a shared file system on a multi-node cluster).
 """
@@ -36,7 +36,7 @@ def decode_shard(item: dict, spec: dict, batch: int, policy: str) -> dict:
     recorded (policy skip) or reported back as the error the local engine would raise (policy error)."""
     from cim.encoders import ImageReadError
     from cim.encoders.image import preprocess_from_spec, preprocess_images
-    from cim.index.build import bad_image_error, readable_rows
+    from cim.index.shards import bad_image_error, readable_rows
 
     rows = json.loads(item["rows"])
     prep = preprocess_from_spec(spec)
@@ -134,20 +134,21 @@ class RayRun:
     """A Ray session for one build: started here (``index.ray_address``: "" = a local cluster) or joined
     when Ray is already initialised (a test's, a notebook's); only a session started here is shut down."""
 
-    def __init__(self, cfg, icfg):
+    def __init__(self, cfg):
         ray = _ray()
         self.cfg = cfg
+        icfg = cfg.index
         self._own = not ray.is_initialized()
         if self._own:
-            address = str(getattr(icfg, "ray_address", "") or "") or None
+            address = str(icfg.ray_address or "") or None
             ray.init(address=address, include_dashboard=False, log_to_driver=False,
                      logging_level="WARNING", configure_logging=False)
         gpus_total = float(ray.cluster_resources().get("GPU", 0))
-        gpus = float(getattr(icfg, "ray_gpus", -1.0))
+        gpus = float(icfg.ray_gpus)
         self.gpus = (1.0 if gpus_total > 0 else 0.0) if gpus < 0 else gpus
         if self.gpus > gpus_total:
             raise ConfigError(f"index.ray_gpus={self.gpus:g} but the Ray cluster has {gpus_total:g} GPUs")
-        actors = int(getattr(icfg, "ray_actors", 0) or 0)
+        actors = int(icfg.ray_actors or 0)
         self.actors = actors if actors > 0 else (max(1, int(gpus_total // self.gpus)) if self.gpus else 1)
         # CPU kernels' last bits depend on torch's thread count: CPU actors use the driver's, so their arrays are
         # the bytes a local build on this machine writes (on GPUs the thread count does not enter)
@@ -168,13 +169,15 @@ class RayRun:
         return ray.remote(num_gpus=self.gpus, num_cpus=1)(_EncoderActor).remote(
             self.cfg.encoders, int(self.cfg.seed), self.threads, text)
 
-    def image_encoder_proxy(self) -> _RemoteImageEncoder:
+    @property
+    def image_encoder(self) -> _RemoteImageEncoder:
+        """The image encoder for the source images, served by an actor."""
         return _RemoteImageEncoder(self)
 
-    def embed_shards(self, jobs: list[tuple[tuple, list[dict]]], policy: str,
-                     write: Callable[[tuple, np.ndarray, np.ndarray, list[dict]], None]) -> None:
+    def embed(self, jobs: list[tuple[tuple, list[dict]]], policy: str,
+              write: Callable[[tuple, np.ndarray, np.ndarray, list[dict]], None], tick: Callable[[int], None]) -> None:
         """Embed ``jobs`` ((i, start, end, inputs), rows) and call ``write(job, text, image, skipped)`` on
-        the driver as each shard arrives (in completion order)."""
+        the driver as each shard arrives (in completion order), then ``tick(rows)``."""
         if not jobs:
             return
         ray = _ray()
@@ -198,7 +201,9 @@ class RayRun:
             result = pickle.loads(row["result"])
             if result["error"] is not None:
                 raise ImageReadError(*result["error"])     # as the local engine words it
-            write(by_shard[int(row["shard"])], result["text"], result["image"], result["skipped"])
+            job = by_shard[int(row["shard"])]
+            write(job, result["text"], result["image"], result["skipped"])
+            tick(job[2] - job[1])
 
     def _pixel_bytes(self, rows: int) -> int:
         size = self.info["spec"].get("size", 224)

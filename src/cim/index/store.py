@@ -14,7 +14,7 @@ from cim.index.search import configure_faiss_index, exact_topk, exact_topk_torch
 __all__ = ["CorpusIndex", "IndexMismatch", "IndexCorrupt", "FORMAT", "sha256_file", "sha256_array",
            "transform_images"]
 
-FORMAT = 1
+FORMAT = 2          # 2: the image identity is always recorded (cim.index.identity)
 
 
 class IndexCorrupt(CimError, RuntimeError):
@@ -132,9 +132,11 @@ class CorpusIndex:
             raise ValueError(f"rows disagree: {len(self.ids)} ids, {n_text} text vectors, "
                              f"{self.image_table.shape[0]} image rows")
         self.image_dim = int(self.image_table.shape[1])
-        self.identity = None    # cim.index.identity.ImageIdentity, set by load() when the index recorded it
         self.sources_ids = list(sources_ids)
         self._source_row = {sid: i for i, sid in enumerate(self.sources_ids)}
+        from cim.index.identity import ImageIdentity
+
+        self.identity = ImageIdentity.distinct(len(self.ids), self.sources_ids)   # load() sets the recorded one
         self.sources_emb = (np.zeros((0, self.image_dim), np.float32) if sources_emb is None
                             else np.ascontiguousarray(sources_emb, dtype=np.float32))
         self._xmax: float | None = None
@@ -233,9 +235,19 @@ class CorpusIndex:
                      faiss_index=None if kind == "exact" else index, faiss_params=params, image_mean=mean,
                      sources_ids=sources_ids, sources_emb=sources_emb, meta=meta, device=device, path=root,
                      search_backend=search_backend)
-        from cim.index.identity import load_identity   # which rows show the same image (None: older index)
+        from cim.index.identity import IDENTITY_FILES, load_identity   # which rows show the same image
 
-        loaded.identity = load_identity(root, meta, rows, sources_ids)
+        missing = [n for n in IDENTITY_FILES if not (root / n).is_file()]
+        if missing:
+            raise IndexCorrupt(f"{root}: no image identity ({', '.join(missing)} missing); rebuild the index")
+        identity = load_identity(root, sources_ids)
+        if identity.groups.shape != (rows,) or identity.source_groups.shape != (len(sources_ids),) or \
+                identity.digests.ndim != 2 or identity.digests.shape[1] != 32 or \
+                (rows and identity.groups.max() >= len(identity.digests)):
+            raise IndexCorrupt(f"{root}: image identity files disagree with the index ({identity.groups.shape} groups "
+                               f"for {rows} rows, {identity.source_groups.shape} for {len(sources_ids)} sources); "
+                               "rebuild the index")
+        loaded.identity = identity
         return loaded
 
     def _place(self, device: str) -> None:

@@ -36,8 +36,7 @@ def subset_index(index: CorpusIndex, rows: Sequence[int]) -> CorpusIndex:
     if len(rows) and (np.any(np.diff(rows) <= 0) or rows[0] < 0 or rows[-1] >= len(index.ids)):
         raise ValueError("rows must be increasing row numbers of the index")
     ident = index.identity
-    identity = None if ident is None else ImageIdentity(ident.groups[rows], ident.digests, ident.source_groups,
-                                                        list(ident.source_ids))
+    identity = ImageIdentity(ident.groups[rows], ident.digests, ident.source_groups, list(ident.source_ids))
     meta = {**index.meta, "rows": int(len(rows)), "subset_of": {"rows": len(index.ids)}}
     return _with(index, ids=[index.ids[r] for r in rows], text=index.text_vectors()[rows],
                  image_table=index.image_table[rows], identity=identity, image_from=index, meta=meta)

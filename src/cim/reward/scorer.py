@@ -73,7 +73,7 @@ class Scorer:
     def __init__(self, index, text_encoder, image_encoder=None, *, top_k: int = 5, decay: float = 0.5,
                  beta: float = 1.0, mode: str = "both", exclude_source: bool = True,
                  tie_tolerance: float = TIE_TOLERANCE):
-        self.row_keys = row_keys(index, warn=exclude_source)
+        self.row_keys = row_keys(index)
         self.dropped_max = int(np.bincount(self.row_keys).max()) if exclude_source and len(self.row_keys) else 0
         need = top_k + self.dropped_max
         if len(index.ids) < need:
