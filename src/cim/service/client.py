@@ -67,17 +67,54 @@ class _Deadline:
     def left(self) -> float:
         return self.end - time.monotonic()
 
-    def expired(self, what: str, last: Optional[Exception]) -> "ServiceError":
-        return ServiceError(f"{what}: no answer within the call's deadline of {self.seconds:g} s"
-                            + (f" (last error: {last})" if last else ""), getattr(last, "status", None))
 
-    def pause(self, backoff_s: float, attempt: int, retries: int) -> Optional[float]:
-        """Seconds to wait before attempt ``attempt + 1``; None when there is none (retries spent, or the
-        deadline would pass while waiting)."""
-        if attempt >= retries:
+class _Call:
+    """The retry policy of both clients, for one call: attempt after attempt on the replicas, each within what
+    is left of the call's deadline; after a failure the next replica that is up is tried at once, else the
+    same after an exponential backoff, never past ``retries`` retries or the deadline. Each call has its own
+    object (the clients hold no per-call state, so one client serves many threads).
+
+        call = _Call(client, "POST /score", deadline)
+        while True:
+            base, timeout = call.attempt()          # raises when the deadline is spent
+            ... on success: return; on a 4xx: raise; else:
+            pause = call.failed(base, error)        # None: give up (raise call.error())
+            sleep(pause)
+    """
+
+    def __init__(self, client, what: str, deadline: Optional[_Deadline] = None, base_url: Optional[str] = None,
+                 retries: Optional[int] = None):
+        self.replicas, self.base_url, self.backoff_s = client.replicas, base_url, client.backoff_s
+        self.timeout_s, self.what = client.timeout_s, what
+        self.retries = client.retries if retries is None else retries
+        self.deadline = deadline or _Deadline(client.deadline_s)
+        self.n, self.last = 0, None
+
+    def attempt(self) -> tuple[str, float]:
+        left = self.deadline.left()
+        if left <= 0:
+            raise self._expired()
+        self.n += 1
+        return self.base_url or self.replicas.pick(), min(self.timeout_s, left)
+
+    def failed(self, base: str, error: Exception) -> Optional[float]:
+        """Seconds to wait before the next attempt (0: another replica, at once); None: no more attempts."""
+        self.last = error
+        self.replicas.failed(base)
+        retry = self.n - 1                                       # the retry this attempt was (0: the first try)
+        if retry >= self.retries:
             return None
-        pause = backoff_s * 2 ** attempt
-        return pause if pause < self.left() else None
+        if self.replicas.up() and self.base_url is None:
+            return 0.0
+        pause = self.backoff_s * 2 ** retry
+        return pause if pause < self.deadline.left() else None
+
+    def error(self) -> Exception:
+        return self.last if self.n > self.retries else self._expired()
+
+    def _expired(self) -> "ServiceError":
+        return ServiceError(f"{self.what}: no answer within the call's deadline of {self.deadline.seconds:g} s"
+                            + (f" (last error: {self.last})" if self.last else ""), getattr(self.last, "status", None))
 
 
 def _chunks(items: Sequence[dict], size: int, parts: int = 1) -> list[list[dict]]:
@@ -142,21 +179,16 @@ class RewardClient:
                                   limits=httpx.Limits(keepalive_expiry=5.0))
 
     def _request(self, method: str, path: str, deadline: Optional[_Deadline] = None,
-                 base_url: Optional[str] = None, **kwargs) -> Any:
+                 base_url: Optional[str] = None, retries: Optional[int] = None, **kwargs) -> Any:
         import httpx
 
-        deadline = deadline or _Deadline(self.deadline_s)
-        what = f"{method} {self.url}{path}"
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            left = deadline.left()
-            if left <= 0:
-                raise deadline.expired(what, last)
-            base = base_url or self.replicas.pick()
+        call = _Call(self, f"{method} {self.url}{path}", deadline, base_url, retries)
+        while True:
+            base, timeout = call.attempt()
             try:
-                resp = self._http.request(method, base + path, timeout=min(self.timeout_s, left), **kwargs)
+                resp = self._http.request(method, base + path, timeout=timeout, **kwargs)
             except httpx.TransportError as exc:
-                last = ServiceError(f"{method} {base}{path}: {exc}")
+                err = ServiceError(f"{method} {base}{path}: {exc}")
             else:
                 if resp.status_code < 400:
                     return resp.json()
@@ -164,16 +196,10 @@ class RewardClient:
                                    status=resp.status_code)
                 if resp.status_code < 500:
                     raise err
-                last = err
-            self.replicas.failed(base)
-            if self.replicas.up() and base_url is None and attempt < self.retries:
-                continue                           # another replica is up: no backoff
-            pause = deadline.pause(self.backoff_s, attempt, self.retries)
+            pause = call.failed(base, err)
             if pause is None:
-                break
+                raise call.error()
             time.sleep(pause)
-        assert last is not None
-        raise last if attempt >= self.retries else deadline.expired(what, last)
 
     def health(self) -> dict:
         return self._request("GET", "/health")
@@ -195,7 +221,7 @@ class RewardClient:
             for url in self.replicas.urls:
                 if url not in ready:
                     try:
-                        ready[url] = self._request_once("GET", "/health", url)
+                        ready[url] = self._request("GET", "/health", base_url=url, retries=0)
                     except ServiceError:
                         pass
             if len(ready) == len(self.replicas.urls):
@@ -204,13 +230,6 @@ class RewardClient:
                 missing = [u for u in self.replicas.urls if u not in ready]
                 raise ServiceError(f"reward service at {', '.join(missing)} not ready after {timeout_s:.0f} s")
             time.sleep(interval_s)
-
-    def _request_once(self, method: str, path: str, base_url: Optional[str] = None) -> Any:
-        retries, self.retries = self.retries, 0
-        try:
-            return self._request(method, path, base_url=base_url)
-        finally:
-            self.retries = retries
 
     def close(self) -> None:
         self._http.close()
@@ -250,18 +269,12 @@ class AsyncRewardClient:
                        base_url: Optional[str] = None, **kwargs) -> Any:
         import aiohttp
 
-        deadline = deadline or _Deadline(self.deadline_s)
-        what = f"{method} {self.url}{path}"
+        call = _Call(self, f"{method} {self.url}{path}", deadline, base_url)
         session = await self._get_session()
-        last: Exception | None = None
-        for attempt in range(self.retries + 1):
-            left = deadline.left()
-            if left <= 0:
-                raise deadline.expired(what, last)
-            base = base_url or self.replicas.pick()
+        while True:
+            base, timeout = call.attempt()
             try:
-                async with session.request(method, base + path,
-                                           timeout=aiohttp.ClientTimeout(total=min(self.timeout_s, left)),
+                async with session.request(method, base + path, timeout=aiohttp.ClientTimeout(total=timeout),
                                            **kwargs) as resp:
                     if resp.status < 400:
                         return await resp.json()
@@ -269,18 +282,12 @@ class AsyncRewardClient:
                                        status=resp.status)
                     if resp.status < 500:
                         raise err
-                    last = err
             except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-                last = ServiceError(f"{method} {base}{path}: {type(exc).__name__}: {exc}")
-            self.replicas.failed(base)
-            if self.replicas.up() and base_url is None and attempt < self.retries:
-                continue                           # another replica is up: no backoff
-            pause = deadline.pause(self.backoff_s, attempt, self.retries)
+                err = ServiceError(f"{method} {base}{path}: {type(exc).__name__}: {exc}")
+            pause = call.failed(base, err)
             if pause is None:
-                break
+                raise call.error()
             await asyncio.sleep(pause)
-        assert last is not None
-        raise last if attempt >= self.retries else deadline.expired(what, last)
 
     async def health(self) -> dict:
         return await self._request("GET", "/health")
