@@ -44,7 +44,7 @@ def test_world_levels_table(summary, eval_cfg):
     table = (Path(eval_cfg.eval.out_dir) / "world" / "table.md").read_text()
     assert "(deltas vs coarse-correct)" in table and "| ○ coarse-correct |" in table and "↑" in table
     items = (Path(eval_cfg.eval.out_dir) / "world" / "wrong" / "items.jsonl").read_text().splitlines()
-    assert len(items) == 10 and {"caption", "capture", "cim", "grc", "qir"} <= set(json.loads(items[0]))
+    assert len(items) == 10 and {"caption", "capture", "cim", "cim_grc", "cim_qir"} <= set(json.loads(items[0]))
 
 
 def test_verification_and_parser_recall(summary, eval_cfg):
@@ -62,10 +62,11 @@ def test_verification_and_parser_recall(summary, eval_cfg):
 def test_mlflow_logging(summary, eval_cfg):
     import mlflow
 
-    from cim.eval.results import headline, log_mlflow
+    from cim.eval.results import headline
+    from cim.stages.evaluate import log_evaluation
     from cim.tracking import tracking_uri
 
-    log_mlflow(eval_cfg, summary, Path(eval_cfg.eval.out_dir))
+    log_evaluation(eval_cfg, summary, Path(eval_cfg.eval.out_dir))
     mlflow.set_tracking_uri(tracking_uri(eval_cfg))
     runs = mlflow.search_runs(experiment_names=[eval_cfg.tracking.experiment], filter_string="tags.stage = 'evaluate'")
     assert len(runs) == 1
@@ -89,28 +90,30 @@ def test_bad_input_is_counted_not_fatal(tiny_cfg, tiny_index_dir, tmp_path):
     cfg.eval.benchmarks = [str(tmp_path / "bench.yaml")]
     cfg.eval.out_dir = str(tmp_path / "out")
     cfg.eval.captioner.name, cfg.eval.captioner.model, cfg.eval.method = "file", str(tmp_path / "caps.jsonl"), "mine"
+    cfg.eval.allow_partial = True       # "c" is not in the file: every metric counts a and b alone
     r = Evaluator(cfg, log=lambda *a: None).run()["results"][0]
-    # "c" is not in the file: scored as an empty caption (0), and counted as such by the captioner step
-    assert r["captions"]["counts"]["not_in_file"] == 1 and r["counts"]["captions"]["empty"] == 2
-    assert r["counts"]["capture"]["empty_candidate"] == 2
+    assert r["captions"]["counts"]["not_in_file"] == 1
+    assert r["counts"]["coverage"] == {"samples": 3, "captioned": 2, "without_caption": 1, "empty": 1,
+                                       "ids_not_in_benchmark": 0}   # (the file captioner captions benchmark ids)
+    assert r["counts"]["capture"]["empty_candidate"] == 1                      # b's empty caption, scored 0
     assert "fine_grained" in r["errors"] and "reference lists" in r["errors"]["fine_grained"]   # isolated
     assert r["counts"]["relations_qa"]["non_yes_no_reference"] == 1 and r["metrics"]["relations_qa"] == 1.0
-    assert r["counts"]["cim"]["failed"] == 3 and r["counts"]["cim"]["scored"] == 0         # no image, no source
+    assert r["counts"]["cim"]["failed"] == 2 and r["counts"]["cim"]["scored"] == 0         # no image, no source
     assert r["metrics"]["cim"] is None and 0 < r["metrics"]["capture"] < 1
 
 
 def test_command_arguments_map_to_overrides():
     import argparse
 
+    from cim.cli import evaluate as commands
     from cim.config import load_config
-    from cim.eval import commands
 
     parser = argparse.ArgumentParser()
     parser.add_argument("overrides", nargs="*")     # what cim.cli adds to every command
     commands.add_arguments(parser)
     args = parser.parse_intermixed_args(["--benchmark", "cocoln500", "--benchmark", "docci500", "--captions", "p.jsonl",
                                          "--method", "ours", "--baseline", "base", "eval.judge.name=qwen3"])
-    cfg = load_config(None, commands.config_overrides(args))
+    cfg = load_config(None, [*args.overrides, *commands.option_overrides(args)])
     assert list(cfg.eval.benchmarks) == ["cocoln500", "docci500"] and cfg.eval.judge.name == "qwen3"
     assert (cfg.eval.captioner.name, cfg.eval.captioner.model, cfg.eval.method, cfg.eval.baseline) == \
         ("file", "p.jsonl", "ours", "base")

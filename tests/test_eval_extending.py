@@ -1,20 +1,20 @@
 """docs/extending.md, done for real: a toy text encoder, benchmark format, judge and metric registered through
-the public registration path, chosen by name in the config (which accepts them because they are
-registered), and used end to end by the evaluate stage: the toy metric is a column of the results table,
-the toy judge answers Relations QA, the toy encoder is CAPTURE's soft-match encoder."""
+the one registration path (``@REGISTRY.register(name)``), chosen by name in the config (the stage checks the
+names against the registries before any work), and used end to end by the evaluate stage: the toy metric is a
+column of the results table, the toy judge answers Relations QA, the toy encoder is CAPTURE's soft-match
+encoder. (tests/test_plugins.py installs such a plugin as a package.)"""
 import json
 from statistics import fmean
 
 import numpy as np
 import pytest
 
-from cim.config import ConfigError, load_config
-from cim.encoders import TEXT_ENCODERS, TextEncoder, l2_normalize, register_text_encoder
-from cim.eval.benchmarks import (FORMATS, Benchmark, BenchmarkFormat, Sample, benchmark_format, count_images,
-                                 read_rows, resolve_path)
-from cim.eval.evaluate import evaluate
-from cim.eval.judges import JUDGES, JudgeAnswer
-from cim.eval.metrics import METRICS, metric
+from cim.config import ConfigError, check_names, load_config
+from cim.encoders import TextEncoder, l2_normalize
+from cim.eval.benchmarks import Benchmark, BenchmarkFormat, Sample, count_images, read_rows, resolve_path
+from cim.eval.judges import JudgeAnswer
+from cim.plugins import BENCHMARK_FORMATS, JUDGES, METRICS, TEXT_ENCODERS
+from cim.stages.evaluate import evaluate
 
 
 class HashingEncoder(TextEncoder):
@@ -51,11 +51,11 @@ class MentionJudge:
 
 @pytest.fixture()
 def toys():
-    @register_text_encoder("toy-hash")
+    @TEXT_ENCODERS.register("toy-hash")
     def build_encoder(cfg):
         return HashingEncoder()
 
-    @benchmark_format("toy-jsonl")
+    @BENCHMARK_FORMATS.register("toy-jsonl")
     class ToyJsonl(BenchmarkFormat):
         """``samples.jsonl``: one ``{"id", "reference", "questions": {question: answer}}`` per line."""
 
@@ -69,13 +69,13 @@ def toys():
     def build_judge(model, *, parser, backend, device):
         return MentionJudge()
 
-    @metric("words", [("words", "Words", False)], order=60)
+    @METRICS.register("words", columns=[("words", "Words", False)], order=60)
     def words(ev, bench, refs, captions, res):
         res.metrics["words"] = fmean(len(c.split()) for c in captions.values())
 
     yield
     TEXT_ENCODERS.unregister("toy-hash")
-    FORMATS.unregister("toy-jsonl")
+    BENCHMARK_FORMATS.unregister("toy-jsonl")
     JUDGES.unregister("toy-mention")
     METRICS.unregister("words")
 
@@ -107,9 +107,12 @@ def test_toys_end_to_end(toys, tmp_path):
 
 
 def test_unregistered_names_are_config_errors(toys):
+    cfg = load_config(None, ["eval.metrics=[capture,words]", "eval.judge.name=toy-mention"])
+    check_names(cfg, "eval.metrics", "eval.judge.name")            # registered: accepted
     METRICS.unregister("words")
-    with pytest.raises(ConfigError, match="eval.metrics: 'words' is not one of bleu_meteor, capture"):
-        load_config(None, ["eval.metrics=[capture,words]"])
+    with pytest.raises(ConfigError, match="eval.metrics='words' is not a known metric; known: bleu_meteor, "):
+        check_names(cfg, "eval.metrics")
     JUDGES.unregister("toy-mention")
-    with pytest.raises(ConfigError, match="eval.judge.name='toy-mention' is not one of lm, qwen3, triples"):
-        load_config(None, ["eval.judge.name=toy-mention"])
+    with pytest.raises(ConfigError, match="eval.judge.name='toy-mention' is not a known judge; known: lm, qwen3, "
+                                          "triples"):
+        evaluate(load_config(None, ["eval.judge.name=toy-mention"]), log=lambda *a: None, track=False)

@@ -135,14 +135,14 @@ def test_with_base_needs_the_base_weights_too(tiny_cfg, tmp_path, monkeypatch):
     c = copy.deepcopy(tiny_cfg.eval.captioner)
     c.model, c.with_base = str(model), True
     with pytest.raises(WeightsNotFound, match="weights of llava-hf/llava-1.5-7b-hf not found"):
-        ReleasedCaptioner(RELEASES["kkk5/CIM-LLaVA1.5-7B"], c)
+        ReleasedCaptioner(c, RELEASES["kkk5/CIM-LLaVA1.5-7B"])
 
 
 def test_internvl_remote_code_checkpoints_need_vllm(tiny_cfg, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"architectures": ["InternVLChatModel"]}))
     c = copy.deepcopy(tiny_cfg.eval.captioner)
     c.model, c.engine = str(tmp_path), "hf"
-    cap = ReleasedCaptioner(RELEASES["kkk5/CIM-InternVL2-8B"], c)
+    cap = ReleasedCaptioner(c, RELEASES["kkk5/CIM-InternVL2-8B"])
     with pytest.raises(ConfigError, match="eval.captioner.engine=vllm"):
         cap.caption([("a", tmp_path / "x.jpg")], "Describe.")
 

@@ -14,7 +14,7 @@ import pytest
 
 from support.train_world import config, index_dir, params_file, root, scorer
 
-from cim.train.world_recall import scene_recall
+from cim.eval.world_truth import scene_recall
 
 SCENE = {"background": "grass",
          "objects": [{"shape": "circle", "colour": "red", "size": "large", "texture": "striped"},
@@ -76,7 +76,7 @@ def _files(folder):
 
 
 def test_local_grpo_runs_logs_checkpoints_and_resumes(tmp_path, capsys):
-    from cim.train.local import run_local
+    from cim.train.local.run import run_local
 
     index_dir()
     out = tmp_path / "local"
@@ -150,7 +150,7 @@ def _train_killed_at(tmp_path, key, step, overrides):
 
 @pytest.mark.slow
 def test_sigkilled_runs_resume_into_one_mlflow_run_with_the_bytes_of_an_uninterrupted_run(tmp_path):
-    from cim.train.local import run_local
+    from cim.train.local.run import run_local
 
     index_dir()
     steps = "train.local.grpo_steps=5"
@@ -206,7 +206,7 @@ def test_sigkilled_runs_resume_into_one_mlflow_run_with_the_bytes_of_an_uninterr
 
 
 def test_local_dry_run_prints_the_plan(capsys, tmp_path):
-    from cim.train.local import run_local
+    from cim.train.local.run import run_local
 
     assert run_local(_local_cfg(tmp_path / "x", "train.local.grpo_steps=7"), dry_run=True) == 0
     plan = json.loads(capsys.readouterr().out)

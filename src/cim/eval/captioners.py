@@ -86,7 +86,7 @@ class Captioner:
         method = method or self.name
         out = method_dir(bench_dir, method) / "captions.jsonl"
         rows, counts = generate_captions(self, bench.samples, prompt, out, batch_size=max(1, batch_size))
-        return [(method, {r["id"]: r["caption"] for r in rows},
+        return [(method, {r["id"]: r["caption"] for r in rows if r["error"] is None},
                  {"source": self.name, "file": str(out), "prompt": prompt, "describe": self.describe(),
                   "counts": counts})]
 
@@ -116,28 +116,40 @@ class GradedCaptions(Captioner):
 
 
 # ---------------------------------------------------------------------------------------------- from file
+def read_captions(path: str | Path, field: str = "caption") -> tuple[dict[str, str], dict[str, str]]:
+    """``(captions, failed)`` of a captions file: jsonl rows ``{"id" | "image_id", "caption"[, "error"]}`` (a row
+    whose ``error`` is set is a failed caption: ``failed[id] = error``, not a caption) or a JSON object
+    ``{id: caption}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"captions file {path} not found")
+    text = path.read_text(encoding="utf-8")
+    captions: dict[str, str] = {}
+    failed: dict[str, str] = {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and field not in data:
+        return {str(k): (v if isinstance(v, str) else v[0]) for k, v in data.items()}, failed
+    for n, row in read_jsonl(path):
+        key = row.get("id", row.get("image_id"))
+        if key is None or field not in row:
+            raise ValueError(f"{path}:{n}: a row needs 'id' (or 'image_id') and {field!r}")
+        if row.get("error"):
+            failed[str(key)] = str(row["error"])
+        else:
+            captions[str(key)] = row[field] or ""
+    return captions, failed
+
+
 class FileCaptioner(Captioner):
-    """Captions written by something else: jsonl rows ``{"id" | "image_id": .., "caption": ..}`` or a JSON
-    object ``{id: caption}``. Ids absent from the file get ``""`` and are listed in ``missing``."""
+    """Captions written by something else (:func:`read_captions`). An id absent from the file, or whose row
+    failed, gets no caption (its row an ``error``): the evaluation counts it as not captioned."""
 
     def __init__(self, path: str | Path, field: str = "caption"):
         self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"captions file {self.path} not found")
-        text = self.path.read_text(encoding="utf-8")
-        self.captions: dict[str, str] = {}
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            data = None
-        if isinstance(data, dict) and field not in data:
-            self.captions = {str(k): (v if isinstance(v, str) else v[0]) for k, v in data.items()}
-        else:
-            for n, row in read_jsonl(self.path):
-                key = row.get("id", row.get("image_id"))
-                if key is None or field not in row:
-                    raise ValueError(f"{self.path}:{n}: a row needs 'id' (or 'image_id') and {field!r}")
-                self.captions[str(key)] = row[field] or ""
+        self.captions, self.failed = read_captions(self.path, field)
         self.missing: list[str] = []
 
     @property
@@ -150,7 +162,7 @@ class FileCaptioner(Captioner):
     def caption(self, images: Sequence[Any], prompt: str) -> list[str]:
         out = []
         for item in as_items(images):
-            if item.id not in self.captions:
+            if item.id not in self.captions and item.id not in self.failed:
                 self.missing.append(item.id)
             out.append(self.captions.get(item.id, ""))
         return out
@@ -309,7 +321,7 @@ def build_captioner(name: str, model: str | None = None, **options) -> Captioner
     section (``hf``/``vllm``: hub name or folder; ``file``: the captions file)."""
     from cim.config import EvalCaptionerConfig
 
-    return CAPTIONERS.get(name)(EvalCaptionerConfig(name=name, model=model or "", **options))
+    return CAPTIONERS.build(name, EvalCaptionerConfig(name=name, model=model or "", **options))
 
 
 # ------------------------------------------------------------------------------------------------ running
@@ -354,9 +366,12 @@ def generate_captions(captioner: Captioner, images: Sequence[Any], prompt: str, 
         bar.update(len(chunk))
     bar.close()
     missing_ids = set(getattr(captioner, "missing", []))
+    failed_ids = getattr(captioner, "failed", {})
     for row in rows:
         if row["id"] in missing_ids and row["error"] is None:
             row["error"] = "id not in captions file"
+        elif row["id"] in failed_ids and row["error"] is None:
+            row["error"] = f"failed in the captions file: {failed_ids[row['id']]}"
     counts = {"images": len(rows), "captioned": sum(1 for r in rows if r["error"] is None and r["caption"].strip()),
               "missing_images": sum(1 for r in rows if r["error"] == "missing image"),
               "not_in_file": sum(1 for r in rows if r["error"] == "id not in captions file"),

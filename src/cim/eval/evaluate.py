@@ -1,7 +1,7 @@
-"""The evaluate stage as a library: benchmarks x captions -> metrics -> results files, tables, MLflow.
+"""Evaluation as a library: benchmarks x captions -> metrics -> results files and tables.
 
-``evaluate(cfg)`` is the whole stage (``cim evaluate`` and the Prefect flow call it or its parts):
-``Evaluator(cfg).run()`` does, for every benchmark in ``cfg.eval.benchmarks``:
+The ``evaluate`` stage (:func:`cim.stages.evaluate.evaluate`) runs ``Evaluator(cfg).run()``, which does,
+for every benchmark in ``cfg.eval.benchmarks``:
 
 1. load it (:mod:`cim.eval.benchmarks`; its format supplies what differs between releases);
 2. get captions per *method* (table row) from the configured captioner (:mod:`cim.eval.captioners`): the
@@ -14,7 +14,7 @@
    found under ``<out_dir>/<benchmark>/`` with deltas against ``eval.baseline``, then run the benchmark
    experiments (verification: ``verification.json`` + ``.png``; parser recall: ``parser_recall.json``).
 
-:func:`record` then writes ``<out_dir>/metrics.json`` and logs one MLflow run. Every result records which
+The stage then writes ``<out_dir>/metrics.json`` and logs one MLflow run. Every result records which
 parser, text encoder and judge produced it, each metric's protocol, and the named protocol (:mod:`cim.protocols`)
 with its deviations; a table shows the benchmark's published numbers (``paper:``) beside the captioner
 they belong to (a released checkpoint) as reference rows.
@@ -29,14 +29,22 @@ from pathlib import Path
 from typing import Any
 
 from cim.eval.benchmarks import Benchmark, load_benchmark
-from cim.eval.metrics import METRICS, Metric
+from cim.eval.metrics import Metric, metric
 from cim.eval.released import paper_key
-from cim.eval.results import (METRICS_FILE, TABLE_FILE, clean, headline, log_mlflow, markdown_table, method_dir,
-                              reference_rows, write_json)
-from cim.io import atomic_write_text, write_jsonl
+from cim.eval.results import TABLE_FILE, markdown_table, method_dir, reference_rows
+from cim.errors import InputError
+from cim.io import atomic_write_text, json_safe, write_json, write_jsonl
 from cim.protocols import describe as describe_protocol, label as protocol_label
 
-__all__ = ["MethodResult", "Evaluator", "evaluate", "record", "merge"]
+__all__ = ["MethodResult", "Evaluator", "coverage_of"]
+
+
+def coverage_of(ids: list[str], captions: dict[str, str], refs: dict) -> dict[str, int]:
+    """How much of the benchmark ``ids`` a captions mapping covers."""
+    captioned = sum(1 for i in ids if i in captions)
+    return {"samples": len(ids), "captioned": captioned, "without_caption": len(ids) - captioned,
+            "empty": sum(1 for i in ids if i in captions and not (captions[i] or "").strip()),
+            "ids_not_in_benchmark": sum(1 for i in captions if i not in refs)}
 
 
 @dataclass
@@ -142,7 +150,7 @@ class Evaluator:
         from cim.eval.captioners import CAPTIONERS
 
         c = self.ecfg.captioner
-        return self._part("captioner", lambda: CAPTIONERS.get(c.name)(c))
+        return self._part("captioner", lambda: CAPTIONERS.build(c.name, c))
 
     def baseline(self) -> str:
         """``eval.baseline``, else the captioner's own (a released checkpoint's base row, with ``with_base``)."""
@@ -155,18 +163,28 @@ class Evaluator:
                                         method=self.ecfg.method, batch_size=c.batch_size)
 
     # -- metrics ------------------------------------------------------------------------------------
-    def evaluate(self, bench: Benchmark, method: str, captions: dict[str, str], metrics: list[str]) -> MethodResult:
-        """One table row: every method-scope metric of ``metrics`` on ``captions``."""
+    def evaluate(self, bench: Benchmark, method: str, captions: dict[str, str], metrics: list[str],
+                 ids: list[str] | None = None) -> MethodResult:
+        """One table row: every method-scope metric of ``metrics`` on ``captions``, all on the same samples:
+        the benchmark's, or ``ids``. Samples without a caption are an :class:`~cim.errors.InputError` unless
+        ``eval.allow_partial``: then every metric is computed on the captioned samples alone (an empty caption
+        is a caption, scored as such). ``counts["coverage"]`` says how many, ``counts[metric]`` what each
+        metric's own rule skipped."""
         self.current = bench
         res = MethodResult(bench.name, method)
         refs = bench.references()
-        ids = [s.id for s in bench.samples]
-        res.items = {i: {"caption": captions.get(i)} for i in ids}
-        res.counts["captions"] = {"samples": len(ids), "without_caption": sum(1 for i in ids if i not in captions),
-                                  "empty": sum(1 for i in ids if i in captions and not (captions[i] or "").strip()),
-                                  "ids_not_in_benchmark": sum(1 for i in captions if i not in refs)}
-        mine = {k: captions[k] for k in refs if k in captions}
-        for m in (METRICS.get(name) for name in metrics):
+        ids = [s.id for s in bench.samples] if ids is None else list(ids)
+        res.counts["coverage"] = coverage = coverage_of(ids, captions, refs)
+        if coverage["without_caption"] and not self.ecfg.allow_partial:
+            raise InputError(f"{bench.name}/{method}: captions cover {coverage['captioned']} of {coverage['samples']} "
+                             f"images ({coverage['without_caption']} without a caption, failed or missing); every "
+                             "metric of a row must count the same images: caption them all, or set "
+                             "eval.allow_partial=true (--subset) to score the captioned images alone")
+        ids = [i for i in ids if i in captions]
+        refs = {i: refs[i] for i in ids}
+        res.items = {i: {"caption": captions[i]} for i in ids}
+        mine = {i: captions[i] for i in ids}
+        for m in (metric(name) for name in metrics):
             if m.scope == "method":
                 self._isolated(f"{bench.name}/{method}", m, res.errors, m.compute, self, bench, refs, mine, res)
         res.protocol["protocol"], res.labels["protocol"] = describe_protocol(self.cfg), protocol_label(self.cfg)
@@ -204,9 +222,9 @@ class Evaluator:
                 r.counts["benchmark"] = dict(bench.counts)
                 mdir = method_dir(out_dir, method)
                 write_json(mdir / "results.json", r.to_dict())
-                write_jsonl((clean({"id": k, **v}) for k, v in r.items.items()), mdir / "items.jsonl")
+                write_jsonl((json_safe({"id": k, **v}) for k, v in r.items.items()), mdir / "items.jsonl")
                 results.append(r)
-            for m in (METRICS.get(n) for n in metrics):
+            for m in (metric(n) for n in metrics):
                 if m.scope != "benchmark":
                     continue
                 missing = [x for x in m.requires if x not in metrics]
@@ -224,33 +242,3 @@ class Evaluator:
             summary["benchmarks"][bench.name] = info
             summary["results"].extend(all_results)
         return summary
-
-
-# ------------------------------------------------------------------------------------------- the stage
-def merge(parts: list[dict]) -> dict:
-    """One summary from several :meth:`Evaluator.run` summaries (the flow runs one per benchmark)."""
-    summary: dict[str, Any] = {"benchmarks": {}, "results": []}
-    for part in parts:
-        summary["benchmarks"].update(part["benchmarks"])
-        summary["results"].extend(part["results"])
-    return summary
-
-
-def record(cfg, summary: dict, root: str | Path = ".", track: bool = True, started: float | None = None) -> dict:
-    """``<eval.out_dir>/metrics.json`` (the headline numbers, for DVC) and, with ``track``, the MLflow run
-    (``started``: ``time.time()`` when the work began, so the run covers it); returns the headline."""
-    out_dir = Path(root) / cfg.eval.out_dir
-    numbers = headline(summary)
-    write_json(out_dir / METRICS_FILE, numbers)
-    if track:
-        log_mlflow(cfg, summary, out_dir, started)
-    return numbers
-
-
-def evaluate(cfg, root: str | Path = ".", *, log=print, track: bool = True) -> dict:
-    """The evaluate stage: every benchmark's results and table, ``metrics.json``, one MLflow run (``track``).
-    Returns the summary (see :meth:`Evaluator.run`) with ``"metrics"``: the headline numbers."""
-    started = time.time()
-    summary = Evaluator(cfg, root, log).run()
-    summary["metrics"] = record(cfg, summary, root, track, started)
-    return summary

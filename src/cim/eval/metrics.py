@@ -18,22 +18,23 @@ in ``order``. Adding one: docs/extending.md.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Optional, Sequence
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
-from cim.eval.results import finite, write_json
-from cim import plugins
-from cim.registry import Registry
+from cim.io import write_json
+from cim.plugins import METRICS
 
-__all__ = ["Column", "Metric", "METRICS", "metric", "table_columns"]
+__all__ = ["Column", "Metric", "METRICS", "metric", "table_columns", "finite"]
 
 
 class Column(NamedTuple):
-    key: str          # the key in result.metrics
-    header: str       # the table's column header
-    percent: bool     # shown x100 (fractions) rather than raw
+    key: str              # the key in result.metrics
+    header: str           # the table's column header
+    percent: bool         # shown x100 (fractions) rather than raw
+    summary: bool = True  # also in the compact table (the captioners' comparison, the README)
 
 
 @dataclass(frozen=True)
@@ -46,32 +47,57 @@ class Metric:
     requires: tuple[str, ...] = ()              # metrics that must run too (benchmark scope: before it)
     headline: Optional[Callable[[dict], dict]] = None   # benchmark scope: numbers for metrics.json / MLflow
     tracking: str = ""                          # MLflow name prefix (default: the metric's name)
+    # method scope: how each column decomposes over samples (see :meth:`sample_stats`); None: per-sample means
+    stats: Optional[Callable[[list], dict]] = None
+
+    def sample_stats(self, items: list[dict]) -> dict[str, tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]]:
+        """``{column: (parts, finish)}`` over ``items`` (one dict per sample, what the compute function left):
+        ``parts`` is an ``(n_samples, d)`` array and ``finish`` turns sums of its rows, ``(b, d)``, into the
+        column's values, ``(b,)``. So ``finish(weights @ parts)`` is the column over any weighting of the samples
+        (all ones: the metric; a bootstrap draw: a resample), for means, ratios and corpus scores alike."""
+        if self.stats is not None:
+            return self.stats(items)
+        return {col.key: mean_stats(items, col.key) for col in self.columns}
 
 
-METRICS: Registry[Metric] = plugins.METRICS
+def mean_stats(items: list[dict], key: str) -> tuple[np.ndarray, Callable[[np.ndarray], np.ndarray]]:
+    """A column that is the mean of its per-sample values over the samples that have one."""
+    values = np.array([float(it[key]) if finite(it.get(key)) else np.nan for it in items], dtype=float)
+    has = np.isfinite(values)
+    return np.stack([np.where(has, values, 0.0), has.astype(float)], axis=1), _ratio
 
 
-def metric(name: str, columns: Sequence[tuple[str, str, bool]] = (), *, scope: str = "method", order: int = 100,
-           requires: Sequence[str] = (), headline: Optional[Callable[[dict], dict]] = None, tracking: str = ""):
-    """Decorator: register ``fn`` as the metric ``name`` (see the module docstring for its signature)."""
+def _ratio(sums: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(sums[:, 1] > 0, sums[:, 0] / np.where(sums[:, 1] > 0, sums[:, 1], 1.0), np.nan)
+
+
+def metric(name: str) -> Metric:
+    """The registered metric ``name``: its compute function with what it was registered with
+    (``@METRICS.register(name, columns=[(key, header, x100)], scope=..., order=..., requires=..., headline=...,
+    stats=...)``)."""
+    info = METRICS.info(name)
+    scope = info.get("scope", "method")
     if scope not in ("method", "benchmark"):
-        raise ValueError(f"metric scope must be method or benchmark, got {scope!r}")
-
-    def wrap(fn: Callable) -> Callable:
-        METRICS.register(name, Metric(name, fn, tuple(Column(*c) for c in columns), scope, order,
-                                      tuple(requires), headline, tracking or name))
-        return fn
-    return wrap
+        raise ValueError(f"metric {name!r}: scope must be method or benchmark, got {scope!r}")
+    return Metric(name, METRICS.get(name), tuple(Column(*c) for c in info.get("columns", ())), scope,
+                  info.get("order", 100), tuple(info.get("requires", ())), info.get("headline"),
+                  info.get("tracking") or name, info.get("stats"))
 
 
 def table_columns() -> list[Column]:
     """Every registered method metric's columns, in ``order`` (the results table)."""
-    ms = sorted((m for _, m in METRICS.items() if m.scope == "method"), key=lambda m: (m.order, m.name))
+    ms = sorted((m for m in map(metric, METRICS.names()) if m.scope == "method"), key=lambda m: (m.order, m.name))
     return [c for m in ms for c in m.columns]
 
 
+def finite(value) -> bool:
+    """A number that is not NaN (what metrics.json and MLflow keep)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 # --------------------------------------------------------------------------------------- method metrics
-@metric("capture", [("capture", "CAPTURE", True)], order=10)
+@METRICS.register("capture", columns=[("capture", "CAPTURE", True)], order=10)
 def capture(ev, bench, refs, captions, res) -> None:
     out = ev.capture(bench).compute_score({k: v for k, v in refs.items() if v}, captions)
     res.metrics["capture"] = out.score
@@ -83,9 +109,11 @@ def capture(ev, bench, refs, captions, res) -> None:
         res.items[k]["capture"] = row["capture"]
 
 
-@metric("fine_grained", [("object_precision", "Obj P", True), ("object_recall", "Obj R", True),
-                         ("object_f1", "Obj F1", True), ("attribute_precision", "Attr P", True),
-                         ("attribute_recall", "Attr R", True), ("attribute_f1", "Attr F1", True)], order=20)
+@METRICS.register("fine_grained", columns=[("object_precision", "Obj P", True, False),
+                                           ("object_recall", "Obj R", True, False), ("object_f1", "Obj F1", True),
+                                           ("attribute_precision", "Attr P", True, False),
+                                           ("attribute_recall", "Attr R", True, False),
+                                           ("attribute_f1", "Attr F1", True)], order=20)
 def fine_grained(ev, bench, refs, captions, res) -> None:
     from cim.eval.fine_grained import fine_grained_scores
 
@@ -94,12 +122,20 @@ def fine_grained(ev, bench, refs, captions, res) -> None:
         raise ValueError(f"{bench.name} has no object/attribute reference lists")
     out = fine_grained_scores(ev.capture(bench), refs, captions, objects, attributes)
     res.metrics.update(out.components)
+    for k, row in out.per_sample.items():
+        res.items[k].update(row)
     res.counts["fine_grained"], res.protocol["fine_grained"] = out.counts, out.protocol
     if bench.format.reference_note:
         res.protocol["fine_grained"]["reference_lists"] = bench.format.reference_note
 
 
-@metric("relations_qa", [("relations_qa", "Rel QA", True)], order=30)
+def _qa_stats(items: list[dict]) -> dict:
+    """Relations QA is an accuracy over questions: correct / asked, summed over samples."""
+    parts = np.array([[it.get("qa_correct", 0), it.get("qa_asked", 0)] for it in items], dtype=float)
+    return {"relations_qa": (parts, _ratio)}
+
+
+@METRICS.register("relations_qa", columns=[("relations_qa", "Rel QA", True)], order=30, stats=_qa_stats)
 def relations_qa(ev, bench, refs, captions, res) -> None:
     from cim.eval.judges import relations_qa as score
 
@@ -114,16 +150,32 @@ def relations_qa(ev, bench, refs, captions, res) -> None:
         item["qa_asked"] = item.get("qa_asked", 0) + 1
 
 
-@metric("bleu_meteor", [("bleu4", "BLEU-4", True), ("meteor", "METEOR", True)], order=40)
+def _bleu_meteor_stats(items: list[dict]) -> dict:
+    """Corpus BLEU-4 and METEOR from summed per-caption statistics (:mod:`cim.eval.text_metrics`)."""
+    from cim.eval.text_metrics import bleu_from_stats, meteor_from_stats
+
+    out = {}
+    for key, field_, size, score in (("bleu4", "bleu_stats", 10, bleu_from_stats),
+                                     ("meteor", "meteor_stats", 23, meteor_from_stats)):
+        parts = np.array([it.get(field_) or [0.0] * size for it in items], dtype=float).reshape(len(items), size)
+        out[key] = (parts, lambda sums, score=score: np.array([score(row) for row in sums]))
+    return out
+
+
+@METRICS.register("bleu_meteor", columns=[("bleu4", "BLEU-4", True), ("meteor", "METEOR", True)], order=40,
+                  stats=_bleu_meteor_stats)
 def bleu_meteor(ev, bench, refs, captions, res) -> None:
     from cim.eval.text_metrics import bleu_meteor as score
 
     out = score({k: v for k, v in refs.items() if v}, captions)
     res.metrics["bleu4"], res.metrics["meteor"] = out["bleu4"], out["meteor"]
+    for k, stats in out["per_sample"].items():
+        res.items[k].update(stats)
     res.counts["bleu_meteor"], res.protocol["bleu_meteor"] = out["counts"], out["protocol"]
 
 
-@metric("cim", [("cim", "CIM Υ", False)], order=50)
+@METRICS.register("cim", columns=[("cim", "CIM Υ", False), ("cim_grc", "GRC", False, False),
+                                  ("cim_qir", "QIR", False, False)], order=50)
 def cim(ev, bench, refs, captions, res) -> None:
     from cim.reward.scorer import score_in_batches
 
@@ -151,7 +203,7 @@ def cim(ev, bench, refs, captions, res) -> None:
     for name, key in (("cim", "score"), ("cim_grc", "grc"), ("cim_qir", "qir")):
         res.metrics[name] = float(np.mean([r[key] for _, r in ok])) if ok else float("nan")
     for i, r in ok:
-        res.items[i].update(cim=r["score"], grc=r["grc"], qir=r["qir"])
+        res.items[i].update(cim=r["score"], cim_grc=r["grc"], cim_qir=r["qir"])
     res.counts["cim"] = {"scored": len(ok), "failed": len(out) - len(ok), "errors": errors}
     res.protocol["cim"] = {"metric": "CIM reward Υ = GRC + β·QIR (paper Eqs. 1-3), mean over captions",
                            "top_k": scorer.top_k, "decay": scorer.decay, "beta": scorer.beta, "mode": scorer.mode,
@@ -159,12 +211,47 @@ def cim(ev, bench, refs, captions, res) -> None:
                            "encoders": scorer.index.meta.get("encoders"), "index_rows": len(scorer.index.ids)}
 
 
+@METRICS.register("ground_truth", columns=[("gt_object_recall", "GT obj R", True),
+                                           ("gt_attribute_recall", "GT attr R", True),
+                                           ("gt_attribute_precision", "GT attr P", True),
+                                           ("gt_relation_recall", "GT rel R", True)], order=60)
+def ground_truth(ev, bench, refs, captions, res) -> None:
+    """Recall (and attribute precision) against the samples' ground-truth scene graphs, no parser: the demo
+    world's (:func:`cim.eval.world_truth.scene_recall`); each the mean over the captioned samples with a graph
+    (relation recall over those whose graph has relations)."""
+    from cim.eval.world_truth import scene_recall
+
+    graphs = {s.id: s.scene_graph for s in bench.samples if s.scene_graph and s.id in captions}
+    if not graphs:
+        raise ValueError(f"{bench.name} has no ground-truth scene graphs")
+    values: dict[str, list[float]] = {}
+    for i, graph in graphs.items():
+        for key, value in scene_recall(captions[i], graph).items():
+            if math.isfinite(value):
+                values.setdefault(key, []).append(value)
+                res.items[i][f"gt_{key}"] = value
+    res.metrics.update({f"gt_{k}": float(np.mean(v)) for k, v in values.items()})
+    res.counts["ground_truth"] = {"scored": len(graphs), **{f"{k}_samples": len(v) for k, v in values.items()}}
+    res.protocol["ground_truth"] = {"metric": "recall against the ground-truth scene graph (no parser)",
+                                    "definition": "cim.eval.world_truth.scene_recall"}
+
+
+@METRICS.register("caption_words", columns=[("caption_words", "words", False)], order=70)
+def caption_words(ev, bench, refs, captions, res) -> None:
+    """The mean caption length in words (whitespace tokens) over the captioned samples."""
+    words = {i: len((c or "").split()) for i, c in captions.items()}
+    for i, n in words.items():
+        res.items[i]["caption_words"] = n
+    res.metrics["caption_words"] = float(np.mean(list(words.values()))) if words else float("nan")
+    res.counts["caption_words"] = {"scored": len(words)}
+
+
 # ----------------------------------------------------------------------------------- benchmark experiments
 def _verification_headline(ver: dict) -> dict:
     return {f"pearson_r_{m}": ver[m]["pearson_r"] for m in ("grc", "qir", "score") if finite(ver[m]["pearson_r"])}
 
 
-@metric("verification", scope="benchmark", requires=("cim",), headline=_verification_headline)
+@METRICS.register("verification", scope="benchmark", requires=("cim",), headline=_verification_headline)
 def verification(ev, bench, results, out_dir) -> Optional[dict]:
     """The paper's Fig. 2 experiment over every method's captions (:mod:`cim.eval.accuracy_correlation`),
     with the classifier the benchmark's format provides."""
@@ -180,7 +267,7 @@ def verification(ev, bench, results, out_dir) -> Optional[dict]:
         marks = classifier.correct([r.items[i]["caption"] for i in ids], [samples[i] for i in ids])
         for i, (coarse, fine) in zip(ids, marks):
             it = r.items[i]
-            rows.append({"method": r.method, "id": i, "grc": it.get("grc"), "qir": it.get("qir"),
+            rows.append({"method": r.method, "id": i, "grc": it.get("cim_grc"), "qir": it.get("cim_qir"),
                          "score": it.get("cim"), "coarse_correct": coarse, "fine_correct": fine})
     if not rows:
         return None
@@ -202,7 +289,7 @@ def _parser_headline(rec: dict) -> dict:
     return {k: v for k, v in rec.items() if k.endswith(("_recall", "_precision")) and finite(v)}
 
 
-@metric("parser_recall", scope="benchmark", headline=_parser_headline, tracking="parser")
+@METRICS.register("parser_recall", scope="benchmark", headline=_parser_headline, tracking="parser")
 def parser_recall(ev, bench, results, out_dir) -> Optional[dict]:
     """The parser's recall and precision against the ground-truth scene graphs of samples that have them
     (the demo world's reference captions state their graphs)."""

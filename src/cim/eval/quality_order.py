@@ -1,38 +1,23 @@
-"""`cim verify`: does the reward measure caption quality? (the premise of the paper's Fig. 1 / Fig. 2)
+"""Does the reward order captions of known quality? (the premise of the paper's Fig. 1 / Fig. 2; the
+measurement of the ``verify`` stage, :mod:`cim.stages.verify`, and of every ablation variant)
 
-Scores the demo world's benchmark captions of known quality (detailed-correct 3, coarse-correct 2,
-partly-wrong 1, wrong 0) and reports, for the reward and each of its terms: the mean per level, the
-Spearman correlation with quality over all captions (pooled) and within each image (averaged), and the
-share of images whose detailed-correct caption outscores each other level.
-
-:func:`verify` is the stage as a library call (the ``cim verify`` command and the Prefect index flow call
-it; so does ``cim ablate``, with a scorer of its own): it scores in batches of ``reward.batch_size``, writes
-``metrics.json`` (measurements only: DVC shows every number in it as a metric), ``settings.json`` (the reward
-and encoder settings that produced them), ``scores.csv`` and ``scores_by_level.png`` to ``verify.out_dir``,
-logs an MLflow run and returns the summary and the settings.
+Scores captions of known quality (the demo world's: detailed-correct 3, coarse-correct 2, partly-wrong 1,
+wrong 0) and reports, for the reward and each of its terms: the mean per level, the Spearman correlation with
+quality over all captions (pooled) and within each image (averaged), and the share of images whose
+detailed-correct caption outscores each other level (:func:`summarise`). :func:`measure` scores in batches;
+:func:`write_report` writes ``metrics.json`` (measurements only: DVC shows every number in it as a metric),
+``settings.json`` (the reward and encoder settings that produced them), ``scores.csv`` and
+``scores_by_level.png``; :func:`log_summary` puts the numbers into the active MLflow run.
 """
 from __future__ import annotations
 
 import json
-import time
 from collections import defaultdict
 from pathlib import Path
 
-from cim.config import load_config
-from cim.io import atomic_open, atomic_write_text, read_jsonl
+from cim.io import atomic_open, atomic_write_text
 
 METRICS = ("score", "grc", "qir")
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--captions", help="jsonl with image_id, caption, level, quality "
-                        "(default: <world.out_dir>/bench_captions.jsonl)")
-    parser.add_argument("--index", help="index directory (default: index.out_dir)")
-    parser.add_argument("--out", help="report directory (default: verify.out_dir)")
-    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    from cim.protocols import add_argument
-
-    add_argument(parser)
 
 
 def summarise(rows: list[dict]) -> dict:
@@ -96,7 +81,9 @@ def settings(cfg, scorer=None) -> dict:
     """What produced a verify report (not a measurement: ``settings.json``, never ``metrics.json``)."""
     from cim.protocols import describe
 
-    out = {"reward": {k: getattr(cfg.reward, k) for k in ("top_k", "decay", "beta", "mode", "exclude_source")},
+    r = cfg.reward
+    out = {"reward": {"top_k": r.top_k, "decay": r.decay, "beta": r.beta, "mode": r.mode,
+                      "exclude_source": r.exclude_source},
            "protocol": describe(cfg),
            "encoders": {"text": cfg.encoders.text.model, "image": cfg.encoders.image.model,
                         "center_images": cfg.index.center_images}}
@@ -105,55 +92,25 @@ def settings(cfg, scorer=None) -> dict:
     return out
 
 
-def verify(cfg, *, captions: str | Path | None = None, index_dir: str | Path | None = None,
-           out_dir: str | Path | None = None, track: bool = True, progress: bool = False, scorer=None) -> dict:
-    """Score the captions of known quality (default ``<world.out_dir>/bench_captions.jsonl``) with ``scorer``
-    (default: one from ``cfg`` over the index ``index_dir``, default ``index.out_dir``), write the report to
-    ``out_dir`` (default ``verify.out_dir``), log it to MLflow when ``track``; returns the summary (see
-    :func:`summarise`) with the settings under ``"settings"`` (:func:`settings`)."""
-    from cim.reward.scorer import Scorer, score_in_batches
+def measure(scorer, items: list[dict], batch_size: int, progress: bool = False) -> tuple[list[dict], dict]:
+    """Score ``items`` (``image_id``, ``caption``, ``level``, ``quality``); returns (rows, :func:`summarise`)."""
+    from cim.reward.scorer import score_in_batches
 
-    started = time.time()            # the MLflow run's duration covers the scoring, not only the logging
-    captions_path = Path(captions or Path(cfg.world.out_dir) / "bench_captions.jsonl")
-    out_dir = Path(out_dir or cfg.verify.out_dir)
-    items = [row for _, row in read_jsonl(captions_path)]
-    if scorer is None:
-        scorer = Scorer.from_config(cfg, index_dir=str(index_dir) if index_dir else None)
-    results = score_in_batches(scorer, items, cfg.reward.batch_size, progress=progress)
+    results = score_in_batches(scorer, items, batch_size, progress=progress)
     rows = [{**{k: it[k] for k in ("image_id", "level", "quality")}, **res} for it, res in zip(items, results)]
-    summary = summarise(rows)
+    return rows, summarise(rows)
+
+
+def write_report(out_dir: Path, rows: list[dict], summary: dict, settings_: dict) -> None:
+    """``metrics.json`` (measurements), ``settings.json``, ``scores.csv`` (for `dvc plots`), the figure."""
     atomic_write_text(out_dir / "metrics.json", json.dumps(summary, indent=2))
-    summary["settings"] = settings(cfg, scorer)
-    atomic_write_text(out_dir / "settings.json", json.dumps(summary["settings"], indent=2))
-    with atomic_open(out_dir / "scores.csv") as fh:  # for `dvc plots`
+    atomic_write_text(out_dir / "settings.json", json.dumps(settings_, indent=2))
+    with atomic_open(out_dir / "scores.csv") as fh:
         fh.write("image_id,level,quality,score,grc,qir\n")
         for r in rows:
             if r["error"] is None:
                 fh.write(f"{r['image_id']},{r['level']},{r['quality']},{r['score']:.6f},{r['grc']:.6f},{r['qir']:.6f}\n")
     plot(rows, out_dir / "scores_by_level.png")
-    if track:
-        _log_mlflow(cfg, summary, out_dir, started)
-    return summary
-
-
-def run(args) -> int:
-    from cim.protocols import with_protocol
-
-    cfg = load_config(args.params, with_protocol(args))
-    summary = verify(cfg, captions=args.captions, index_dir=args.index, out_dir=args.out, track=not args.no_mlflow,
-                     progress=True)
-    print(json.dumps({m: {"spearman": round(summary[m]["spearman_pooled"], 3),
-                          "mean_by_level": {k: round(v, 3) for k, v in summary[m]["mean_by_level"].items()}}
-                      for m in METRICS}, indent=1))
-    return 0
-
-
-def _log_mlflow(cfg, summary: dict, out_dir: Path, started: float | None = None) -> None:
-    from cim.protocols import tags
-    from cim.tracking import start_run
-
-    with start_run(cfg, "verify", tags=tags(cfg), start_time=started):
-        log_summary(summary, out_dir)
 
 
 def log_summary(summary: dict, out_dir: Path | None = None) -> None:

@@ -3,11 +3,10 @@
 - :func:`markdown_table`: rows = model and method; columns = every registered metric's columns
   (:func:`cim.eval.metrics.table_columns`: CAPTURE, Objects P/R/F1, Attributes P/R/F1, Relations QA, BLEU-4,
   METEOR, CIM, and any metric a plugin adds), with deltas against a named baseline row, like Table 2.
-  ``COLUMNS`` is that list, read when accessed.
 - :func:`headline`: ``metrics.json`` (``{benchmark: {method: {metric: value}}}`` plus each benchmark
-  experiment's headline numbers); :func:`log_mlflow`: one MLflow run with the same numbers, deltas and the
-  report folders.
-- Files: :func:`method_dir` (``<bench_dir>/<method slug>``), :func:`write_json` (atomic, NaN -> null).
+  experiment's headline numbers); :func:`mlflow_metrics`: the same numbers and their deltas as MLflow
+  metric names (the evaluate stage logs them, :mod:`cim.stages.evaluate`).
+- Files: :func:`method_dir` (``<bench_dir>/<method slug>``).
 
 A result is the dict :meth:`cim.eval.evaluate.MethodResult.to_dict` writes to ``results.json``: it has
 ``benchmark``, ``method`` and ``metrics`` (a flat name -> value map, fractions in 0..1, CIM raw).
@@ -17,22 +16,12 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
-import numpy as np
-
-from cim.io import atomic_write_json
+from cim.eval.metrics import finite, metric, table_columns
 
 METRICS_FILE = "metrics.json"    # <eval.out_dir>/metrics.json: the headline numbers (DVC metrics)
 TABLE_FILE = "table.md"          # <eval.out_dir>/<benchmark>/table.md
-
-
-def __getattr__(name: str):
-    if name == "COLUMNS":          # derived from the metric registry each time (plugins add columns)
-        from cim.eval.metrics import table_columns
-
-        return table_columns()
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ------------------------------------------------------------------------------------------------- files
@@ -43,23 +32,6 @@ def slug(name: str) -> str:
 
 def method_dir(bench_dir: Path, method: str) -> Path:
     return Path(bench_dir) / slug(method)
-
-
-def clean(value: Any) -> Any:
-    """JSON-safe: NaN -> None, numpy scalars -> Python numbers, recursively."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    return value
-
-
-def write_json(path: Path, data: Any) -> None:
-    atomic_write_json(path, clean(data), default=str)
 
 
 # ------------------------------------------------------------------------------------------------ tables
@@ -77,10 +49,6 @@ def _delta(value: Optional[float], base: Optional[float], scale: bool) -> str:
     d = (value - base) * (100 if scale else 1)
     arrow = "↑" if d > 0 else ("↓" if d < 0 else "=")
     return f" ({arrow}{abs(d):.1f})" if scale else f" ({arrow}{abs(d):.3f})"
-
-
-def load_results(paths: Iterable[Path]) -> list[dict]:
-    return [json.loads(Path(p).read_text()) for p in paths]
 
 
 def find_baseline(results: Sequence[dict], baseline: str) -> Optional[dict]:
@@ -111,11 +79,9 @@ def reference_rows(spec, keys: Sequence[str]) -> list[dict]:
 def markdown_table(results: Sequence[dict], baseline: str = "", columns=None,
                    references: Sequence[dict] = ()) -> str:
     """One table per benchmark; rows sorted with the baseline first; absent metrics shown as ``–``.
-    ``columns``: ``(key, header, x100)`` triples; default every registered metric's columns. ``references``
+    ``columns``: :class:`~cim.eval.metrics.Column` s; default every registered metric's columns. ``references``
     (:func:`reference_rows`): published numbers, shown after the runs as ``◇`` rows without deltas."""
     if columns is None:
-        from cim.eval.metrics import table_columns
-
         columns = table_columns()
     out: list[str] = []
     by_bench: dict[str, list[dict]] = {}
@@ -126,22 +92,22 @@ def markdown_table(results: Sequence[dict], baseline: str = "", columns=None,
         refs_by_bench.setdefault(r["benchmark"], []).append(r)
     for bench, rows in sorted(by_bench.items()):
         base = find_baseline(rows, baseline)
-        present = [c for c in columns if any(c[0] in r["metrics"] for r in [*rows, *refs_by_bench.get(bench, [])])]
+        present = [c for c in columns if any(c.key in r["metrics"] for r in [*rows, *refs_by_bench.get(bench, [])])]
         base_method = base.get("method") if base else None
         rows = sorted(rows, key=lambda r: (r.get("method") != base_method, r.get("method", "")))
         rows += refs_by_bench.get(bench, [])
         out.append(f"### {bench}" + (f" (deltas vs {base['method']})" if base else ""))
         out.append("")
-        out.append("| Method | " + " | ".join(h for _, h, _ in present) + " |")
+        out.append("| Method | " + " | ".join(c.header for c in present) + " |")
         out.append("|---|" + "---|" * len(present))
         for r in rows:
             is_base = base is not None and r.get("method") == base_method
             cells = []
-            for key, _, scale in present:
-                v = r["metrics"].get(key)
-                cell = _fmt(v, scale)
+            for c in present:
+                v = r["metrics"].get(c.key)
+                cell = _fmt(v, c.percent)
                 if base is not None and not is_base and not r.get("reference"):
-                    cell += _delta(v, base["metrics"].get(key), scale)
+                    cell += _delta(v, base["metrics"].get(c.key), c.percent)
                 cells.append(cell)
             mark = "◇ " if r.get("reference") else ("○ " if is_base else ("● " if base is not None else ""))
             name = mark + r.get("method", "?")
@@ -157,17 +123,10 @@ def markdown_table(results: Sequence[dict], baseline: str = "", columns=None,
 
 
 # ----------------------------------------------------------------------------------- headline and MLflow
-def finite(value) -> bool:
-    """A number that is not NaN (what metrics.json and MLflow keep)."""
-    return isinstance(value, (int, float)) and not (isinstance(value, float) and math.isnan(value))
-
-
-def _benchmark_numbers(info: dict):
+def benchmark_numbers(info: dict):
     """``(metric, its headline numbers)`` for each benchmark experiment that ran (verification, ...)."""
-    from cim.eval.metrics import METRICS
-
     for name in info.get("metrics", []):
-        m = METRICS.get(name)
+        m = metric(name)
         if m.scope == "benchmark" and m.headline and info.get(name):
             yield m, m.headline(info[name])
 
@@ -179,30 +138,9 @@ def headline(summary: dict) -> dict:
     for r in summary["results"]:
         out.setdefault(r["benchmark"], {})[r["method"]] = {k: v for k, v in r["metrics"].items() if finite(v)}
     for bench, info in summary["benchmarks"].items():
-        for m, numbers in _benchmark_numbers(info):
+        for m, numbers in benchmark_numbers(info):
             out.setdefault(bench, {})[m.name] = numbers
     return out
-
-
-def log_mlflow(cfg, summary: dict, out_dir: Path, started: float | None = None) -> None:
-    """One MLflow run (stage ``evaluate``): every table number and its delta against ``eval.baseline``,
-    each experiment's headline as ``<benchmark>/<experiment>/<number>``, and the report folders."""
-    import mlflow
-
-    from cim.protocols import tags
-    from cim.tracking import start_run
-
-    with start_run(cfg, "evaluate", tags={"benchmarks": ",".join(summary["benchmarks"]),
-                                          "baseline": cfg.eval.baseline or "none", **tags(cfg)},
-                   run_name=f"evaluate[{','.join(summary['benchmarks'])}]", start_time=started):
-        mlflow.log_metrics(mlflow_metrics(summary["results"], cfg.eval.baseline))
-        for bench, info in summary["benchmarks"].items():
-            for m, numbers in _benchmark_numbers(info):
-                for k, v in numbers.items():
-                    mlflow.log_metric(f"{bench}/{m.tracking}/{k}", v)
-            bench_dir = Path(out_dir) / bench
-            if bench_dir.is_dir():
-                mlflow.log_artifacts(str(bench_dir), artifact_path=f"eval/{bench}")
 
 
 def mlflow_metrics(results: Sequence[dict], baseline: str = "") -> dict[str, float]:
@@ -226,3 +164,127 @@ def mlflow_metrics(results: Sequence[dict], baseline: str = "") -> dict[str, flo
 
 def _safe(name: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_. " else "_" for ch in name)
+
+
+# ------------------------------------------------------------------------------------ captioner comparison
+COMPARISON_JSON, COMPARISON_TABLE, COMPARISON_PLOT = "captioners.json", "captioners.md", "captioners.png"
+COMPARISON_METRICS = "metrics.json"   # <pipeline.out_dir>/metrics.json: captioner -> metric -> number (DVC)
+COMPARISON_PLOT_DATA = "plot.json"    # rows {captioner, metric, value, low, high} (dvc plots, template bar_ci)
+
+
+def _pct(column) -> float:
+    return 100.0 if column.percent else 1.0
+
+
+def comparison_markdown(table: dict, summary_only: bool = True) -> str:
+    """The comparison (:func:`cim.pipeline.table.comparison`) as two markdown tables: each row's mean over its
+    seeds ± half its 95% interval, then each delta against the baseline with its paired-bootstrap interval,
+    marked ``*`` when that interval excludes 0."""
+    from cim.eval.intervals import significant
+
+    cols = [c for c in table_columns() if c.key in table["columns"] and (c.summary or not summary_only)]
+    base = table["baseline"]
+    head = "| Captioner | seeds | " + " | ".join(c.header for c in cols) + " |"
+    rule = "|---|---|" + "---|" * len(cols)
+    out = [f"### {table['benchmark']}: mean over seeds ± half the 95% interval ({table['samples']} images)", "",
+           head, rule]
+    for r in table["rows"]:
+        cells = []
+        for c in cols:
+            k, s = c.key, _pct(c)
+            ci = r.get(f"{k}_ci95")
+            half = f" ± {(ci[1] - ci[0]) / 2 * s:.2f}" if ci else ""
+            cells.append(f"{r[k] * s:.2f}{half}")
+        mark = "○ " if r["captioner"] == base else "● "
+        out.append(f"| {mark}{r['captioner']} | {r['n_seeds']} | " + " | ".join(cells) + " |")
+    out += ["", f"### Δ vs {base} (paired bootstrap over images and seeds, 95% interval; * = excludes 0)", "",
+            head, rule]
+    for r in table["rows"]:
+        if r["captioner"] == base:
+            continue
+        cells = []
+        for c in cols:
+            k, s = c.key, _pct(c)
+            ci = r.get(f"delta_{k}_ci95")
+            span = f" [{ci[0] * s:+.2f}, {ci[1] * s:+.2f}]" if ci else ""
+            cells.append(f"{r[f'delta_{k}'] * s:+.2f}{span}{'*' if significant(r, k) else ''}")
+        out.append(f"| ● {r['captioner']} | {r['n_seeds']} | " + " | ".join(cells) + " |")
+    out += ["", f"- ○ baseline row; seeds: GRPO runs from the one SFT start; intervals: {table['n_boot']} bootstrap "
+            "draws of the images (paired across rows) and of each row's seeds",
+            "- percentages except CIM Υ and words; GT columns: recall against the benchmark's ground-truth scene "
+            "graphs (no parser), the others the parser/judge-based metrics of `cim evaluate`", ""]
+    return "\n".join(out)
+
+
+def comparison_plot(table: dict, path: Path) -> Path:
+    """Bars of the main percentage columns per captioner, with the 95% intervals as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from cim.io import atomic_write
+
+    cols = [c for c in table_columns() if c.key in table["columns"] and c.summary and c.percent]
+    rows = table["rows"]
+    fig, ax = plt.subplots(figsize=(12, 4.2))
+    width = 0.8 / max(1, len(rows))
+    x = np.arange(len(cols))
+    for i, r in enumerate(rows):
+        values = np.array([r[c.key] * 100 for c in cols])
+        cis = [r.get(f"{c.key}_ci95") or [r[c.key]] * 2 for c in cols]
+        err = np.array([[v - ci[0] * 100 for v, ci in zip(values, cis)], [ci[1] * 100 - v for v, ci in zip(values, cis)]])
+        ax.bar(x + i * width - 0.4 + width / 2, values, width, yerr=np.clip(err, 0, None), capsize=2,
+               label=f"{r['captioner']} ({r['n_seeds']} seed{'s' if r['n_seeds'] > 1 else ''})")
+    ax.set_xticks(x, [c.header for c in cols])
+    ax.set_ylabel("score (x100), mean over seeds; bars: 95% interval")
+    ax.set_title(f"captioners on {table['benchmark']} (baseline {table['baseline']})")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90, metadata={"Software": None}))
+    plt.close(fig)
+    return path
+
+
+def comparison_metrics(table: dict) -> dict:
+    """The comparison shaped for DVC (``metrics:``): ``{captioner: {metric: mean, "n_seeds": n,
+    "delta": {metric: d}, "ci95": {metric: {"low", "high"}}}}`` -- nested mappings DVC flattens to
+    ``cim.capture``, ``cim.delta.capture``, ``cim.ci95.capture.low`` (it drops lists)."""
+    out = {}
+    for r in table["rows"]:
+        entry: dict = {k: r[k] for k in table["columns"]}
+        entry["n_seeds"] = r["n_seeds"]
+        entry["delta"] = {k: r[f"delta_{k}"] for k in table["columns"]}
+        entry["ci95"] = {k: {"low": r[f"{k}_ci95"][0], "high": r[f"{k}_ci95"][1]}
+                         for k in table["columns"] if r.get(f"{k}_ci95")}
+        out[r["captioner"]] = entry
+    return out
+
+
+def comparison_plot_data(table: dict) -> list[dict]:
+    """The main columns per captioner as rows ``{captioner, metric, value, low, high}`` (x100 where the table
+    shows x100): what ``dvc plots`` draws as bars with interval whiskers (template ``.dvc/plots/bar_ci.json``)."""
+    cols = [c for c in table_columns() if c.key in table["columns"] and c.summary]
+    out = []
+    for c in cols:
+        for r in table["rows"]:
+            ci = r.get(f"{c.key}_ci95") or [r[c.key]] * 2
+            out.append({"captioner": r["captioner"], "metric": c.header, "value": r[c.key] * _pct(c),
+                        "low": ci[0] * _pct(c), "high": ci[1] * _pct(c)})
+    return out
+
+
+def write_comparison(table: dict, out_dir: Path) -> list[Path]:
+    """``captioners.json`` (the table), ``captioners.md``, ``captioners.png``, ``metrics.json`` (DVC metrics) and
+    ``plot.json`` (DVC plots) in ``out_dir``; nothing in them differs between two runs of the same inputs."""
+    from cim.io import atomic_write_text, write_json
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / COMPARISON_JSON, table)
+    write_json(out_dir / COMPARISON_METRICS, comparison_metrics(table))
+    write_json(out_dir / COMPARISON_PLOT_DATA, comparison_plot_data(table))
+    atomic_write_text(out_dir / COMPARISON_TABLE, comparison_markdown(table))
+    return [out_dir / COMPARISON_JSON, out_dir / COMPARISON_METRICS, out_dir / COMPARISON_TABLE,
+            out_dir / COMPARISON_PLOT_DATA, comparison_plot(table, out_dir / COMPARISON_PLOT)]

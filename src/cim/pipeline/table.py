@@ -1,68 +1,62 @@
-"""The comparison's files: ``captioners.json`` (``{"benchmark", "baseline", "rows"}``), ``captioners.md``
-(the main columns with deltas against the baseline, like the paper's Table 2) and ``captioners.png`` (a bar
-chart of the main metrics per captioner). Nothing in them differs between two runs of the same inputs."""
+"""The captioners' comparison as numbers: each row's mean over its seeds, a 95% interval, and its delta
+against the baseline row with a paired bootstrap interval (:mod:`cim.eval.intervals`).
+
+``comparison(results, benchmark, baseline, metrics)`` takes ``{row: [one evaluation per seed]}`` (the
+:class:`cim.eval.evaluate.MethodResult` of each seed's captions, all over the same samples) and returns the
+table ``{"benchmark", "baseline", "n_boot", "level", "columns", "rows"}``; a row is::
+
+    {"captioner": "cim", "n_seeds": 3, "samples": 150,
+     "capture": 0.67, "capture_ci95": [0.65, 0.69], "delta_capture": 0.15, "delta_capture_ci95": [0.12, 0.17],
+     ..., "per_seed": {"capture": [0.66, 0.68, 0.67], ...}}
+
+for every column of the registered method metrics the evaluation produced (:func:`cim.eval.metrics.
+table_columns`); every row has the same keys (0 deltas on the baseline itself). Files and figures:
+:mod:`cim.eval.results` (``write_comparison``).
+"""
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Mapping, Sequence
 
-from cim.io import atomic_write, atomic_write_text
-from cim.eval.results import write_json
+from cim.errors import ConfigError
+from cim.eval.intervals import DEFAULT_BOOT, LEVEL, draws, interval, point
+from cim.eval.metrics import Metric, table_columns
 
-# (key, header, shown x100)
-MAIN = (("capture", "CAPTURE", True), ("object_f1", "Obj F1", True), ("attribute_f1", "Attr F1", True),
-        ("relations_qa", "Rel QA", True), ("bleu4", "BLEU-4", True), ("meteor", "METEOR", True),
-        ("cim", "CIM Υ", False), ("gt_object_recall", "GT obj R", True), ("gt_attribute_recall", "GT attr R", True),
-        ("gt_attribute_precision", "GT attr P", True), ("gt_relation_recall", "GT rel R", True),
-        ("caption_words", "words", False))
-JSON_FILE, TABLE_FILE, PLOT_FILE = "captioners.json", "captioners.md", "captioners.png"
+__all__ = ["comparison"]
 
 
-def markdown(table: dict) -> str:
-    cols = [c for c in MAIN if any(c[0] in r for r in table["rows"])]
-    out = [f"### {table['benchmark']} (deltas vs {table['baseline']})", "",
-           "| Captioner | " + " | ".join(h for _, h, _ in cols) + " |", "|---|" + "---|" * len(cols)]
-    for r in table["rows"]:
-        cells = []
-        for key, _, pct in cols:
-            scale = 100.0 if pct else 1.0
-            cell = f"{r[key] * scale:.2f}" if key in r else "–"
-            if r["captioner"] != table["baseline"] and f"delta_{key}" in r:
-                cell += f" ({r[f'delta_{key}'] * scale:+.2f})"
-            cells.append(cell)
-        mark = "○ " if r["captioner"] == table["baseline"] else "● "
-        out.append(f"| {mark}{r['captioner']} | " + " | ".join(cells) + " |")
-    out += ["", "- ○ baseline row; ● rows show (delta vs the baseline); percentages except CIM Υ and words",
-            "- GT columns: recall against the benchmark's ground-truth scene graphs (no parser); the others "
-            "are the parser/judge-based metrics of `cim evaluate`", ""]
-    return "\n".join(out)
+def _seed_stats(results: Sequence, metrics: Sequence[Metric], ids: Sequence[str]) -> list[dict]:
+    out = []
+    for res in results:
+        items = [res.items.get(i, {}) for i in ids]
+        stats = {}
+        for m in metrics:
+            if m.scope == "method" and m.name not in res.errors:
+                stats.update({k: v for k, v in m.sample_stats(items).items() if k in res.metrics})
+        out.append(stats)
+    return out
 
 
-def plot(table: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    cols = [c for c in MAIN if c[2] and all(c[0] in r for r in table["rows"])]
-    rows = table["rows"]
-    fig, ax = plt.subplots(figsize=(11, 4))
-    width = 0.8 / max(1, len(rows))
-    x = np.arange(len(cols))
-    for i, r in enumerate(rows):
-        ax.bar(x + i * width - 0.4 + width / 2, [r[k] * 100 for k, _, _ in cols], width, label=r["captioner"])
-    ax.set_xticks(x, [h for _, h, _ in cols])
-    ax.set_ylabel("score (x100)")
-    ax.set_title(f"captioners on {table['benchmark']} (baseline {table['baseline']})")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90, metadata={"Software": None}))
-    plt.close(fig)
-    return path
-
-
-def write_table(table: dict, out_dir: Path) -> list[Path]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / JSON_FILE, table)
-    atomic_write_text(out_dir / TABLE_FILE, markdown(table))
-    return [out_dir / JSON_FILE, out_dir / TABLE_FILE, plot(table, out_dir / PLOT_FILE)]
+def comparison(results: Mapping[str, Sequence], benchmark: str, baseline: str, metrics: Sequence[Metric],
+               ids: Sequence[str], *, n_boot: int = DEFAULT_BOOT, seed: int = 0) -> dict:
+    """The table (see the module doc) over the samples ``ids`` (each result's ``items`` hold them)."""
+    if baseline not in results:
+        raise ConfigError(f"baseline {baseline!r} is not one of the captioners: {', '.join(results)}")
+    stats = {name: _seed_stats(res, metrics, ids) for name, res in results.items()}
+    keys = [c.key for c in table_columns() if all(c.key in s for seeds in stats.values() for s in seeds)]
+    boot = draws(stats, keys, n_boot=n_boot, seed=seed)
+    rows = []
+    for name, seeds in stats.items():
+        row: dict = {"captioner": name, "n_seeds": len(seeds), "samples": len(ids)}
+        per_seed = {}
+        for key in keys:
+            row[key], per_seed[key] = point(seeds, key)
+            row[f"{key}_ci95"] = interval(boot[name][key])
+        for key in keys:
+            base = point(stats[baseline], key)[0]
+            row[f"delta_{key}"] = row[key] - base
+            row[f"delta_{key}_ci95"] = [0.0, 0.0] if name == baseline else \
+                interval(boot[name][key] - boot[baseline][key])
+        row["per_seed"] = per_seed
+        rows.append(row)
+    return {"benchmark": benchmark, "baseline": baseline, "samples": len(ids), "n_boot": n_boot, "level": LEVEL,
+            "columns": keys, "rows": rows}

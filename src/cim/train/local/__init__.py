@@ -7,10 +7,8 @@ causal language model. SFT warm-up, then GRPO; MLflow per step; checkpoints and 
 Modules: :mod:`~cim.train.local.tokenizers` (word vocabulary / HF tokenizer), :mod:`~cim.train.local.model`
 (the captioner), :mod:`~cim.train.local.examples` (SFT pairs, training and held-out features),
 :mod:`~cim.train.local.trainer` (SFT, GRPO, evaluation), :mod:`~cim.train.local.checkpoints`,
-:mod:`~cim.train.local.history` (metrics kept in checkpoints, sent to MLflow), :mod:`~cim.train.local.curves`
-and :mod:`~cim.train.local.run` (the command: MLflow run, resume, reports).
+:mod:`~cim.train.local.history` (metrics kept in checkpoints, sent to MLflow), :mod:`~cim.train.local.curves`,
+:mod:`~cim.train.local.run` (one training run: MLflow run, resume, reports), :mod:`~cim.train.local.inference`
+(a trained checkpoint, greedy) and :mod:`~cim.train.local.captioner` (it as the registered captioner ``local``).
+Importing this package imports none of them.
 """
-from cim.train.local.run import run_local
-from cim.train.local.trainer import LocalTrainer
-
-__all__ = ["run_local", "LocalTrainer"]

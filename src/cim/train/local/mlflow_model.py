@@ -1,7 +1,9 @@
 """The local backend's final captioner as an MLflow model (pyfunc flavour), with its resolved config.
 
-``log_captioner(cfg, run_dir)`` (called inside the training run) logs ``captioner/``: the newest checkpoint,
-its tokenizer and ``config.yaml``; ``mlflow.pyfunc.load_model(uri).predict(df)`` takes a DataFrame with a
+``log_captioner(cfg, run_dir)`` (called inside the training run) logs the model, named after the run folder
+(``cim-grc-s1``), tagged with its checkpoint's hash (``cim.state_sha256``, what a captions file's meta names,
+so the comparison's metrics reach it: :mod:`cim.stages.publish`): the newest checkpoint, its tokenizer and
+``config.yaml``; ``mlflow.pyfunc.load_model(uri).predict(df)`` takes a DataFrame with a
 ``features`` column (one image-feature vector per row, the index's source embeddings) and returns the greedy
 captions (:class:`cim.train.local.inference.LocalModel`).
 """
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import mlflow.pyfunc
 
-MODEL_NAME = "captioner"
+STATE_TAG = "cim.state_sha256"
 
 
 class LocalCaptionerModel(mlflow.pyfunc.PythonModel):
@@ -51,7 +53,9 @@ def log_captioner(cfg, run_dir: str | Path) -> str:
         shutil.copyfile(run_dir / LATEST_FILE, folder / LATEST_FILE)
         config = Path(tmp) / "config.yaml"
         config.write_text(OmegaConf.to_yaml(cfg), encoding="utf-8")
-        info = mlflow.pyfunc.log_model(name=MODEL_NAME, python_model=LocalCaptionerModel(),
+        info = mlflow.pyfunc.log_model(name=run_dir.name, python_model=LocalCaptionerModel(),
                                        artifacts={"checkpoint": str(folder), "config": str(config)},
-                                       pip_requirements=_requirements(), metadata=identity)
+                                       pip_requirements=_requirements(), metadata=identity,
+                                       tags={STATE_TAG: identity["state_sha256"], "cim.checkpoint": identity["checkpoint"],
+                                             "cim.reward_mode": identity["reward_mode"]})
     return info.model_uri

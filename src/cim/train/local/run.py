@@ -98,12 +98,33 @@ def run_local(cfg, dry_run: bool = False, scorer=None, progress: bool = True, ru
     return 0
 
 
+CURVE_COLUMNS = {"reward": "train/reward_mean", "grc": "train/grc", "qir": "train/qir", "kl": "train/kl",
+                 "caption_len": "train/caption_len"}
+
+
+def write_curves_csv(history: list[dict], path: Path) -> Path | None:
+    """The GRPO training curves, one row per step (``dvc plots``); None when there was no GRPO step."""
+    from cim.io import atomic_write_text
+
+    steps = [h for h in history if "train/reward_mean" in h]
+    if not steps:
+        return None
+    lines = ["step," + ",".join(CURVE_COLUMNS)]
+    lines += [f"{h['step']}," + ",".join(f"{h.get(key, float('nan')):.6g}" for key in CURVE_COLUMNS.values())
+              for h in steps]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
 def write_reports(cfg, trainer, summary: dict) -> list[Path]:
-    """summary.json and curves.png in ``out_dir`` and (DVC's metrics and plots) in ``report_dir``.
+    """summary.json, curves.png and curves.csv in ``out_dir`` and (DVC's metrics and plots) in ``report_dir``.
     Nothing in them differs between two runs of the same configuration (the run id lives in MLflow)."""
     lc = cfg.train.local
     atomic_write_json(trainer.out / "summary.json", summary, indent=2)
     files = [trainer.out / "summary.json"]
+    csv = write_curves_csv(trainer.history.by_step(), trainer.out / "curves.csv")
+    if csv is not None:
+        files.append(csv)
     reward = optimised_reward(cfg.reward.mode, float(cfg.reward.beta))
     png = plot_curves(trainer.history.by_step(), trainer.out / "curves.png",
                       f"local GRPO, optimised {reward} (reward.mode={cfg.reward.mode})",

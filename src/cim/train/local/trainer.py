@@ -7,7 +7,7 @@
    (``kl_penalty``) and the aggregation (``agg_loss``, token-mean). Reference policy = the SFT model; Adam
    without weight decay.
 3. Every ``eval_every`` steps and at step 0 a greedy evaluation on held-out images: reward, GRC, QIR and
-   ground-truth recall (:mod:`cim.train.world_recall`).
+   ground-truth recall (:mod:`cim.eval.world_truth`).
 4. Checkpoints (:mod:`cim.train.local.checkpoints`) every ``save_every`` GRPO steps and ``5 * save_every``
    SFT steps, each holding the metric history (:mod:`cim.train.local.history`); a rerun resumes from the
    newest in either phase and ends with the same checkpoints, history and reports as an uninterrupted run.
@@ -138,7 +138,10 @@ class LocalTrainer:
         optim = torch.optim.Adam(self.policy.parameters(), lr=lc.lr, weight_decay=0.0)
         if state is not None:
             optim.load_state_dict(state["optim"])
-        if step == 0:
+        if step == 0:                   # GRPO starts here: its own seed (the SFT start is shared by all seeds)
+            self.rng = random.Random(int(lc.grpo_seed))
+            self.gen.manual_seed(int(lc.grpo_seed))
+            torch.manual_seed(int(lc.grpo_seed))
             self.evaluate(0)
         self.grpo(step, optim, ref)
         return self.summary()
@@ -194,7 +197,7 @@ class LocalTrainer:
 
     def evaluate(self, step: int, tag: str = "eval") -> dict:
         """Greedy captions for the held-out images: reward and ground-truth recall (also into the history)."""
-        from cim.train.world_recall import scene_recall
+        from cim.eval.world_truth import scene_recall
 
         if self.eval_feats is None or not self.eval_rows:
             return {}
