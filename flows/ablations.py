@@ -20,9 +20,9 @@ from cim.config import load_config
 @task(retries=1, retry_delay_seconds=5)        # a retry resumes: finished variants are reused
 def ablate_axis(params: str, overrides: list[str], axis: str, values: list[str] | None, train: bool,
                 out_dir: str, work_dir: str) -> dict:
-    from cim.ablate.run import run_ablation
+    from cim.stages.ablate import ablate
 
-    return run_ablation(params, overrides, axis, values, out_dir=out_dir, work_dir=work_dir, train=train)
+    return ablate(params, overrides, axis, values, out_dir=out_dir, work_dir=work_dir, train=train)
 
 
 @flow(name="cim-ablations", log_prints=True)

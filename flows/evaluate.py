@@ -1,8 +1,8 @@
 """Prefect flow: evaluate captions on the declared benchmarks (the `evaluate` stage as tasks).
 
-One task per benchmark (retried once; a metric that cannot run is recorded in its results, not retried),
-then one MLflow run with the table and deltas. A flow run writes under runs/<flow-run>/ unless
-`--workspace` (the DVC workspace). Same keys as `cim evaluate` and `dvc exp run -S`:
+One task, the same stage function as `cim evaluate` (and so the DVC stage): every benchmark (a metric that
+cannot run is recorded in its results, not retried), one MLflow run with the table and deltas. A flow run
+writes under runs/<flow-run>/ unless `--workspace` (the DVC workspace). Same keys as `cim evaluate` and `dvc exp run -S`:
 
     python flows/evaluate.py                                   # params.yaml's eval section
     python flows/evaluate.py eval.benchmarks=[world] eval.baseline=coarse-correct
@@ -21,18 +21,11 @@ from cim.flows.common import numbers_markdown, publish, run_dir, run_overrides
 
 
 @task(retries=1, retry_delay_seconds=5)
-def evaluate_benchmark(params: str, overrides: list[str], benchmark: str) -> dict:
-    from cim.eval.evaluate import Evaluator
+def evaluate_benchmarks(params: str, overrides: list[str], log_mlflow: bool) -> dict:
+    """The ``evaluate`` stage: every benchmark's results and tables, metrics.json, one MLflow run."""
+    from cim.stages.evaluate import evaluate as run
 
-    cfg = load_config(params, [*overrides, f"eval.benchmarks=[{benchmark}]"])
-    return Evaluator(cfg).run()
-
-
-@task
-def record_results(params: str, overrides: list[str], parts: list[dict], log_mlflow: bool) -> dict:
-    from cim.eval.evaluate import merge, record
-
-    return record(load_config(params, overrides), merge(parts), track=log_mlflow)
+    return run(load_config(params, overrides), track=log_mlflow)
 
 
 @flow(name="cim-evaluate", log_prints=True, persist_result=True)
@@ -42,15 +35,14 @@ def evaluate(params: str = "params.yaml", overrides: list[str] | None = None, lo
     folder = run_dir(workspace)
     overrides += run_overrides(load_config(params, overrides), folder, ["eval"])   # fails fast on a bad key
     cfg = load_config(params, overrides)
-    parts = [evaluate_benchmark(params, overrides, name) for name in cfg.eval.benchmarks]
-    numbers = record_results(params, overrides, parts, log_mlflow)
+    summary = evaluate_benchmarks(params, overrides, log_mlflow)
     from cim.tracking import pipeline_parent
 
-    tables = [Path(info["table"]).read_text() for part in parts for info in part["benchmarks"].values()
+    tables = [Path(info["table"]).read_text() for info in summary["benchmarks"].values()
               if info.get("table") and Path(info["table"]).exists()]
-    publish("cim-evaluate", "CIM evaluation", "\n\n".join(tables) or numbers_markdown(numbers), cfg,
+    publish("cim-evaluate", "CIM evaluation", "\n\n".join(tables) or numbers_markdown(summary["metrics"]), cfg,
             pipeline_parent(cfg) if log_mlflow else None, mlflow_ui, folder)
-    return numbers
+    return summary["metrics"]
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Prefect flow: prepare the demo world (or take a given manifest) -> embed and index the corpus -> verify.
 
-The same library calls as the DVC stages, as Prefect tasks with retries and caching keyed by their inputs
-(cim.flows). A flow run writes under runs/<flow-run>/ unless `--workspace` (the DVC workspace).
+The same stage functions as `cim prepare`, `cim index` and `cim verify` (and so as the DVC stages: cim.stages),
+as Prefect tasks with retries and caching keyed by their inputs (cim.flows). A flow run writes under runs/<flow-run>/ unless `--workspace` (the DVC workspace).
 Runs with no Prefect server (a temporary local API is started), or as the `cim-index-corpus` deployment:
 
     python flows/index_corpus.py                       # the embedded default
@@ -22,7 +22,9 @@ from cim.flows.tasks import build_corpus_index, prepare_world
 
 @task(retries=1)
 def verify_reward(params: str, overrides: list[str], index_dir: str) -> dict:
-    from cim.reward.quality_order import METRICS, verify
+    """The ``verify`` stage over the index."""
+    from cim.eval.quality_order import METRICS
+    from cim.stages.verify import verify
 
     summary = verify(config(params, overrides), index_dir=index_dir)
     return {m: summary[m]["spearman_pooled"] for m in METRICS}

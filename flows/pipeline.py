@@ -1,10 +1,11 @@
 """Prefect flow `cim-pipeline`: world -> index -> SFT start -> GRPO variants -> captions -> the comparison table.
 
-The same library calls as the DVC stages (cim.pipeline), one task each, retried and cached by their inputs
-(config sections, input files' contents, the cim code; never the run id), so a second run with the same
-inputs reuses the first one's outputs. Everything is written under runs/<flow-run>/ unless `--workspace`;
+The same stage functions as the `cim` commands the DVC stages run (cim.stages), one task each, retried and
+cached by their inputs (config sections, input files' contents, the cim code; never the run id), so a second
+run with the same inputs reuses the first one's outputs. Every GRPO variant runs with every seed of
+`pipeline.seeds` from the one SFT start. Everything is written under runs/<flow-run>/ unless `--workspace`;
 one MLflow parent run holds a child run per stage and variant. The run publishes a markdown artifact
-(the table and the MLflow link) and returns the table {"benchmark", "baseline", "rows"}.
+(the table and the MLflow link) and returns the table {"benchmark", "baseline", "rows", ...}.
 
     python flows/pipeline.py                            # the embedded default (params.yaml)
     python flows/pipeline.py world.n_corpus=600 ...     # overrides, as `dvc exp run -S`
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from prefect import flow, task
 
@@ -27,36 +27,37 @@ TRAIN = ("seed", "train", "reward", "encoders", "index", "world")
 @task(retries=1, cache_key_fn=inputs_key(*TRAIN, "pipeline.sft"), **CACHE)
 def train_sft(params: str, overrides: list[str], index: str, world: str, out_dir: str) -> str:
     """The SFT start (resumes from its newest checkpoint on a retry)."""
-    from cim.pipeline import train_sft as run
+    from cim.stages.train import train_sft as run
 
     return str(run(config(params, overrides), out_dir, progress=False))
 
 
 @task(retries=1, cache_key_fn=inputs_key(*TRAIN, "pipeline.sft", "pipeline.variants"), **CACHE)
-def train_variant(params: str, overrides: list[str], name: str, sft_dir: str, index: str, world: str,
+def train_variant(params: str, overrides: list[str], name: str, seed: int, sft_dir: str, index: str, world: str,
                   out_dir: str) -> str:
-    """GRPO from the SFT start with the variant's overrides."""
-    from cim.pipeline import train_variant as run
+    """GRPO from the SFT start with the variant's overrides and GRPO seed."""
+    from cim.stages.train import train_variant as run
 
-    return str(run(config(params, overrides), name, sft_dir, out_dir, progress=False))
+    return str(run(config(params, overrides), name, seed, sft_dir, out_dir, progress=False))
 
 
-@task(retries=1, cache_key_fn=inputs_key("eval", "train.local", "pipeline", "world"), **CACHE)
-def caption(params: str, overrides: list[str], name: str, checkpoint: str, benchmark: str, world: str,
+@task(retries=1, cache_key_fn=inputs_key("seed", "eval", "train.local", "pipeline", "world"), **CACHE)
+def caption(params: str, overrides: list[str], run: str, checkpoint: str, benchmark: str, world: str,
             out_path: str) -> str:
-    """The captioner's captions of the benchmark (greedy, batched)."""
-    from cim.pipeline import caption as run
+    """The run's captions of the benchmark (greedy, batched)."""
+    from cim.stages.caption import caption as stage
 
-    return str(run(config(params, overrides), name, benchmark, out_path, checkpoint=checkpoint, progress=False))
+    return str(stage(config(params, overrides), run, benchmark, out_path, checkpoint=checkpoint, progress=False))
 
 
-@task(retries=1, cache_key_fn=inputs_key("eval", "encoders", "reward", "index", "pipeline", "world"), **CACHE)
-def compare(params: str, overrides: list[str], captions: dict[str, str], benchmark: str, baseline: str,
+@task(retries=1, cache_key_fn=inputs_key("seed", "eval", "encoders", "reward", "index", "pipeline", "world"), **CACHE)
+def compare(params: str, overrides: list[str], captions: dict[str, list[str]], benchmark: str, baseline: str,
             index: str, world: str, out_dir: str) -> dict:
-    """Every captioner's metrics and the deltas against the baseline row: the table."""
-    from cim.pipeline import compare as run
+    """Every row's metrics over its seeds, intervals and deltas against the baseline row: the table."""
+    from cim.stages.compare import compare as stage
 
-    return run(config(params, overrides), captions, benchmark, baseline, out_dir)
+    cfg = config(params, overrides)
+    return stage(cfg, captions, benchmark, baseline, out_dir, n_boot=cfg.pipeline.n_boot)
 
 
 @flow(name="cim-pipeline", log_prints=True, persist_result=True)
@@ -64,7 +65,8 @@ def cim_pipeline(params: str = "params.yaml", overrides: list[str] | None = None
                  workspace: bool = False, mlflow_ui: str = "http://127.0.0.1:5000") -> dict:
     """``workspace``: write into the DVC workspace (default: runs/<flow-run>/). ``mlflow_ui``: where
     `mlflow ui` serves the store, for the artifact's link."""
-    from cim.pipeline import variants
+    from cim.eval.results import comparison_markdown
+    from cim.pipeline.variants import captions_path, checkpoint_dir, run_of
     from cim.tracking import pipeline_parent
 
     overrides = ([f"protocol={protocol}"] if protocol else []) + list(overrides or [])
@@ -81,21 +83,21 @@ def cim_pipeline(params: str = "params.yaml", overrides: list[str] | None = None
     cfg = config(params, overrides)
     pc = cfg.pipeline
 
-    ckpt = Path(pc.checkpoint_dir)
-    sft = cached(train_sft, params, overrides, index, world, str(ckpt / pc.sft))
-    checkpoints = {pc.sft: sft}
-    for name in variants(cfg):
-        if name != pc.sft:
-            checkpoints[name] = cached(train_variant, params, overrides, name, sft, index, world, str(ckpt / name))
-    captions = {name: cached(caption, params, overrides, name, path, pc.benchmark, world,
-                             str(Path(pc.captions_dir) / name / "captions.jsonl"))
-                for name, path in checkpoints.items()}
+    sft = cached(train_sft, params, overrides, index, world, str(checkpoint_dir(cfg, pc.sft)))
+    captions: dict[str, list[str]] = {pc.sft: [cached(caption, params, overrides, pc.sft, sft, pc.benchmark, world,
+                                                      str(captions_path(cfg, pc.sft)))]}
+    for name in pc.variants:
+        captions[name] = []
+        for seed in pc.seeds:
+            run = run_of(cfg, name, seed)
+            ckpt = cached(train_variant, params, overrides, name, seed, sft, index, world,
+                          str(checkpoint_dir(cfg, run)))
+            captions[name].append(cached(caption, params, overrides, run, ckpt, pc.benchmark, world,
+                                         str(captions_path(cfg, run))))
     table = compare(params, overrides, captions, pc.benchmark, pc.baseline, index, world, pc.out_dir)
 
-    from cim.pipeline.table import markdown
-
-    publish("cim-pipeline", "CIM captioners", markdown(table), cfg, parent, mlflow_ui, folder)
-    print(markdown(table))
+    publish("cim-pipeline", "CIM captioners", comparison_markdown(table), cfg, parent, mlflow_ui, folder)
+    print(comparison_markdown(table))
     return table
 
 

@@ -1,7 +1,7 @@
 """Prefect flow: training data -> reward service -> GRPO (verl on a GPU cluster, or the local CPU backend) -> MLflow.
 
-Thin orchestration over the same library calls as ``cim prepare-train`` and ``cim train``; the MLflow parent
-run is opened by the training call (verl attaches to it through ``MLFLOW_RUN_ID``). Runs with no Prefect
+Thin orchestration over the same stage functions as ``cim prepare-train`` and ``cim train`` (cim.stages); the
+MLflow parent run is opened by the training call (verl attaches to it through ``MLFLOW_RUN_ID``). Runs with no Prefect
 server (a temporary local API is started), or as the ``cim-train-grpo`` deployment on a GPU work pool
 (``prefect.yaml``; commands in docs/training.md):
 
@@ -16,28 +16,28 @@ import json
 
 from prefect import flow, task
 
+from cim.config import choices
 from cim.flows.common import cached, config, inputs_key, numbers_markdown, publish, run_dir, run_overrides
 
 _SERVICES: dict[str, object] = {}   # url -> ServiceHandle started by this flow run (stopped at its end)
-_cfg = config
 
 
 @task(retries=1, cache_key_fn=inputs_key("train.manifest", "train.val_manifest", "train.val_size",
                                          "train.prompt", "seed"), cache_expiration=None, persist_result=True)
 def prepare_training_data(params: str, overrides: list[str], manifest: str, val_manifest: str) -> dict:
     """Keyed by the manifests' contents (arguments) and the settings that shape the parquet files."""
-    from cim.train.data import prepare_train
+    from cim.stages.prepare_train import prepare_train
 
-    return prepare_train(_cfg(params, overrides))
+    return prepare_train(config(params, overrides))
 
 
 @task(retries=2, retry_delay_seconds=10)
 def reward_service(params: str, overrides: list[str]) -> dict:
     """Up and healthy at ``train.service.url`` (default ``http://host:port``; started here when down and on
     loopback)."""
-    from cim.train.commands import ensure_reward_service
+    from cim.service.process import ensure_for
 
-    handle = ensure_reward_service(_cfg(params, overrides), params, overrides)
+    handle = ensure_for(config(params, overrides), params, overrides)
     if handle.process is not None:
         _SERVICES[handle.url] = handle
     return {"url": handle.url, "started_here": handle.process is not None, "health": handle.health}
@@ -45,9 +45,10 @@ def reward_service(params: str, overrides: list[str]) -> dict:
 
 @task
 def train_verl(params: str, overrides: list[str], dry_run: bool) -> dict:
-    from cim.train.commands import launch_verl
+    """The ``train`` stage with ``train.backend=verl``."""
+    from cim.stages.train import train
 
-    result = launch_verl(_cfg(params, overrides), dry_run=dry_run)
+    result = train(config(params, overrides), dry_run=dry_run)
     if result["returncode"] != 0:
         raise RuntimeError(f"verl exited with code {result['returncode']} (MLflow run {result['run_id']})")
     return {k: v for k, v in result.items() if k != "plan"}
@@ -55,10 +56,11 @@ def train_verl(params: str, overrides: list[str], dry_run: bool) -> dict:
 
 @task(retries=1)
 def train_local(params: str, overrides: list[str], dry_run: bool) -> dict:
-    """A retry resumes from the last checkpoint, in the same MLflow run."""
-    from cim.train.local import run_local
+    """The ``train`` stage with ``train.backend=local``; a retry resumes from the last checkpoint, in the same
+    MLflow run."""
+    from cim.stages.train import train
 
-    rc = run_local(_cfg(params, overrides), dry_run=dry_run)
+    rc = train(config(params, overrides), dry_run=dry_run)["returncode"]
     if rc != 0:
         raise RuntimeError(f"local GRPO exited with code {rc}")
     return {"returncode": rc}
@@ -73,7 +75,7 @@ def summarise(params: str, overrides: list[str], run_id: str | None) -> dict:
 
     from cim.tracking import tracking_uri
 
-    mlflow.set_tracking_uri(tracking_uri(_cfg(params, overrides)))
+    mlflow.set_tracking_uri(tracking_uri(config(params, overrides)))
     run = mlflow.get_run(run_id)
     return {"run_id": run_id, "status": run.info.status, "metrics": dict(run.data.metrics)}
 
@@ -92,8 +94,8 @@ def train_grpo(params: str = "params.yaml", overrides: list[str] | None = None, 
     if setting:
         overrides.append(f"train.verl.setting={setting}")
     folder = run_dir(workspace)
-    overrides += run_overrides(_cfg(params, overrides), folder, ["train"])   # fails fast on a bad key
-    cfg = _cfg(params, overrides)
+    overrides += run_overrides(config(params, overrides), folder, ["train"])   # fails fast on a bad key
+    cfg = config(params, overrides)
     result: dict = {"backend": cfg.train.backend, "folder": str(folder)}
     try:
         if not dry_run:
@@ -121,9 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--params", default="params.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value")
-    p.add_argument("--backend", choices=("verl", "local"), default=None)
+    p.add_argument("--backend", choices=choices("train.backend"), default=None)
     p.add_argument("--preset", default=None)
-    p.add_argument("--setting", choices=("base", "sft"), default=None)
+    p.add_argument("--setting", choices=choices("train.verl.setting"), default=None)
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--protocol", default=None, help="a named protocol (configs/protocols/NAME.yaml)")
     p.add_argument("--workspace", action="store_true", help="write into the DVC workspace, not runs/<run>/")

@@ -66,7 +66,7 @@ def _child_runs(tmp_path, parent_id):
 
 
 def test_ablate_beta_writes_the_report_with_one_child_run_per_variant(tiny_cfg, tiny_index_dir, tmp_path):
-    from cim.ablate.run import run_ablation
+    from cim.stages.ablate import ablate as run_ablation
 
     out, work = tmp_path / "reports", tmp_path / "work"
     report = run_ablation(None, _overrides(tiny_cfg, tmp_path), "beta", ["0.5", "2"], out_dir=out, work_dir=work,
@@ -124,7 +124,7 @@ def test_evaluation_settings_do_not_follow_the_retrieval_encoder(tiny_cfg, tiny_
 
 
 def test_verify_metrics_hold_no_config_values(tiny_cfg, tiny_index_dir, tmp_path):
-    from cim.reward.quality_order import verify
+    from cim.stages.verify import verify
 
     verify(tiny_cfg, out_dir=tmp_path, track=False)
     metrics = json.loads((tmp_path / "metrics.json").read_text())

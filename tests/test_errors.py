@@ -262,7 +262,7 @@ def test_the_libraries_user_errors_are_cim_errors_and_keep_their_built_in_bases(
     from cim.errors import CimError
     from cim.eval.benchmarks import BenchmarkError
     from cim.index import IndexCorrupt, IndexMismatch
-    from cim.train.verl_launch import PresetError
+    from cim.train.verl.launch import PresetError
 
     for cls, builtin in ((IndexMismatch, ValueError), (IndexCorrupt, RuntimeError), (BenchmarkError, ValueError),
                          (PresetError, ValueError), (ImageReadError, OSError),

@@ -1,7 +1,8 @@
 """The `cim-pipeline` deployment, for real: a Prefect server on loopback and a process worker (both started and
 stopped here, bounded in time), the pools from prefect.yaml's header, `prefect deploy --all`, one run of the
 pipeline on a tiny world to completion. The run's result is the table (4 rows), its markdown artifact holds
-the table and the MLflow link, and the worker's checkout is byte-for-byte untouched outside runs/."""
+the table and the MLflow link, and the worker's checkout is byte-for-byte untouched outside runs/. Then
+`dvc repro` of the same configuration in that checkout: the same stage functions, so the same table."""
 from __future__ import annotations
 
 import hashlib
@@ -162,7 +163,22 @@ def test_pipeline_deployment_on_a_real_server_and_worker(tmp_path):
     assert _snapshot(checkout) == before, "the flow run changed files of the worker's checkout"
     (folder,) = (checkout / "runs").iterdir()
     assert json.loads((folder / "reports/results/captioners.json").read_text())["rows"] == table["rows"]
-    print(f"test_prefect_pipeline: {time.monotonic() - t0:.0f} s")
+    flow_s = time.monotonic() - t0
+
+    # DVC runs the same stage functions (through `cim`): from the same configuration, the same table
+    from omegaconf import OmegaConf
+
+    params = OmegaConf.merge(OmegaConf.load(checkout / "params.yaml"), OmegaConf.from_dotlist(overrides))
+    (checkout / "params.yaml").write_text(OmegaConf.to_yaml(params))
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "checkout"]):
+        subprocess.run([*git, *args], cwd=checkout, check=True, capture_output=True)
+    repro = subprocess.run([str(BIN / "dvc"), "repro"], cwd=checkout, env={**env, "DVC_NO_ANALYTICS": "1"},
+                           capture_output=True, text=True, timeout=1200)
+    assert repro.returncode == 0, repro.stdout[-3000:] + repro.stderr[-3000:]
+    dvc_table = json.loads((checkout / "reports/results/captioners.json").read_text())
+    assert dvc_table["rows"] == table["rows"]
+    print(f"test_prefect_pipeline: flow {flow_s:.0f} s, dvc repro {time.monotonic() - t0 - flow_s:.0f} s")
 
 
 def env_path() -> str:

@@ -63,7 +63,8 @@ def test_official_dry_run_matches_the_released_script_key_by_key(capsys, tmp_pat
     from verl.trainer.main_ppo import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
-    from cim.train import commands
+    from cim.cli import train as commands
+    from cim.train.verl.plan import snapshot_params
 
     argv = ["--params", str(params_file()), "--backend", "verl", "--preset", "qwen2_5_vl_7b", "--protocol",
             "official", "--dry-run", f"train.verl.checkpoint_dir={tmp_path}/ckpt", f"train.data_dir={tmp_path}/d"]
@@ -81,7 +82,7 @@ def test_official_dry_run_matches_the_released_script_key_by_key(capsys, tmp_pat
     assert c.data.val_files == c.data.train_files == f"{tmp_path}/d/train.parquet"
     # the reward: a service by default, and its settings (top_k 3) in the params it loads
     assert c.reward.custom_reward_function.reward_kwargs.service_url == "http://127.0.0.1:8750"
-    snap = commands.snapshot_params(load_config(params_file(), ["protocol=official"]), tmp_path / "snap.yaml")
+    snap = snapshot_params(load_config(params_file(), ["protocol=official"]), tmp_path / "snap.yaml")
     assert snap.read_text().startswith("# resolved config of protocol 'official'")
     resolved = load_config(snap)
     assert {k: getattr(resolved.reward, k) for k in RELEASED_REWARD} == RELEASED_REWARD
@@ -145,11 +146,9 @@ def test_every_protocol_value_has_a_source_and_a_row_in_docs():
 
 
 def test_protocol_flag_reaches_the_reward_verify_and_evaluate_commands():
-    from cim.eval import commands as eval_commands
-    from cim.protocols import with_protocol
-    from cim.reward import quality_order
+    from cim.cli import evaluate, overrides_of, verify
 
-    for module in (eval_commands, quality_order):
+    for module in (evaluate, verify):
         args = parse_command_args(module, ["--protocol", "official", "reward.top_k=4"])
-        cfg = load_config(None, with_protocol(args))
+        cfg = load_config(None, overrides_of(args))
         assert cfg.protocol == "official" and cfg.reward.top_k == 4 and cfg.reward.exclude_source is False

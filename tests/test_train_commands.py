@@ -11,7 +11,7 @@ from support.train_world import params_file, world
 
 
 def test_prepare_train_writes_verl_parquet(tmp_path, capsys):
-    from cim.train import prepare_command
+    from cim.cli import prepare_train as prepare_command
 
     rc = prepare_command.run(parse_command_args(prepare_command, ["--params", str(params_file()), "--out-dir", str(tmp_path)]))
     assert rc == 0
@@ -32,14 +32,14 @@ def test_prepare_train_writes_verl_parquet(tmp_path, capsys):
 
 
 def test_prepare_train_rejects_a_prompt_without_one_image_slot(tmp_path):
-    from cim.train.data import to_verl_rows
+    from cim.train.verl.data import to_verl_rows
 
     with pytest.raises(ValueError):
         to_verl_rows([], "<image><image>two images", "train")
 
 
 def test_train_verl_dry_run_prints_the_command(capsys, tmp_path):
-    from cim.train import commands
+    from cim.cli import train as commands
 
     argv = ["--params", str(params_file()), "--backend", "verl", "--dry-run", "--preset", "qwen2_vl_7b",
             "--setting", "base", f"train.verl.checkpoint_dir={tmp_path}/ckpt"]
@@ -47,14 +47,14 @@ def test_train_verl_dry_run_prints_the_command(capsys, tmp_path):
     out = capsys.readouterr().out
     assert "-m verl.trainer.main_ppo" in out and "MLFLOW_RUN_ID=" in out
     assert "actor_rollout_ref.model.path=Qwen/Qwen2-VL-7B-Instruct" in out
-    assert "reward.custom_reward_function.path=pkg://cim.train.verl_reward" in out
+    assert "reward.custom_reward_function.path=pkg://cim.train.verl.reward" in out
     assert "trainer.logger=[console,mlflow]" in out
     assert f"trainer.default_local_dir={tmp_path}/ckpt" in out
     assert not (tmp_path / "ckpt").exists()          # a dry run changes nothing
 
 
 def test_train_verl_on_a_ray_cluster_uses_ray_job_submit(capsys):
-    from cim.train import commands
+    from cim.cli import train as commands
 
     argv = ["--params", str(params_file()), "--backend", "verl", "--dry-run",
             "train.verl.ray_address=http://head:8265", "train.verl.nnodes=4", "train.service.url=http://head:8750"]
@@ -74,8 +74,8 @@ def test_train_verl_without_data_says_what_to_run(tmp_path, capsys):
 
 
 def test_sft_setting_needs_a_checkpoint():
-    from cim.train import commands
-    from cim.train.verl_launch import PresetError
+    from cim.cli import train as commands
+    from cim.presets import PresetError
 
     argv = ["--params", str(params_file()), "--backend", "verl", "--dry-run", "--setting", "sft"]
     with pytest.raises(PresetError, match="sft_checkpoint"):

@@ -21,7 +21,7 @@ def _manifest_with_prompts(tmp_path):
 
 
 def test_per_row_prompts_gallery_rows_and_the_whole_training_set(tmp_path):
-    from cim.train.data import prepare_train
+    from cim.train.verl.data import prepare_train
 
     manifest, rows = _manifest_with_prompts(tmp_path)
     info = prepare_train(config("train.val_size=0"), manifest=str(manifest), out_dir=str(tmp_path / "out"))
@@ -41,8 +41,8 @@ def test_per_row_prompts_gallery_rows_and_the_whole_training_set(tmp_path):
 
 
 def test_overlong_rows_are_counted_with_verls_own_filter_and_a_real_processor(tmp_path):
-    from cim.train.data import prepare_train
-    from cim.train.prompt_lengths import count_overlong
+    from cim.train.verl.data import prepare_train
+    from cim.train.verl.prompt_lengths import count_overlong
 
     manifest, rows = _manifest_with_prompts(tmp_path)
     info = prepare_train(config("train.val_size=0"), manifest=str(manifest), out_dir=str(tmp_path / "out"))
@@ -56,7 +56,8 @@ def test_overlong_rows_are_counted_with_verls_own_filter_and_a_real_processor(tm
 
 
 def test_verl_scores_through_the_service_by_default_and_in_process_only_when_asked(capsys, tmp_path):
-    from cim.train.commands import ensure_reward_service, verl_plan
+    from cim.service.process import ensure_for as ensure_reward_service
+    from cim.train.verl.plan import verl_plan
 
     index_dir()                          # the tiny world's real index, built once
     with socket.socket() as s:
@@ -77,7 +78,7 @@ def test_verl_scores_through_the_service_by_default_and_in_process_only_when_ask
 
 
 def test_internvl_presets_raise_the_prompt_limit_for_their_image_tiles():
-    from cim.train.verl_launch import build_overrides
+    from cim.train.verl.launch import build_overrides
 
     for preset, want in (("internvl3_8b", 4096), ("qwen2_5_vl_7b", 1024)):
         ov = build_overrides(config(f"train.verl.preset={preset}"), train_files="t", val_files="v")

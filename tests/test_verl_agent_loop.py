@@ -19,7 +19,7 @@ import pytest
 
 from support.train_world import captions_for, params_file, scorer, tiny_vl_model, world
 
-from cim.train import reward_metrics, verl_reward
+from cim.train.verl import reward as verl_reward, reward_metrics
 
 N_PROMPTS, N_ROLLOUTS, N_WORKERS = 8, 5, 3
 
@@ -124,7 +124,7 @@ def _workers(n, service_url=""):
 
     class CountingRewardLoopWorker(RewardLoopWorker):
         async def cim_stats(self):
-            from cim.train import verl_reward as vr
+            from cim.train.verl import reward as vr
 
             return {**vr.stats(), "pid": os.getpid()}
 

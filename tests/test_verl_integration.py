@@ -20,8 +20,9 @@ from test_service import Tripwire, assert_same_results, tripwire_scorer  # noqa:
 import verl
 from hydra import compose, initialize_config_dir
 
-from cim.train import verl_reward
-from cim.train.verl_launch import build_overrides, list_presets, load_preset
+from cim.train.verl import reward as verl_reward
+from cim.presets import list_presets, load_preset
+from cim.train.verl.launch import build_overrides
 
 VERL_CONFIG = os.path.join(os.path.dirname(verl.__file__), "trainer", "config")
 
@@ -61,7 +62,7 @@ def test_overrides_compose_and_validate_for_every_preset(setting):
         assert optim.optimizer == "Adam" and optim.lr == 1e-6 and optim.weight_decay == 0.0
         assert c.trainer.total_epochs == 2 and list(c.trainer.logger) == ["console", "mlflow"]
         # the reward goes through the reward.-prefixed keys (the legacy top-level ones stay unset)
-        assert c.reward.custom_reward_function.path == "pkg://cim.train.verl_reward"
+        assert c.reward.custom_reward_function.path == "pkg://cim.train.verl.reward"
         assert c.reward.custom_reward_function.name == "compute_score"
         assert c.reward.custom_reward_function.reward_kwargs.params == str(params_file())
         assert c.custom_reward_function.path is None
@@ -246,7 +247,7 @@ def test_one_item_gives_the_same_result_on_every_path():
             assert got == pytest.approx(expected, abs=1e-6)
 
 
-def test_a_poisoned_rollout_fails_alone_and_the_others_are_scored_as_without_it():
+def test_a_poisoned_rollout_fails_alone_and_the_others_are_scored_as_without_it(tmp_path):
     """Before: in-process, one lone-surrogate caption gave all 16 rollouts of its batch the fallback score.
     A caption that is no text gets the floor; a caption that makes the scorer raise is a reward-system
     failure (raised, on_failure=raise), not a 0.0 for the caption. Either way the others are unaffected."""
@@ -256,16 +257,18 @@ def test_a_poisoned_rollout_fails_alone_and_the_others_are_scored_as_without_it(
     want = scorer().score(good)
     poison = [{"caption": "\ud800 x", "image_id": good[0]["image_id"]}]
     trip = [{"caption": "a TRIPWIRE", "image_id": good[0]["image_id"]}]
-    verl_reward._SCORERS["tripwire"] = tripwire_scorer()       # a fault the scorer's validation misses
+    trip_params = tmp_path / "tripwire.yaml"                     # a params file whose in-process scorer is
+    trip_params.write_bytes(params_file().read_bytes())          # the tripwire: a fault the scorer's validation
+    verl_reward._SCORERS[str(trip_params)] = tripwire_scorer()   # misses
     try:
         with ServerHandle(build_app(RewardService(tripwire_scorer(), window_s=0.0))) as handle:
             runs = {"in-process": _verl_scores(good + poison, True, params=str(params_file())),
-                    "in-process, scorer raises": _verl_scores(trip + good, True, params="tripwire",   # a key, no
-                                                              on_failure="raise", neutral_score=0.0),  # file
+                    "in-process, scorer raises": _verl_scores(trip + good, True, params=str(trip_params),
+                                                              on_failure="raise", neutral_score=0.0),
                     "service": _verl_scores(poison + good, True, service_url=handle.url),
                     "service, scorer raises": _verl_scores(good + trip, True, service_url=handle.url)}
     finally:
-        del verl_reward._SCORERS["tripwire"]
+        del verl_reward._SCORERS[str(trip_params)]
     for name, out in runs.items():
         bad = [o for o in out if isinstance(o, BaseException) or o["failed"]]
         assert len(bad) == 1, name
@@ -285,7 +288,7 @@ def test_parquet_through_rlhfdataset_and_image_id_reaches_the_reward(tmp_path):
     from verl.utils.dataset.rl_dataset import RLHFDataset, collate_fn
     from verl import DataProto
 
-    from cim.train.data import prepare_train
+    from cim.train.verl.data import prepare_train
 
     index_dir()
     cfg = config(f"train.data_dir={tmp_path}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -22,7 +23,8 @@ from typing import IO, Any, Callable, Iterable, Iterator
 from cim.errors import InputError, describe_decode_error
 
 __all__ = ["atomic_write", "atomic_open", "atomic_write_bytes", "atomic_write_text", "atomic_write_json",
-           "atomic_dir", "read_jsonl", "write_jsonl", "cache_dir"]
+           "atomic_dir", "read_jsonl", "write_jsonl", "cache_dir", "json_safe", "write_json", "yaml_names",
+           "named_yaml"]
 
 
 def _umask() -> int:
@@ -131,6 +133,24 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def json_safe(value: Any) -> Any:
+    """JSON-safe: NaN -> None, numpy scalars -> Python numbers, tuples -> lists, recursively."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and type(value).__module__ == "numpy":
+        return json_safe(value.item())
+    return value
+
+
+def write_json(path: str | Path, data: Any) -> str:
+    """:func:`atomic_write_json` of :func:`json_safe` ``data`` (anything else as ``str``); returns its sha256."""
+    return atomic_write_json(path, json_safe(data), default=str)
 
 
 def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:

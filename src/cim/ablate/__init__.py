@@ -1,3 +1,4 @@
-"""The paper's ablations, one command each (``cim ablate AXIS``): components (Fig. 4), corpus scale (Fig. 5),
-encoders (Table 4) and β. :mod:`cim.ablate.axes` says what each varies, :mod:`cim.ablate.run` runs one,
-:mod:`cim.ablate.report` writes ``reports/ablations/<axis>.json|md|png``; docs/ablations.md."""
+"""The paper's ablations of the reward, as parts: the axes and their variants (:mod:`.axes`), what the variants
+share (encoders, indexes, nested corpus subsets: :mod:`.shared`, :mod:`.subsets`) and the report
+(``reports/ablations/<axis>.json|md|png``, :mod:`.report`). The stage that runs one: :mod:`cim.stages.ablate`
+(``cim ablate AXIS``); docs/ablations.md."""

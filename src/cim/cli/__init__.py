@@ -1,8 +1,9 @@
 """`cim <command>`: every DVC stage and flow step is one command.
 
-Each command lives in its own module exposing ``add_arguments(parser)`` and ``run(args) -> int``; this file
-only lists them, so ``cim --help`` stays fast (modules are imported when their command runs, and nothing
-they import at parse time loads torch, transformers, faiss or mlflow).
+Each command is a module of this package exposing ``add_arguments(parser)`` and ``run(args) -> int``: it
+parses arguments and calls one function of :mod:`cim.stages` (the same function the Prefect flows call),
+then prints. This file only lists them, so ``cim --help`` stays fast (modules are imported when their command
+runs, and nothing they import at parse time loads torch, transformers, faiss or mlflow).
 
 Errors a person can fix (:func:`cim.errors.user_message`: every ``CimError``, a missing input file, a file
 that is not UTF-8, JSON or YAML) are printed here, once for all commands, as ``cim <command>: <message>``
@@ -21,23 +22,24 @@ DEFAULT_PARAMS = "params.yaml"
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
-# name -> (module, one-line help)
+# name -> (its module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "prepare": ("cim.data.commands", "generate the demo world (corpus, training and benchmark images)"),
-    "manifest": ("cim.data.manifest_command", "write a corpus manifest from a dataset's release format"),
-    "index": ("cim.index.commands", "embed a corpus manifest in resumable shards and build the search index"),
-    "score": ("cim.reward.commands", "score captions with the CIM reward (jsonl in, jsonl out)"),
-    "verify": ("cim.reward.quality_order", "check that the reward tracks caption quality on the demo world"),
-    "evaluate": ("cim.eval.commands", "score captions on the declared benchmarks: CAPTURE, fine-grained, "
-                 "Relations QA, BLEU/METEOR, CIM"),
-    "serve": ("cim.service.commands", "run the reward service (HTTP, dynamic batching)"),
-    "prepare-train": ("cim.train.prepare_command", "write verl's multimodal parquet from a training manifest"),
-    "train": ("cim.train.commands", "GRPO with the CIM reward: --backend verl (GPU) or local (CPU)"),
-    "ablate": ("cim.ablate.commands", "the paper's ablations of the reward: components, scale, encoders, beta"),
-    "caption": ("cim.pipeline.caption_command", "caption a benchmark with a trained, released or any registered "
-                "captioner (captions.jsonl)"),
-    "compare": ("cim.pipeline.compare_command", "the captioners' table (CAPTURE, F1s, Relations QA, BLEU/METEOR, "
-                "CIM, ground-truth recall) with deltas vs a baseline"),
+    "prepare": ("cim.cli.prepare", "generate the demo world (corpus, training and benchmark images)"),
+    "manifest": ("cim.cli.manifest", "write a corpus manifest from a dataset's release format"),
+    "index": ("cim.cli.index", "embed a corpus manifest in resumable shards and build the search index"),
+    "score": ("cim.cli.score", "score captions with the CIM reward (jsonl in, jsonl out)"),
+    "verify": ("cim.cli.verify", "check that the reward tracks caption quality on the demo world"),
+    "evaluate": ("cim.cli.evaluate", "score captions on the declared benchmarks: CAPTURE, fine-grained, Relations QA, "
+                 "BLEU/METEOR, CIM"),
+    "serve": ("cim.cli.serve", "run the reward service (HTTP, dynamic batching)"),
+    "prepare-train": ("cim.cli.prepare_train", "write verl's multimodal parquet from a training manifest"),
+    "train": ("cim.cli.train", "GRPO with the CIM reward: --backend verl (GPU) or local (CPU)"),
+    "ablate": ("cim.cli.ablate", "the paper's ablations of the reward: components, scale, encoders, beta"),
+    "caption": ("cim.cli.caption", "caption a benchmark with a trained, released or any registered captioner "
+                "(captions.jsonl)"),
+    "compare": ("cim.cli.compare", "the captioners' table (CAPTURE, F1s, Relations QA, BLEU/METEOR, CIM, ground-truth "
+                "recall): means over seeds, 95%% intervals, deltas vs a baseline"),
+    "publish": ("cim.cli.publish", "put the captioners' comparison into MLflow when the store lacks it (after any run)"),
 }
 
 
@@ -119,6 +121,29 @@ def settle_params(name: str, params: str | None, overrides: list[str]) -> str | 
                   "(pass --params FILE to use another file)", file=sys.stderr)
     load_config(params, overrides)
     return params
+
+
+def add_protocol_argument(parser: argparse.ArgumentParser) -> None:
+    """``--protocol NAME`` on a command (the same as the override ``protocol=NAME``)."""
+    from cim.protocols import names
+
+    parser.add_argument("--protocol", default=None, metavar="NAME",
+                        help="a named protocol, configs/protocols/NAME.yaml: " + ", ".join(names())
+                        + " (the same as the override protocol=NAME; later overrides still win)")
+
+
+def overrides_of(args: argparse.Namespace, *extra: str) -> list[str]:
+    """The command's overrides: ``--protocol`` first (explicit overrides still win), then the trailing
+    ``key=value`` ones, then ``extra`` (what the command's own options set)."""
+    name = getattr(args, "protocol", None)
+    return ([f"protocol={name}"] if name else []) + list(args.overrides or []) + list(extra)
+
+
+def load(args: argparse.Namespace, *extra: str):
+    """The command's config: its params file with :func:`overrides_of` applied."""
+    from cim.config import load_config
+
+    return load_config(args.params, overrides_of(args, *extra))
 
 
 if __name__ == "__main__":

@@ -20,11 +20,11 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from cim.config import load_config, to_dict
+from cim.config import load_config, path_keys, to_dict
 
 RUNS_DIR = "runs"
-# config paths by what writes them; a flow rebases the groups it produces (a flow that generates the world
-# also reads its manifests from the run folder)
+# config paths (:func:`cim.config.path_keys`) by what writes them; a flow rebases the groups it produces (a flow
+# that generates the world also reads its manifests from the run folder)
 OUTPUT_PATHS = {
     "world": ("world.out_dir", "index.manifest", "index.sources", "train.manifest", "train.local.eval_manifest"),
     "index": ("index.out_dir",),
@@ -33,7 +33,7 @@ OUTPUT_PATHS = {
     "eval": ("eval.out_dir",),
     "pipeline": ("pipeline.checkpoint_dir", "pipeline.report_dir", "pipeline.captions_dir", "pipeline.out_dir"),
 }
-PATH_KEYS = frozenset(k for keys in OUTPUT_PATHS.values() for k in keys) | {"eval.data_dirs", "eval.images"}
+PATH_KEYS = frozenset(path_keys(or_name=False))    # left out of cache keys: a run folder is not an input
 WORLD_BENCHMARK = "world"     # configs/benchmarks/world.yaml reads the generated world (data_dir: data/world)
 
 

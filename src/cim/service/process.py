@@ -60,8 +60,9 @@ def check(url: str, token_env: str = "", timeout_s: float = 5.0) -> Optional[dic
 
 def start(params: str, overrides: Sequence[str], host: str, port: int, *, token_env: str = "",
           startup_timeout_s: float = 300.0, log_path: Optional[str] = None) -> ServiceHandle:
-    """``python -m cim.service`` in a child process; returns once ``/health`` answers (bounded wait)."""
-    cmd = [sys.executable, "-m", "cim.service", "--params", params, "--host", host, "--port", str(port),
+    """``cim serve`` (``python -m cim.cli serve``) in a child process; returns once ``/health`` answers (bounded
+    wait)."""
+    cmd = [sys.executable, "-m", "cim.cli", "serve", "--params", params, "--host", host, "--port", str(port),
            *overrides]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if log_path else None, env=os.environ.copy())
@@ -86,6 +87,30 @@ def start(params: str, overrides: Sequence[str], host: str, port: int, *, token_
                 time.sleep(0.5)
     finally:
         client.close()
+
+
+def service_url(cfg) -> str:
+    """Where verl's reward function sends captions: ``train.service.url``, else the service ``cim train``
+    starts on ``host:port`` (a wildcard bind is reached on loopback); ``""`` with ``train.service.in_process``."""
+    s = cfg.train.service
+    if s.in_process:
+        return ""
+    if s.url:
+        return s.url
+    host = "127.0.0.1" if s.host in ("", "0.0.0.0", "::") else s.host
+    return f"http://{host}:{s.port}"
+
+
+def ensure_for(cfg, params: str, overrides: Sequence[str], log_path: Optional[str] = None) -> Optional[ServiceHandle]:
+    """The service verl's reward function will score through (:func:`service_url`), up and answering
+    ``/health`` (started on loopback with ``params`` and ``overrides`` when down, see :func:`ensure`); ``None``
+    with ``train.service.in_process``."""
+    from omegaconf import OmegaConf
+
+    url = service_url(cfg)
+    if not url:
+        return None
+    return ensure(OmegaConf.merge(cfg, {"train": {"service": {"url": url}}}), params, overrides, log_path=log_path)
 
 
 def ensure(cfg, params: str, overrides: Sequence[str], log_path: Optional[str] = None) -> ServiceHandle:

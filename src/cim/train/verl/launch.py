@@ -17,33 +17,10 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from cim.errors import CimError
-from cim.io import named_yaml, yaml_names
+from cim.presets import PresetError, load_preset
+from cim.service.process import service_url as configured_service_url
 
-REWARD_FN = "pkg://cim.train.verl_reward"
-PRESET_DIR = Path(__file__).resolve().parents[3] / "configs" / "train"
-
-
-class PresetError(CimError, ValueError):
-    pass
-
-
-def preset_path(name: str) -> Path:
-    return named_yaml(name, PRESET_DIR, "train preset", PresetError)
-
-
-def list_presets() -> list[str]:
-    return yaml_names(PRESET_DIR)
-
-
-def load_preset(name: str) -> dict:
-    import yaml
-
-    data = yaml.safe_load(preset_path(name).read_text()) or {}
-    for key in ("model", "overrides"):
-        if key not in data:
-            raise PresetError(f"preset {name!r} has no {key!r}")
-    return data
+REWARD_FN = "pkg://cim.train.verl.reward"
 
 
 _SIMPLE = re.compile(r"^[A-Za-z0-9_.\-/~+:@]*$")
@@ -69,18 +46,6 @@ def _kv(key: str, value: Any) -> str:
     return f"{key}={hydra_value(value)}"
 
 
-def reward_service_url(cfg) -> str:
-    """Where verl's reward function sends captions: ``train.service.url``, else the service ``cim train``
-    starts on ``host:port`` (a wildcard bind is reached on loopback); ``""`` with ``train.service.in_process``."""
-    s = cfg.train.service
-    if s.in_process:
-        return ""
-    if s.url:
-        return s.url
-    host = "127.0.0.1" if s.host in ("", "0.0.0.0", "::") else s.host
-    return f"http://{host}:{s.port}"
-
-
 def prompt_length(cfg, preset: dict) -> int:
     """``data.max_prompt_length``: ``train.verl.max_prompt_length``, raised to the preset's
     ``min_prompt_length`` (what the model's image tokens alone can take, e.g. InternVL's tiling)."""
@@ -100,7 +65,7 @@ def build_overrides(cfg, *, train_files: str, val_files: str, params_snapshot: s
             raise PresetError("train.verl.setting=sft needs train.verl.sft_checkpoint (the SFT model to start from)")
     else:
         model = v.model_path or setting.get("model") or preset["model"]
-    url = reward_service_url(cfg) if service_url is None else service_url
+    url = configured_service_url(cfg) if service_url is None else service_url
     ov: dict[str, Any] = {
         "algorithm.adv_estimator": "grpo",
         "data.train_files": train_files,
@@ -160,7 +125,7 @@ def build_overrides(cfg, *, train_files: str, val_files: str, params_snapshot: s
 
 
 def _protocol_verl(cfg) -> dict:
-    if not getattr(cfg, "protocol", ""):
+    if not cfg.protocol:
         return {}
     from cim.protocols import load_protocol
 

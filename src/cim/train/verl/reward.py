@@ -1,4 +1,4 @@
-"""verl's reward function for CIM: ``reward.custom_reward_function.path=pkg://cim.train.verl_reward``.
+"""verl's reward function for CIM: ``reward.custom_reward_function.path=pkg://cim.train.verl.reward``.
 
 verl 0.9.1 calls ``compute_score`` once per rollout, concurrently inside each reward worker's event loop.
 This module gathers those concurrent calls (:class:`cim.service.batching.MicroBatcher`) and scores them in
@@ -26,18 +26,17 @@ Two kinds of failure, kept apart (both counted, :func:`stats`, and logged, bound
 
 The other samples of a batch are scored as if a bad one were not there (the batcher re-scores the callers of
 a failed batch apart). Per training step, GRC, QIR and the monitors go to the MLflow run (``MLFLOW_RUN_ID``):
-:mod:`cim.train.reward_metrics`.
+:mod:`cim.train.verl.reward_metrics`.
 
 reward kwargs (``+reward.custom_reward_function.reward_kwargs.<k>=<v>``), each also read from the
-environment as ``CIM_REWARD_<K>`` (upper case) when not given: ``service_url``, ``token_env`` (name of the
-env var holding the bearer token), ``params`` (params file: the in-process scorer, and the defaults of
-``on_failure`` / ``neutral_score``: ``reward.on_failure``, ``reward.neutral_score``), ``fallback_score``,
+environment as ``CIM_REWARD_<K>`` (upper case) when not given, else from the params file (``params``; the
+schema's default without one): :data:`KWARGS` maps each to its config key -- ``service_url``
+(``train.service.url``), ``token_env`` (the env var holding the bearer token), ``fallback_score``,
 ``on_failure``, ``neutral_score``, ``window_ms``, ``max_batch``, ``timeout_s`` (per attempt), ``retries``,
 ``deadline_s`` (the whole call to the service, retries included), ``ready_s`` (before its first batch a
 worker waits this long for every replica of ``service_url``, a comma-separated list, to answer ``/health``;
-with ``retries=0`` it asks once),
-``metrics_idle_s`` (a step's metrics are
-logged once no sample of it arrived for this long; 0 turns the logging off).
+with ``retries=0`` it asks once), ``metrics_idle_s`` (a step's metrics are logged once no sample of it arrived
+for this long; 0 turns the logging off). ``params`` is the params file itself (also the in-process scorer's).
 """
 from __future__ import annotations
 
@@ -52,18 +51,19 @@ from typing import Any, Optional
 
 from cim.reward.schema import NUMERIC_KEYS, RewardResult
 from cim.service.batching import MicroBatcher
-from cim.service.client import DEADLINE_S, read_token
+from cim.service.client import read_token
 
-log = logging.getLogger("cim.train.verl_reward")
+log = logging.getLogger("cim.train.verl.reward")
 
 MONITOR_KEYS = ("failed", "reward_system_failed", "source_retrieved", "caption_len", "caption_chars")
 KEYS = NUMERIC_KEYS + MONITOR_KEYS
-ON_FAILURE = ("raise", "neutral")
-
-_DEFAULTS = {"service_url": "", "token_env": "CIM_REWARD_TOKEN", "params": "", "fallback_score": 0.0,
-             "on_failure": None, "neutral_score": None, "window_ms": 50.0, "max_batch": 4096, "timeout_s": 120.0,
-             "retries": 3, "deadline_s": DEADLINE_S, "metrics_idle_s": 10.0, "ready_s": 300.0}
-_FROM_PARAMS = {"on_failure": ("raise", "on_failure"), "neutral_score": (0.0, "neutral_score")}
+# reward kwarg -> its config key (the schema holds every default and choice: cim.config)
+KWARGS = {"service_url": "train.service.url", "token_env": "train.service.token_env",
+          "fallback_score": "train.service.fallback_score", "on_failure": "reward.on_failure",
+          "neutral_score": "reward.neutral_score", "window_ms": "train.service.client_window_ms",
+          "max_batch": "train.service.client_max_batch", "timeout_s": "train.service.timeout_s",
+          "retries": "train.service.retries", "deadline_s": "train.service.deadline_s",
+          "metrics_idle_s": "train.service.metrics_idle_s", "ready_s": "train.service.startup_timeout_s"}
 
 # process-wide counters (a reward worker is one process); read with stats()
 _STATS = {"calls": 0, "failed": 0, "caption_failed": 0, "reward_system_failed": 0, "batches": 0}
@@ -87,37 +87,39 @@ def stats() -> dict:
 
 @functools.lru_cache(maxsize=8)
 def _params_defaults(params: str) -> dict:
-    """``reward.on_failure`` / ``reward.neutral_score`` of the params file (defaults when none is given)."""
-    out = {key: default for key, (default, _) in _FROM_PARAMS.items()}
-    if params:
-        from cim.config import load_config
+    """Every kwarg's value in the params file ``params`` (the schema's defaults when none is given)."""
+    from omegaconf import OmegaConf
 
-        r = load_config(params).reward
-        out.update({key: getattr(r, name) for key, (_, name) in _FROM_PARAMS.items()})
-    return out
+    from cim.config import load_config
+
+    cfg = load_config(params or None)
+    return {key: OmegaConf.select(cfg, path) for key, path in KWARGS.items()}
 
 
 def _settings(kwargs: dict) -> dict:
     """Every setting, checked; raises RewardSystemError naming a bad one (a misconfigured run must stop)."""
-    out = {}
-    for key, default in _DEFAULTS.items():
-        value = kwargs.get(key)
-        if value is None:
-            env = os.environ.get(f"CIM_REWARD_{key.upper()}")
-            value = env if env not in (None, "") else default
-        out[key] = value
+    from cim.config import choices
+
+    out = {"params": kwargs.get("params") or os.environ.get("CIM_REWARD_PARAMS") or ""}
     try:
-        if out["on_failure"] is None or out["neutral_score"] is None:
-            from_params = _params_defaults(str(out["params"] or ""))
-            out.update({k: from_params[k] for k in _FROM_PARAMS if out[k] is None})
+        for key in KWARGS:
+            value = kwargs.get(key)
+            if value is None:
+                env = os.environ.get(f"CIM_REWARD_{key.upper()}")
+                value = env if env not in (None, "") else None
+            out[key] = value
+        if any(out[key] is None for key in KWARGS):       # the params file (or the schema) for the rest
+            defaults = _params_defaults(str(out["params"]))
+            out.update({key: defaults[key] for key in KWARGS if out[key] is None})
         for key in ("fallback_score", "neutral_score", "window_ms", "timeout_s", "deadline_s", "metrics_idle_s",
                     "ready_s"):
             out[key] = float(out[key])
         out["max_batch"], out["retries"] = int(out["max_batch"]), int(out["retries"])
     except Exception as exc:  # noqa: BLE001 - a bad value or an unreadable params file
         raise RewardSystemError(f"CIM reward settings are invalid: {exc}") from None
-    if out["on_failure"] not in ON_FAILURE:
-        raise RewardSystemError(f"CIM reward on_failure={out['on_failure']!r} is not one of {', '.join(ON_FAILURE)}")
+    if out["on_failure"] not in choices("reward.on_failure"):
+        raise RewardSystemError(f"CIM reward on_failure={out['on_failure']!r} is not one of "
+                                f"{', '.join(choices('reward.on_failure'))}")
     return out
 
 
@@ -251,7 +253,7 @@ def _step_metrics(settings: dict):
         if key not in _METRICS:
             import sys
 
-            from cim.train import reward_metrics as rm
+            from cim.train.verl import reward_metrics as rm
 
             uri = os.environ.get("MLFLOW_TRACKING_URI") or None
             if "ray" in sys.modules and sys.modules["ray"].is_initialized():   # several workers: one hub
@@ -262,7 +264,7 @@ def _step_metrics(settings: dict):
 
 
 def _record(settings: dict, extra_info: Any, out: dict) -> dict:
-    from cim.train.reward_metrics import step_of
+    from cim.train.verl.reward_metrics import step_of
 
     metrics = _step_metrics(settings)
     if metrics is not None and not (isinstance(extra_info, dict) and extra_info.get("split") == "val"):

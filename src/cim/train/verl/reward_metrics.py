@@ -25,7 +25,7 @@ import time
 from collections import defaultdict
 from typing import Any, Callable, Optional
 
-log = logging.getLogger("cim.train.reward_metrics")
+log = logging.getLogger("cim.train.verl.reward_metrics")
 
 PREFIX = "cim_reward"
 MEAN_OVER_SCORED = ("score", "grc", "qir", "source_retrieved", "truncated")

@@ -1,0 +1,52 @@
+"""`cim ablate AXIS`: run one of the paper's ablations (components, scale, encoders, beta) on the reward
+(the stage: :func:`cim.stages.ablate.ablate`).
+
+Every variant is a child MLflow run of one parent run; the report is ``<out>/<axis>.json`` (rows: variant
+and numbers), ``<axis>.md`` and ``<axis>.png``. Trailing ``key=value`` overrides set the base configuration
+of every variant.
+"""
+from __future__ import annotations
+
+import json
+
+from cim.ablate.axes import AXES, DEFAULTS, IMAGE_PRESETS, TEXT_PRESETS
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("axis", choices=list(AXES), help="components | scale | encoders | beta")
+    parser.add_argument("--values", help="comma-separated variants: components: modes "
+                        f"(default {','.join(DEFAULTS['components'])}); beta: values (default "
+                        f"{','.join(DEFAULTS['beta'])}); scale: shares of the corpus rows besides the training "
+                        f"images' (default {','.join(DEFAULTS['scale'])})")
+    parser.add_argument("--text", default=DEFAULTS["encoders"][0],
+                        help=f"encoders: text encoders, presets {', '.join(TEXT_PRESETS)} or a sentence-transformers "
+                        "model (default %(default)s)")
+    parser.add_argument("--image", default=DEFAULTS["encoders"][1],
+                        help=f"encoders: image encoders, presets {', '.join(IMAGE_PRESETS)} (default %(default)s; "
+                        "vit-h-14 and dinov3 need their weights in the local Hugging Face cache)")
+    parser.add_argument("--train", action="store_true",
+                        help="components: also train a captioner per variant (the pipeline's training rows)")
+    parser.add_argument("--captions", help="captions of known quality (default <world.out_dir>/bench_captions.jsonl)")
+    parser.add_argument("--out", default="reports/ablations", help="report folder (default %(default)s)")
+    parser.add_argument("--work", default="data/ablations",
+                        help="per-variant reports and extra indexes, kept for resuming (default %(default)s)")
+
+
+def run(args) -> int:
+    from cim.errors import ConfigError
+    from cim.stages.ablate import ablate
+
+    if args.train and args.axis != "components":
+        raise ConfigError("--train is for the components axis (the other axes do not change what is trained "
+                          "here, or would need one training per variant; see docs/ablations.md)")
+    if args.axis == "encoders":
+        values = [args.text, args.image]
+    else:
+        values = [v for v in (args.values or "").split(",") if v] or None
+    report = ablate(args.params, args.overrides, args.axis, values, out_dir=args.out, work_dir=args.work,
+                          captions=args.captions, train=args.train)
+    print(json.dumps({"axis": report["axis"], "measurement": report["measurement"], "mlflow_parent_run": report["run_id"],
+                      "rows": [{k: v for k, v in r.items() if k in ("variant", "corpus_rows", "score.rho",
+                                                                    "grc.rho", "qir.rho")} for r in report["rows"]]},
+                     indent=1))
+    return 0

@@ -1,0 +1,50 @@
+"""`cim compare`: the captioners' table (Table 2 shape): each row's mean over its seeds with a 95% interval,
+and its delta against a baseline row with a paired bootstrap interval (marked when it excludes 0).
+
+    cim compare                                   # every pipeline run's captions (pipeline.captions_dir)
+    cim compare --captions sft=a.jsonl --captions mine=b0.jsonl --captions mine=b1.jsonl --baseline sft
+
+A NAME given several times is one row with several seeds. Writes ``captioners.json`` (rows with ``n_seeds``,
+``<metric>_ci95``, ``delta_<metric>_ci95``), ``captioners.md``, ``captioners.png`` and ``metrics.json`` (for
+DVC) to ``--out`` (default ``pipeline.out_dir``) and publishes the comparison to MLflow. The stage:
+:func:`cim.stages.compare.compare`.
+"""
+from __future__ import annotations
+
+from cim.cli import add_protocol_argument, load
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--captions", action="append", metavar="NAME=FILE",
+                        help="a row's captions.jsonl (one seed); repeatable, a NAME again adds a seed (default: "
+                             "every pipeline run's captions)")
+    parser.add_argument("--benchmark", help="default: pipeline.benchmark")
+    parser.add_argument("--baseline", help="the row deltas are taken against (default: pipeline.baseline)")
+    parser.add_argument("--out", help="folder of the table files (default: pipeline.out_dir)")
+    parser.add_argument("--subset", action="store_true",
+                        help="score every row on the images all captions files caption (eval.allow_partial); "
+                             "without it a file that misses images is an error")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    add_protocol_argument(parser)
+
+
+def run(args) -> int:
+    from cim.errors import ConfigError
+    from cim.eval.results import comparison_markdown
+    from cim.pipeline.variants import captions_path, runs
+    from cim.stages.compare import compare
+
+    cfg = load(args, *(["eval.allow_partial=true"] if args.subset else []))
+    if args.captions:
+        captions: dict[str, list[str]] = {}
+        for item in args.captions:
+            name, _, path = item.partition("=")
+            if not name or not path:
+                raise ConfigError("--captions takes NAME=FILE")
+            captions.setdefault(name, []).append(path)
+    else:
+        captions = {row: [captions_path(cfg, run) for run in row_runs] for row, row_runs in runs(cfg).items()}
+    table = compare(cfg, captions, args.benchmark or cfg.pipeline.benchmark, args.baseline or cfg.pipeline.baseline,
+                    args.out or cfg.pipeline.out_dir, track=not args.no_mlflow, n_boot=cfg.pipeline.n_boot)
+    print(comparison_markdown(table))
+    return 0

@@ -1,0 +1,170 @@
+"""The ``ablate`` stage (``cim ablate AXIS``): every variant of an axis (:mod:`cim.ablate.axes`) as a child
+MLflow run of one parent, one report per axis (:mod:`cim.ablate.report`).
+
+Measurement ``quality_order`` (every axis, cheap, no training): the verify stage over the demo world's
+captions of known quality (:func:`cim.stages.verify.verify`), with the variant's reward over the variant's
+corpus index (:mod:`cim.ablate.shared`); a row holds, for the reward Υ, GRC and QIR each, the pooled
+Spearman ρ with quality, the per-image ρ and the mean per quality level. Measurement ``training``
+(``components`` with ``train``): the pipeline's own calls -- the SFT start once, GRPO from it per variant and
+seed, captions of ``pipeline.benchmark``, the comparison -- under ``<work>/train/``; a row gets the table's
+ground-truth recall of the world's objects, attributes and relations and its change against the SFT start.
+
+Resuming: each variant's verify report and a key (a hash of its reward settings, encoders, index and
+captions) are kept in ``<work>/<axis>/<variant>/``; a rerun reuses the reports whose key matches, so a killed
+ablation loses at most the variant it was in and writes the same report as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Sequence
+
+from cim.ablate.axes import variants as axis_variants
+from cim.ablate.shared import Shared, fingerprint, slug
+from cim.config import load_config, to_dict
+from cim.errors import ConfigError
+from cim.io import atomic_write_json, read_jsonl
+
+__all__ = ["ablate", "quality_row", "training_rows", "TRAINING_KEYS"]
+
+# columns of the pipeline's table kept in the ablation's row (as train.<key> and train.delta_<key>)
+TRAINING_KEYS = ("gt_object_recall", "gt_attribute_recall", "gt_attribute_precision", "gt_relation_recall")
+
+ROUND = 6          # digits kept in the committed report
+
+
+def quality_row(summary: dict) -> dict:
+    """The numbers of one verify summary, flat: ``score.rho``, ``grc.rho_per_image``, ``qir.mean.wrong`` ..."""
+    from cim.eval.quality_order import METRICS
+
+    row = {}
+    for m in METRICS:
+        s = summary[m]
+        row[f"{m}.rho"] = s["spearman_pooled"]
+        row[f"{m}.rho_per_image"] = s["spearman_per_image_mean"]
+        row.update({f"{m}.mean.{lvl}": v for lvl, v in s["mean_by_level"].items()})
+    return row
+
+
+def _variant_key(vcfg, shared: Shared, index, captions: Path) -> str:
+    fields = {"reward": to_dict(vcfg.reward), "encoders": shared.sides(vcfg), "index": fingerprint(index),
+              "captions": hashlib.sha256(captions.read_bytes()).hexdigest()}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _measure(vcfg, shared: Shared, index, captions: Path, vdir: Path, progress: bool) -> tuple[dict, bool]:
+    """(the verify summary, whether it was reused from an earlier run of this variant)."""
+    from cim.reward.scorer import Scorer
+    from cim.stages.verify import verify
+
+    key = _variant_key(vcfg, shared, index, captions)
+    done = vdir / "key.json"
+    if done.is_file() and json.loads(done.read_text()).get("key") == key and (vdir / "metrics.json").is_file():
+        return json.loads((vdir / "metrics.json").read_text()), True
+    r = vcfg.reward
+    scorer = Scorer(index, shared.text_encoder(vcfg), None, top_k=r.top_k, decay=r.decay, beta=r.beta, mode=r.mode,
+                    exclude_source=r.exclude_source, tie_tolerance=r.tie_tolerance)
+    summary = verify(vcfg, captions=captions, out_dir=vdir, track=False, progress=progress, scorer=scorer)
+    atomic_write_json(done, {"key": key})          # last: the folder counts as done only now
+    return summary, False
+
+
+def ablate(params: str | None, overrides: Sequence[str], axis: str, values: Sequence[str] | None = None, *,
+                 out_dir: str | Path = "reports/ablations", work_dir: str | Path = "data/ablations",
+                 captions: str | Path | None = None, train: bool = False, progress: bool = True) -> dict:
+    """Run ``axis`` over its variants (``values``: :data:`cim.ablate.axes.DEFAULTS`), write
+    ``<out_dir>/<axis>.json|md|png`` and return the report. ``overrides`` apply to the base config and so to
+    every variant (the variant's own overrides come last)."""
+    import mlflow
+    from tqdm.auto import tqdm
+
+    from cim.ablate.report import write_report
+    from cim.eval.quality_order import log_summary
+    from cim.tracking import client, parent_run, start_run
+
+    cfg = load_config(params, overrides)
+    found = axis_variants(cfg, axis, values)
+    cfgs = [load_config(params, [*overrides, *v.overrides]) for v in found]
+    captions = Path(captions or Path(cfg.world.out_dir) / "bench_captions.jsonl")
+    work = Path(work_dir) / axis
+    shared = Shared(cfg, Path(work_dir), progress=progress)
+    shared.prepare(cfgs)                              # every encoder built, every missing index built, first
+    train_ids = [r["id"] for _, r in read_jsonl(cfg.train.manifest)] if axis == "scale" else []
+    shares = [v.corpus for v in found if v.corpus is not None]
+    rows = []
+    with parent_run(cfg, "ablate", f"ablate[{axis}]", tags={"ablate.axis": axis}) as parent_id:
+        for v, vcfg in tqdm(list(zip(found, cfgs)), desc=f"ablate {axis}", unit="variant", disable=not progress):
+            index = shared.subset(vcfg, v.corpus, train_ids, int(cfg.seed), shares)
+            vdir = work / slug(v.name)
+            with start_run(vcfg, "ablate-variant", run_name=f"{axis}[{v.name}]",
+                           tags={"ablate.axis": axis, "ablate.variant": v.name,
+                                 "ablate.overrides": " ".join(v.overrides)}):
+                summary, reused = _measure(vcfg, shared, index, captions, vdir, progress)
+                log_summary(summary, vdir)
+                mlflow.log_metric("corpus_rows", len(index.ids))
+                mlflow.set_tag("ablate.reused", str(reused).lower())
+            rows.append({"variant": v.name, **v.fields, **({"share": v.corpus} if v.corpus is not None else {}),
+                         "corpus_rows": len(index.ids), **quality_row(summary)})
+        measurement = ["quality_order"]
+        c = client(cfg)
+        if train:
+            measurement.append("training")
+            trained, how = training_rows(params, overrides, found, cfgs, Path(work_dir), progress=progress)
+            for row in rows:
+                row.update(trained.get(row["variant"], {}))
+            c.set_tag(parent_id, "ablate.training", how)
+        report = {"axis": axis, "measurement": measurement,
+                  "rows": [{k: (round(val, ROUND) if isinstance(val, float) else val) for k, val in r.items()}
+                           for r in rows]}
+        for path in write_report(report, found, Path(out_dir)):
+            c.log_artifact(parent_id, str(path), artifact_path="ablation")
+        c.set_tag(parent_id, "ablate.variants", str(len(rows)))
+    return {**report, "run_id": parent_id}
+
+
+def _pipeline_row(vcfg, pipeline_variants, variant_config) -> str:
+    """The ``pipeline.variants`` row whose reward settings equal the variant's."""
+    want = to_dict(vcfg.reward)
+    for name in pipeline_variants(vcfg):
+        if name != vcfg.pipeline.sft and to_dict(variant_config(vcfg, name).reward) == want:
+            return name
+    raise ConfigError(f"no pipeline.variants row trains with reward.mode={vcfg.reward.mode} "
+                      f"reward.beta={vcfg.reward.beta}; add one to params.yaml's pipeline.variants")
+
+
+def training_rows(params, overrides: Sequence[str], variants, cfgs, work: Path,
+                  progress: bool = True) -> tuple[dict[str, dict], str]:
+    """``({variant: {column: value}}, how it was measured)``."""
+    from cim.pipeline.variants import run_of, variant_config
+    from cim.pipeline.variants import variants as pipeline_variants
+    from cim.stages.caption import caption
+    from cim.stages.compare import compare
+    from cim.stages.train import train_sft, train_variant
+
+    cfg = load_config(params, overrides)
+    root, sft, bench = Path(work) / "train", cfg.pipeline.sft, cfg.pipeline.benchmark
+    rows = {v.name: _pipeline_row(vcfg, pipeline_variants, variant_config) for v, vcfg in zip(variants, cfgs)}
+    sft_dir = train_sft(cfg, root / "checkpoints" / sft, report_dir=root / "reports" / sft, progress=progress)
+    captions = {sft: caption(cfg, sft, bench, root / "captions" / sft / "captions.jsonl", checkpoint=sft_dir,
+                             progress=progress)}
+    for v, vcfg in zip(variants, cfgs):
+        name = rows[v.name]
+        captions[v.name] = []
+        for seed in cfg.pipeline.seeds:
+            run = run_of(cfg, name, seed)
+            out = train_variant(vcfg, name, seed, sft_dir, root / "checkpoints" / run,
+                                report_dir=root / "reports" / run, progress=progress)
+            captions[v.name].append(caption(vcfg, run, bench, root / "captions" / run / "captions.jsonl",
+                                            checkpoint=out, progress=progress))
+    table = compare(cfg, captions, bench, sft, root / "results", n_boot=cfg.pipeline.n_boot)
+    found = {r["captioner"]: r for r in table["rows"]}
+    out_rows = {}
+    for v in variants:
+        r = found[v.name]
+        out_rows[v.name] = {**{f"train.{k}": r[k] for k in TRAINING_KEYS if k in r},
+                            **{f"train.delta_{k}": r[f"delta_{k}"] for k in TRAINING_KEYS if f"delta_{k}" in r}}
+    how = (f"the pipeline's stages: train_sft once, train_variant per variant ({', '.join(rows.values())}) and seed "
+           f"({', '.join(map(str, cfg.pipeline.seeds))}), caption, compare on {bench}; means over seeds, deltas "
+           f"against {sft}")
+    return out_rows, how

@@ -1,0 +1,99 @@
+"""The ``compare`` stage: the paper's Table 2 over the pipeline's captioners, with seeds and intervals.
+
+Every captioner row has one captions file per seed (``{row: [captions.jsonl, ...]}``; the SFT start has
+one). Each file is scored with the benchmark's method metrics through the metric registry
+(:meth:`cim.eval.evaluate.Evaluator.evaluate`: CAPTURE, Objects/Attributes P/R/F1, Relations QA, BLEU-4,
+METEOR, the CIM reward, ground-truth recall, caption length, and any metric a plugin registers), all on the
+same images; the table (:func:`cim.pipeline.table.comparison`) holds each row's mean over seeds, a 95%
+interval and its delta against the baseline row with a paired bootstrap interval. Files:
+``captioners.json`` / ``.md`` / ``.png`` and ``metrics.json`` for DVC (:func:`cim.eval.results.
+write_comparison`); MLflow: :func:`cim.stages.publish.publish`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from cim.errors import ConfigError, InputError
+
+__all__ = ["compare", "as_seed_files"]
+
+
+def as_seed_files(captions: Mapping[str, str | Path | Sequence[str | Path]]) -> dict[str, list[Path]]:
+    """``{row: [file per seed]}`` from ``{row: file}`` or ``{row: [files]}``."""
+    out = {}
+    for name, files in captions.items():
+        files = [files] if isinstance(files, (str, Path)) else list(files)
+        if not files:
+            raise ConfigError(f"captioner {name!r} has no captions file")
+        out[str(name)] = [Path(f) for f in files]
+    return out
+
+
+def compare(cfg, captions: Mapping[str, str | Path | Sequence[str | Path]], benchmark: str, baseline: str,
+            out_dir: str | Path, *, track: bool = True, log=print, n_boot: int | None = None) -> dict:
+    """Score every row's seeds, write the comparison to ``out_dir`` and publish it to MLflow (``track``);
+    returns the table. Images a file does not caption are an error unless ``eval.allow_partial``: then every
+    row is scored on the images all files caption."""
+    from cim.config import check_names
+    from cim.determinism import deterministic
+    from cim.eval.captioners import read_captions
+    from cim.eval.evaluate import Evaluator
+    from cim.eval.intervals import DEFAULT_BOOT
+    from cim.eval.metrics import metric
+    from cim.eval.results import write_comparison
+    from cim.pipeline.table import comparison
+    from cim.stages.evaluate import EVAL_NAMES
+
+    check_names(cfg, *EVAL_NAMES)
+    files = as_seed_files(captions)
+    if not files:
+        raise ConfigError("compare needs at least one captioner's captions")
+    if baseline not in files:
+        raise ConfigError(f"baseline {baseline!r} is not one of the captioners: {', '.join(files)}")
+    for name, paths in files.items():
+        for path in paths:
+            if not path.is_file():
+                raise InputError(f"captions of {name!r} not found at {path}: run `cim caption --captioner {name}` first")
+    ev = Evaluator(cfg, log=log)
+    bench = ev.load(benchmark)
+    names = [m for m in (list(cfg.eval.metrics) or list(bench.spec.metrics)) if metric(m).scope == "method"]
+    read = {name: [read_captions(p) for p in paths] for name, paths in files.items()}
+    ids = [s.id for s in bench.samples]
+    if cfg.eval.allow_partial:           # the images every file captions: every row counts the same ones
+        ids = [i for i in ids if all(i in caps for seeds in read.values() for caps, _ in seeds)]
+        if not ids:
+            raise InputError("no image is captioned by every captions file: nothing to compare")
+    results = {}
+    with deterministic(int(cfg.seed)):
+        for name, seeds in read.items():
+            results[name] = []
+            for n, (caps, _) in enumerate(seeds):
+                res = ev.evaluate(bench, name if len(seeds) == 1 else f"{name}#{n}", caps, names, ids)
+                for m, error in res.errors.items():
+                    log(f"compare {benchmark}/{res.method}: {m} failed: {error}")
+                results[name].append(res)
+    table = comparison(results, benchmark, baseline, [metric(m) for m in names], ids,
+                       n_boot=n_boot or DEFAULT_BOOT, seed=int(cfg.seed))
+    for row in table["rows"]:
+        seeds = results[row["captioner"]]
+        row["coverage"] = {"benchmark": len(bench.samples), "scored": len(ids),
+                           "failed": sum(len(failed) for _, failed in read[row["captioner"]]),
+                           "skipped": _skipped(seeds, len(ids))}
+    table["files"] = {name: [p.as_posix() for p in paths] for name, paths in files.items()}
+    written = write_comparison(table, Path(out_dir))
+    if track:
+        from cim.stages.publish import publish
+
+        publish(cfg, Path(out_dir), files=written)
+    return table
+
+
+def _skipped(seeds, n: int) -> dict[str, list[int]]:
+    """Per metric and seed, the images its own rule left out (the fine-grained attribute rule, ...)."""
+    out: dict[str, list[int]] = {}
+    for res in seeds:
+        for name, counts in res.counts.items():
+            if isinstance(counts, dict) and "scored" in counts and name != "coverage":
+                out.setdefault(name, []).append(n - int(counts["scored"]))
+    return {k: v for k, v in out.items() if any(v)}

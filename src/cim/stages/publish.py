@@ -1,0 +1,135 @@
+"""The ``publish`` stage: the captioners' comparison in MLflow after any run, whatever DVC skipped.
+
+DVC does not rerun ``compare`` when its outputs are already what the lock says (a fresh clone reproduces
+them from the committed files), so the MLflow store a run leaves could lack the comparison. This stage runs
+on every ``dvc repro`` (``always_changed``) and on every ``compare``: it reads the committed comparison
+(``<pipeline.out_dir>/captioners.json``) and, unless the store already holds it for this execution, logs:
+
+- one run ``compare[<benchmark>]`` (a child of the execution's parent run) tagged ``cim.results_sha256`` (the
+  comparison file's content hash: the key that makes publishing idempotent), with the table's files;
+- one child run per captioner, ``compare[<benchmark>/<row>]``, with every column's mean over seeds, its 95%
+  interval (``_ci95_low`` / ``_ci95_high``), the delta against the baseline and its interval, ``n_seeds``:
+  the same metric keys in every run, so MLflow's compare view sets the captioners side by side;
+- on each captioner's logged model (MLflow 3's model page; found by the checkpoint hash its captions record),
+  that seed's metrics with the benchmark as the dataset (``log_metrics(..., model_id=, dataset=)``).
+
+It writes no file, so DVC's outputs and ``make run``'s byte-identical reports are untouched.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Sequence
+
+from cim.errors import InputError
+
+__all__ = ["publish", "RESULTS_TAG"]
+
+RESULTS_TAG = "cim.results_sha256"
+
+
+def _already(cfg, key: str, parent: str | None) -> str | None:
+    from cim.tracking import client, configure
+
+    exp = configure(cfg)
+    where = f"tags.`{RESULTS_TAG}` = '{key}'" + (f" and tags.`mlflow.parentRunId` = '{parent}'" if parent else "")
+    found = client(cfg).search_runs([exp], filter_string=where, max_results=1)
+    return found[0].info.run_id if found else None
+
+
+def publish(cfg, out_dir: str | Path | None = None, *, files: Sequence[Path] | None = None) -> dict:
+    """Log the comparison in ``out_dir`` (default ``pipeline.out_dir``) once per pipeline execution (see the
+    module doc); returns ``{"published": bool, "run_id", "results_sha256", "models": n}``."""
+    from cim.eval.results import COMPARISON_JSON, COMPARISON_METRICS, COMPARISON_PLOT, COMPARISON_TABLE
+    from cim.tracking import pipeline_parent
+
+    out = Path(out_dir or cfg.pipeline.out_dir)
+    path = out / COMPARISON_JSON
+    if not path.is_file():
+        raise InputError(f"{path} does not exist: run `cim compare` first")
+    key = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    table = json.loads(path.read_text(encoding="utf-8"))
+    parent = pipeline_parent(cfg)
+    done = _already(cfg, key, parent)
+    if done is not None:
+        return {"published": False, "run_id": done, "results_sha256": key, "models": 0}
+    files = list(files or [out / f for f in (COMPARISON_JSON, COMPARISON_METRICS, COMPARISON_TABLE, COMPARISON_PLOT)])
+    run_id, models = _log(cfg, table, key, [f for f in files if Path(f).is_file()])
+    return {"published": True, "run_id": run_id, "results_sha256": key, "models": models}
+
+
+def _row_metrics(row: dict, columns: Sequence[str]) -> dict[str, float]:
+    out: dict[str, float] = {"n_seeds": float(row["n_seeds"])}
+    for k in columns:
+        out[k] = row[k]
+        out[f"delta_{k}"] = row[f"delta_{k}"]
+        for name in (f"{k}_ci95", f"delta_{k}_ci95"):
+            if row.get(name):
+                out[f"{name}_low"], out[f"{name}_high"] = row[name]
+    return {k: float(v) for k, v in out.items() if v is not None}
+
+
+def _log(cfg, table: dict, key: str, files: list) -> tuple[str, int]:
+    import mlflow
+
+    from cim.tracking import start_run
+
+    bench = table["benchmark"]
+    tags = {"benchmark": bench, "baseline": table["baseline"], RESULTS_TAG: key,
+            "captioners": ",".join(r["captioner"] for r in table["rows"])}
+    with start_run(cfg, "compare", run_name=f"compare[{bench}]", tags=tags, log_params=False) as run:
+        for f in files:
+            mlflow.log_artifact(str(f), artifact_path="results")
+        for row in table["rows"]:
+            with mlflow.start_run(run_name=f"compare[{bench}/{row['captioner']}]", nested=True,
+                                  tags={"stage": "compare", "captioner": row["captioner"], "benchmark": bench,
+                                        "baseline": table["baseline"], RESULTS_TAG: key}):
+                mlflow.log_metrics(_row_metrics(row, table["columns"]))
+        models = _model_metrics(cfg, table)
+        return run.info.run_id, models
+
+
+def _model_metrics(cfg, table: dict) -> int:
+    """Each seed's metrics on its logged model, the benchmark as the dataset; returns how many models."""
+    import mlflow
+
+    from cim.tracking import configure
+
+    exp = configure(cfg)
+    dataset = _dataset(cfg, table["benchmark"])
+    n = 0
+    for row in table["rows"]:
+        for i, captions in enumerate(table["files"][row["captioner"]]):
+            metrics = {k: float(v[i]) for k, v in row["per_seed"].items() if v[i] is not None}
+            state = _state_of(captions)
+            if state is None:
+                continue
+            found = mlflow.search_logged_models(experiment_ids=[exp], output_format="list", max_results=1,
+                                                filter_string=f"tags.`cim.state_sha256` = '{state}'")
+            if not found:
+                continue
+            mlflow.log_metrics(metrics, model_id=found[0].model_id, dataset=dataset)
+            n += 1
+    return n
+
+
+def _state_of(captions: str) -> str | None:
+    meta = Path(captions).parent / "captions.meta.json"
+    if not meta.is_file():
+        return None
+    model = (json.loads(meta.read_text(encoding="utf-8")).get("describe") or {}).get("model")
+    return model.get("state_sha256") if isinstance(model, dict) else None
+
+
+def _dataset(cfg, benchmark: str):
+    """The benchmark as an MLflow dataset (its sample ids and references; source: its declaration)."""
+    import mlflow.data
+    import pandas as pd
+
+    from cim.eval.evaluate import Evaluator
+
+    bench = Evaluator(cfg).load(benchmark)
+    frame = pd.DataFrame({"id": [s.id for s in bench.samples],
+                          "reference": [s.references[0] if s.references else "" for s in bench.samples]})
+    return mlflow.data.from_pandas(frame, name=benchmark, source=bench.spec.source or benchmark)
