@@ -7,7 +7,7 @@ With ``--replicas``, that many services are started once and the same load runs 
 for each n (the clients spread over the URL list, cim.service.client); every answer is compared with the same
 request's answer in the first run (``answers_identical_to_first``), and lost/mismatched must be 0 for each.
 
-Starts ``python -m cim.service`` in a child process (or targets ``--url``), takes a reference answer for
+Starts ``cim serve`` (``python -m cim.cli serve``) in a child process (or targets ``--url``), takes a reference answer for
 every distinct (caption, image_id) pair, then runs the clients: each request carries ids, and every answer is
 checked against the id and the reference score. Reports lost answers (no answer, HTTP error, missing or
 wrong id) and mismatched ones (score differs from the reference by more than --tol), both of which must be
