@@ -63,13 +63,19 @@ def test_verl_overrides_are_read_from_the_dry_run_command():
         verl_overrides("nothing here")
 
 
-def test_cli_help_and_a_missing_profile(tmp_path):
+def test_cli_help_a_missing_profile_and_a_folder_it_will_not_empty(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
     out = subprocess.run([sys.executable, "-m", "cim.smoke", "--help"], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and "--out" in out.stdout and "compare" in out.stdout
     out = subprocess.run([sys.executable, "-m", "cim.smoke", "--out", str(tmp_path / "o"), "--profile",
                           str(tmp_path / "none.yaml")], capture_output=True, text=True, env=env)
     assert out.returncode == 2 and "not found" in out.stderr
+    keep = tmp_path / "mine"                                # a folder that is not an earlier run is never emptied
+    keep.mkdir()
+    (keep / "notes.txt").write_text("x")
+    out = subprocess.run([sys.executable, "-m", "cim.smoke", "--out", str(keep)], capture_output=True, text=True,
+                         env=env)
+    assert out.returncode == 2 and "not empty" in out.stderr and (keep / "notes.txt").is_file()
 
 
 # -- the chain ----------------------------------------------------------------------------------------------

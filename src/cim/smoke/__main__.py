@@ -20,10 +20,15 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     from cim.smoke.chain import PROFILE, STEPS
 
-    parser = argparse.ArgumentParser(prog="python -m cim.smoke", description=__doc__.split("\n\n")[0],
-                                     epilog="steps: " + ", ".join(s.name for s in STEPS))
-    parser.add_argument("--out", required=True, help="folder for models, data, index, checkpoints and reports "
-                                                    "(emptied first unless --keep)")
+    parser = argparse.ArgumentParser(
+        prog="python -m cim.smoke",
+        description="Run the full-scale path end to end on CPU with tiny random models of the real architectures "
+                    "(docs/full-scale.md). Writes DIR/summary.json; exit 0 when every step passed, 1 at the first "
+                    "failing step.",
+        epilog="steps: " + ", ".join(s.name for s in STEPS))
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="folder for models, data, index, checkpoints and reports: new, empty, or the folder of "
+                             "an earlier run (holding its summary.json), which is emptied first unless --keep")
     parser.add_argument("--profile", default=str(PROFILE), help="params file of the chain (default: %(default)s)")
     parser.add_argument("--keep", action="store_true", help="do not empty --out first")
     parser.add_argument("--threads", type=int, default=2, help="torch threads in this process (default 2)")
@@ -34,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out).resolve()
     if out.exists() and not args.keep:
+        if not out.is_dir() or (any(out.iterdir()) and not (out / "summary.json").is_file()):
+            print(f"python -m cim.smoke: --out {out} is not empty and holds no summary.json of an earlier run; "
+                  "pass a new or empty folder", file=sys.stderr)
+            return 2
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     _environment(out, args.threads)
