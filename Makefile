@@ -1,4 +1,5 @@
 # Two entry points: `make run` (the embedded default, offline, ends in `dvc repro`) and `make test`.
+# `make smoke-full`: the full-scale path on tiny random models of the real architectures (docs/full-scale.md).
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -9,8 +10,9 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export DVC_NO_ANALYTICS := 1
 export PREFECT_HOME := $(CURDIR)/.prefect
+SMOKE_OUT ?= runs/smoke-full
 
-.PHONY: setup run test bench clean-data
+.PHONY: setup run test bench smoke-full clean-data
 
 $(VENV)/.installed: requirements.lock requirements-nodeps.lock pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +32,9 @@ test: setup
 bench: setup
 	$(BIN)/python perf/reward_throughput.py
 	$(BIN)/python perf/index_throughput.py
+
+smoke-full: setup
+	$(BIN)/python -m cim.smoke --out $(SMOKE_OUT)
 
 clean-data:
 	rm -rf data/world data/index reports

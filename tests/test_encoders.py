@@ -274,6 +274,30 @@ def test_open_clip_random_small_model(tmp_path):
     np.testing.assert_allclose(again.encode(ims[:1]), emb[:1], atol=1e-6)   # seeded random init
 
 
+def test_open_clip_model_config_file(tmp_path):
+    """An architecture given as an open_clip model-config file (the `cim index` / `cim serve` processes cannot
+    see a config registered in another process): registered from the path, named by its stem, its hash
+    recorded so an index built with another config is refused."""
+    pytest.importorskip("open_clip")
+    import json
+
+    path = tmp_path / "ViT-Mini-16-test.json"
+    path.write_text(json.dumps({"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32,
+                                                                "head_width": 16, "patch_size": 16},
+                                "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 1,
+                                             "layers": 1}}))
+    enc = build_image_encoder(_img_cfg(name="open_clip", model=str(path), pretrained="none", batch_size=2))
+    emb = enc.encode([_square((220, 20, 20)), _square((20, 20, 220))])
+    assert emb.shape == (2, 16)
+    d = enc.describe()
+    assert (d["model"], d["image_size"], len(d["model_config_sha256"])) == ("ViT-Mini-16-test", 32, 64)
+    with pytest.raises(ValueError, match="no such open_clip model config file"):
+        build_image_encoder(_img_cfg(name="open_clip", model=str(tmp_path / "missing.json"), pretrained="none"))
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="is not an open_clip model config"):
+        build_image_encoder(_img_cfg(name="open_clip", model=str(tmp_path / "bad.json"), pretrained="none"))
+
+
 def test_open_clip_checkpoint_path(tmp_path):
     open_clip = pytest.importorskip("open_clip")
     import torch

@@ -4,8 +4,8 @@
   manifest, a sources file and a training manifest;
 - a real index over it (the embedded MiniLM text encoder and EfficientNet-Lite0 image encoder, exact search)
   and a real :class:`cim.reward.scorer.Scorer` built from config;
-- a tiny real Qwen2-VL processor (byte-level BPE trained offline with ``tokenizers`` + Qwen2VLImageProcessor)
-  as verl's model folder.
+- a tiny real Qwen2-VL processor (a Qwen2Tokenizer trained offline with ``tokenizers``, :mod:`cim.smoke.tokenizers`,
+  + Qwen2VLImageProcessor) as verl's model folder.
 
 Everything is cached per test session (module-level), so the encoders load once.
 """
@@ -133,34 +133,23 @@ def captions_for(rows, kinds=("right", "vague", "wrong")) -> list[dict]:
 
 @functools.lru_cache(maxsize=None)
 def tiny_vl_model() -> Path:
-    """A folder verl loads as ``actor_rollout_ref.model.path``: tokenizer + Qwen2-VL processor, no weights."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen2VLImageProcessor, Qwen2VLProcessor
+    """A folder verl loads as ``actor_rollout_ref.model.path``: a Qwen2-VL processor (Qwen2Tokenizer trained on the
+    world's captions with Qwen's special tokens and Qwen-VL's chat template, :mod:`cim.smoke.tokenizers`, the
+    builder the full-tiny profile uses) and a config naming the architecture; no weights."""
+    from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor
+
+    from cim.smoke.tokenizers import QWEN_VL_TEMPLATE, qwen_tokenizer
 
     out = root() / "tiny-vl"
-    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-               "<|image_pad|>", "<|video_pad|>"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=500, special_tokens=special,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     corpus = [r["text"] for r in world()["rows"]] + ["Describe this image in detail.", "a shape", "user assistant"]
-    tok.train_from_iterator(corpus * 10, trainer)
-    chat = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
-            "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-            "{% for c in message['content'] %}{% if c['type'] == 'image' %}<|vision_start|><|image_pad|>"
-            "<|vision_end|>{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
-            "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                   chat_template=chat)
+    fast = qwen_tokenizer(corpus * 10, chat_template=QWEN_VL_TEMPLATE, vocab_size=500)
     try:
         from transformers import Qwen2VLVideoProcessor
         video = Qwen2VLVideoProcessor()
     except Exception:  # noqa: BLE001 - older transformers: no separate video processor
         video = None
     proc = Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 64),
-                            tokenizer=fast, video_processor=video, chat_template=chat)
+                            tokenizer=fast, video_processor=video, chat_template=QWEN_VL_TEMPLATE)
     proc.save_pretrained(out)
     fast.save_pretrained(out)
     (out / "config.json").write_text(json.dumps({"model_type": "qwen2_vl"}))

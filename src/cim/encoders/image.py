@@ -16,7 +16,7 @@ from cim.encoders.base import (ImageEncoder, ImageInput, WeightsNotFound, hf_hub
 from cim.plugins import IMAGE_ENCODERS
 from cim.encoders.weights import hf_cached_file, hf_cached_snapshot, package_file
 
-__all__ = ["TorchImageEncoder", "build_efficientnet_lite", "build_open_clip", "build_dinov3",
+__all__ = ["TorchImageEncoder", "build_efficientnet_lite", "build_open_clip", "build_dinov3", "open_clip_model_name",
            "resolve_open_clip_weights", "PAPER_OPEN_CLIP", "DINOV3", "IMAGENET_MEAN", "IMAGENET_STD"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -223,6 +223,28 @@ def resolve_open_clip_weights(model: str, pretrained: str) -> tuple[str | None, 
         f"and copy the HF cache here, or download the checkpoint and set encoders.image.pretrained=/path/to/file")
 
 
+def open_clip_model_name(model: str) -> tuple[str, dict]:
+    """``(architecture name, what describe() adds)`` for ``encoders.image.model``: an open_clip architecture
+    name as is, or a model-config file in open_clip's own format (``model_configs/*.json``: ``embed_dim``,
+    ``vision_cfg``, ``text_cfg``) registered with ``open_clip.add_model_config`` in this process (every process
+    that builds the encoder -- ``cim index``, ``cim serve``, Ray actors -- registers it again); its name is
+    the file's stem and describe() records the file's sha256, so an index refuses an edited config."""
+    import hashlib
+
+    import open_clip
+
+    path = Path(os.path.expanduser(model))
+    if path.suffix.lower() != ".json":
+        return model, {}
+    if not path.is_file():
+        raise ValueError(f"encoders.image.model={model!r}: no such open_clip model config file")
+    open_clip.add_model_config(path)
+    if path.stem not in open_clip.list_models():
+        raise ValueError(f"encoders.image.model={model!r} is not an open_clip model config (it needs embed_dim, "
+                         "vision_cfg and text_cfg)")
+    return path.stem, {"model_config_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+
+
 @IMAGE_ENCODERS.register("open_clip")
 def build_open_clip(cfg) -> TorchImageEncoder:
     """open_clip.create_model_and_transforms(cfg.model, pretrained=...); the image tower's encode_image output.
@@ -234,10 +256,10 @@ def build_open_clip(cfg) -> TorchImageEncoder:
     import open_clip
     from open_clip.transform import PreprocessCfg
 
-    model = cfg.model
+    model, config_info = open_clip_model_name(cfg.model)
     if model not in open_clip.list_models():
         raise ValueError(f"encoders.image.model={model!r} is not an open_clip architecture "
-                         f"(e.g. {PAPER_OPEN_CLIP[0]}, ViT-B-32, ViT-S-32)")
+                         f"(e.g. {PAPER_OPEN_CLIP[0]}, ViT-B-32, ViT-S-32) nor an open_clip model config file (.json)")
     checkpoint, kwargs, pretrained = resolve_open_clip_weights(model, cfg.pretrained or "none")
     device = resolve_device(cfg.device)
     with seeded(RANDOM_SEED):
@@ -250,7 +272,7 @@ def build_open_clip(cfg) -> TorchImageEncoder:
         with seeded(RANDOM_SEED):
             import torch
             dim = visual(torch.zeros(1, 3, size, size)).shape[-1]
-    info = {"model": model, "pretrained": pretrained, "image_size": int(size), "preprocess": "open_clip"}
+    info = {"model": model, **config_info, "pretrained": pretrained, "image_size": int(size), "preprocess": "open_clip"}
     if pretrained == "none":
         info["seed"] = RANDOM_SEED
     spec = {"kind": "open_clip", **dataclasses.asdict(PreprocessCfg(**visual.preprocess_cfg))}
