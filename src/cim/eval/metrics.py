@@ -97,7 +97,9 @@ def finite(value) -> bool:
 
 
 # --------------------------------------------------------------------------------------- method metrics
-@METRICS.register("capture", columns=[("capture", "CAPTURE", True)], order=10)
+@METRICS.register("capture", columns=[("capture", "CAPTURE", True), ("capture_object_f1", "CAP obj F1", True, False),
+                                      ("capture_attribute_f1", "CAP attr F1", True, False),
+                                      ("capture_relation_f1", "CAP rel F1", True, False)], order=10)
 def capture(ev, bench, refs, captions, res) -> None:
     out = ev.capture(bench).compute_score({k: v for k, v in refs.items() if v}, captions)
     res.metrics["capture"] = out.score
@@ -107,6 +109,7 @@ def capture(ev, bench, refs, captions, res) -> None:
     res.labels["text encoder (CAPTURE soft match)"] = str(out.protocol["text_encoder"])
     for k, row in out.per_sample.items():
         res.items[k]["capture"] = row["capture"]
+        res.items[k].update({f"capture_{c}_f1": row[f"{c}_f1"] for c in ("object", "attribute", "relation")})
 
 
 @METRICS.register("fine_grained", columns=[("object_precision", "Obj P", True, False),

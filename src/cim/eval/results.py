@@ -113,6 +113,7 @@ def markdown_table(results: Sequence[dict], baseline: str = "", columns=None,
             name = mark + r.get("method", "?")
             out.append(f"| {name} | " + " | ".join(cells) + " |")
         notes = sorted({f"{k}: {v}" for r in rows for k, v in r.get("labels", {}).items()})
+        notes += [n for r in rows for n in coverage_notes(r.get("method", "?"), r.get("counts") or {})]
         if refs_by_bench.get(bench):
             notes.append("◇ rows: the paper's published numbers (the benchmark's `paper:` block), not runs")
         if notes:
@@ -120,6 +121,21 @@ def markdown_table(results: Sequence[dict], baseline: str = "", columns=None,
             out.extend(f"- {n}" for n in notes)
         out.append("")
     return "\n".join(out)
+
+
+def coverage_notes(method: str, counts: dict) -> list[str]:
+    """What a row did not count: images without a caption (scored on a subset) and each metric's own skips."""
+    out = []
+    cov = counts.get("coverage") or {}
+    if cov.get("without_caption"):
+        out.append(f"coverage: {method}: {cov['captioned']} of {cov['samples']} images captioned (every metric "
+                   "on those; eval.allow_partial)")
+    for name, c in sorted(counts.items()):
+        if isinstance(c, dict) and c.get("skipped_no_attributes"):
+            out.append(f"coverage: {method}: {name} skipped {c['skipped_no_attributes']} of "
+                       f"{c.get('samples', cov.get('captioned', '?'))} images (no attribute in the reference or "
+                       "the caption: the metric's own rule)")
+    return out
 
 
 # ----------------------------------------------------------------------------------- headline and MLflow
@@ -209,7 +225,10 @@ def comparison_markdown(table: dict, summary_only: bool = True) -> str:
             span = f" [{ci[0] * s:+.2f}, {ci[1] * s:+.2f}]" if ci else ""
             cells.append(f"{r[f'delta_{k}'] * s:+.2f}{span}{'*' if significant(r, k) else ''}")
         out.append(f"| ● {r['captioner']} | {r['n_seeds']} | " + " | ".join(cells) + " |")
-    out += ["", f"- ○ baseline row; seeds: GRPO runs from the one SFT start; intervals: {table['n_boot']} bootstrap "
+    skips = sorted({f"{m} skipped {'/'.join(map(str, v))} of {r['samples']} images for {r['captioner']}"
+                    for r in table["rows"] for m, v in (r.get("coverage") or {}).get("skipped", {}).items()})
+    out += [""] + [f"- coverage: {line} (the metric's own rule; per seed)" for line in skips]
+    out += [f"- ○ baseline row; seeds: GRPO runs from the one SFT start; intervals: {table['n_boot']} bootstrap "
             "draws of the images (paired across rows) and of each row's seeds",
             "- percentages except CIM Υ and words; GT columns: recall against the benchmark's ground-truth scene "
             "graphs (no parser), the others the parser/judge-based metrics of `cim evaluate`", ""]

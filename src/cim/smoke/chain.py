@@ -123,7 +123,7 @@ def verl_config(ctx: Context) -> dict:
     out = ctx.cim("train", "--backend", "verl", "--dry-run", f"train.service.port={port}")
     overrides = verl_overrides(out)
     cfg = compose(overrides)
-    expect(cfg.reward.custom_reward_function.path == "pkg://cim.train.verl_reward", "reward function not ours")
+    expect(cfg.reward.custom_reward_function.path == "pkg://cim.train.verl.reward", "reward function not ours")
     expect(cfg.reward.custom_reward_function.reward_kwargs.service_url == f"http://127.0.0.1:{port}",
            "the reward does not go to the service")
     ctx.state["verl_cfg"] = cfg
@@ -331,7 +331,7 @@ def evaluate(ctx: Context) -> dict:
     missing = [m for m in ALWAYS if not isinstance(metrics.get(m), (int, float))]
     expect(not missing, f"results.json lacks {missing}")
     fg = counts.get("fine_grained", {})
-    samples = counts.get("captions", {}).get("samples")
+    samples = counts.get("coverage", {}).get("samples")
     expect(samples and fg.get("scored", 0) + fg.get("skipped_no_attributes", 0) == samples,
            f"fine-grained counts do not cover the {samples} samples: {fg}")
     expect(all(isinstance(metrics.get(m), (int, float)) == (fg["scored"] > 0) for m in FINE_GRAINED),
@@ -358,6 +358,8 @@ def compare(ctx: Context) -> dict:
     cim_row = rows["cim"]
     expect(all(math.isclose(cim_row[f"delta_{m}"], cim_row[m] - rows["base"][m], abs_tol=1e-9) for m in ALWAYS),
            "deltas are not row minus baseline")
+    expect(all(cim_row.get(f"{m}_ci95") and cim_row.get(f"delta_{m}_ci95") for m in ALWAYS),
+           "the table lacks the 95% intervals")
     expect((ctx.out / "reports/results/captioners.md").is_file() and (ctx.out / "reports/results/captioners.png").is_file(),
            "captioners.md / .png not written")
     return {"rows": sorted(rows), "cim": {m: cim_row[m] for m in ALWAYS},

@@ -76,10 +76,9 @@ def compare(cfg, captions: Mapping[str, str | Path | Sequence[str | Path]], benc
     table = comparison(results, benchmark, baseline, [metric(m) for m in names], ids,
                        n_boot=n_boot or DEFAULT_BOOT, seed=int(cfg.seed))
     for row in table["rows"]:
-        seeds = results[row["captioner"]]
         row["coverage"] = {"benchmark": len(bench.samples), "scored": len(ids),
                            "failed": sum(len(failed) for _, failed in read[row["captioner"]]),
-                           "skipped": _skipped(seeds, len(ids))}
+                           "skipped": _skipped(results[row["captioner"]], len(ids))}
     table["files"] = {name: [p.as_posix() for p in paths] for name, paths in files.items()}
     written = write_comparison(table, Path(out_dir))
     if track:
@@ -90,10 +89,12 @@ def compare(cfg, captions: Mapping[str, str | Path | Sequence[str | Path]], benc
 
 
 def _skipped(seeds, n: int) -> dict[str, list[int]]:
-    """Per metric and seed, the images its own rule left out (the fine-grained attribute rule, ...)."""
+    """Per metric and seed, the images it left out: its own rule's (the fine-grained attribute rule) or failed
+    ones (the CIM reward of a caption that is no text)."""
     out: dict[str, list[int]] = {}
     for res in seeds:
         for name, counts in res.counts.items():
-            if isinstance(counts, dict) and "scored" in counts and name != "coverage":
-                out.setdefault(name, []).append(n - int(counts["scored"]))
+            if isinstance(counts, dict) and name != "coverage":
+                left = counts.get("skipped_no_attributes", counts.get("failed", 0))
+                out.setdefault(name, []).append(int(left) if isinstance(left, (int, float)) else 0)
     return {k: v for k, v in out.items() if any(v)}
