@@ -201,7 +201,13 @@ def score_pairs(scorer, originals: Sequence[Original], pairs: Sequence[Sequence[
     for o, ps in zip(originals, pairs):
         items.append(o.item(o.text))
         items += [o.item(p.text) for p in ps]
-    results = score_in_batches(scorer, items, batch_size, progress=progress, desc="audit")
+    # scored in order of length (then text): batches of like lengths pad little, and equal texts (repeated
+    # corpus captions, their equal copies) share a batch, where the scorer encodes each distinct text once
+    order = sorted(range(len(items)), key=lambda i: (len(items[i]["caption"]), items[i]["caption"], i))
+    ordered = score_in_batches(scorer, [items[i] for i in order], batch_size, progress=progress, desc="audit")
+    results: list = [None] * len(items)
+    for i, res in zip(order, ordered):
+        results[i] = res
     it = iter(results)
     firsts, rest = [], []
     for ps in pairs:
