@@ -27,8 +27,9 @@ whatever else is audited with it. Words and texts drawn "from other corpus capti
   becomes ``shape`` or ``disc``); place nouns (``top``, ``left``) and nouns of the picture or of a property
   (``background``, ``colour``, ``image``: :data:`cim.audit.lexicon.META_NOUNS`) are never objects;
 - ``relation``: a relation/position word replaced by a contradicting one drawn from other captions
-  (``left``/``right``, ``above``/``below``, ``top``/``bottom``; :mod:`cim.relations`), or a verb that takes
-  an object (``riding``) by another such verb of the same form, unrelated in WordNet;
+  (``left``/``right``, ``above``/``below``, ``top``/``bottom``; :mod:`cim.relations`; when no donor says
+  one, the lexicon's first word of that class), or a verb that takes an object (``riding``) by another such
+  verb of the same form drawn from other captions, unrelated in WordNet;
 - ``swap``: two colour words of different classes that modify different nouns are exchanged (``a red
   circle and a blue square`` -> ``a blue circle and a red square``): the same words, bound wrongly.
 
@@ -40,7 +41,9 @@ whatever else is audited with it. Words and texts drawn "from other corpus capti
   followed by another image's corpus caption; ``hallucinate``: the caption followed by ``There is also <a
   noun phrase from another caption>.``, whose noun the caption does not mention (longer, not truer).
 
-A kind that does not apply to a caption (one sentence, no colour word, ...) gives no pair for it.
+Where a kind could change several words, they are tried in a seeded random order and the first one with a
+valid replacement is changed. A kind that does not apply to a caption (one sentence, no colour word, no
+replacement that passes the checks, ...) gives no pair for it.
 """
 from __future__ import annotations
 
@@ -395,65 +398,63 @@ def _modifiers(doc, rng, pool, allowed) -> Optional[tuple[str, Optional[int]]]:
     return (text, None) if text and text != doc.text.strip() else None
 
 
+def _in_turn(rng: np.random.Generator, targets: list) -> list:
+    """The candidate tokens in a seeded random order: the first for which a replacement exists is changed."""
+    return [targets[i] for i in rng.permutation(len(targets))]
+
+
 def _colour(doc, rng, pool, allowed) -> Optional[tuple[str, Optional[int]]]:
     targets = [t for t in doc if _is_colour(t)]
-    if not targets:
-        return None
-    target = targets[int(rng.integers(len(targets)))]
-    mine = colour_class(target.lower_)
     present = {colour_class(t.lower_) for t in targets}
-    got = (pool.colours.draw(rng, lambda w: colour_class(w) not in present, allowed)
-           or pool.colours.draw(rng, lambda w: colour_class(w) != mine, allowed))
-    if got is None:
-        return None
-    word, donor = got
-    return render(doc, replace={target.i: _case_like(word, target.text)}), donor
+    for target in _in_turn(rng, targets):
+        mine = colour_class(target.lower_)
+        got = (pool.colours.draw(rng, lambda w: colour_class(w) not in present, allowed)
+               or pool.colours.draw(rng, lambda w: colour_class(w) != mine, allowed))
+        if got is not None:
+            word, donor = got
+            return render(doc, replace={target.i: _case_like(word, target.text)}), donor
+    return None
 
 
 def _object(doc, rng, pool, allowed) -> Optional[tuple[str, Optional[int]]]:
-    targets = [t for t in doc if _is_object_noun(t)]
-    if not targets:
-        return None
-    target = targets[int(rng.integers(len(targets)))]
     said = _noun_words(doc)
-    lemma = target.lemma_.lower()
+    for target in _in_turn(rng, [t for t in doc if _is_object_noun(t)]):
+        lemma = target.lemma_.lower()
 
-    def ok(word: str) -> bool:
-        return (word not in said and pool.lemma.get(word, word) not in said
-                and not related(lemma, pool.lemma.get(word, word), "n"))
+        def ok(word: str) -> bool:
+            return (word not in said and pool.lemma.get(word, word) not in said
+                    and not related(lemma, pool.lemma.get(word, word), "n"))
 
-    got = pool.nouns[target.tag_].draw(rng, ok, allowed)
-    if got is None:
-        return None
-    word, donor = got
-    return render(doc, replace={target.i: _case_like(word, target.text)}), donor
+        got = pool.nouns[target.tag_].draw(rng, ok, allowed)
+        if got is not None:
+            word, donor = got
+            return render(doc, replace={target.i: _case_like(word, target.text)}), donor
+    return None
 
 
 def _relation(doc, rng, pool, allowed) -> Optional[tuple[str, Optional[int]]]:
     targets = [t for t in doc if (relation_class(t.lower_) is not None and t.pos_ != "PROPN")
                or _is_relation_verb(t)]
-    if not targets:
-        return None
-    target = targets[int(rng.integers(len(targets)))]
-    cls = relation_class(target.lower_)
-    if cls is not None:
-        against = RELATION_CONTRADICTS.get(cls, frozenset())
-        if not against:
-            return None
-        got = pool.relations.draw(rng, lambda w: relation_class(w) in against, allowed)
-        if got is None:            # no donor says it: the first word of a contradicting class
-            word = next(w for w, c in RELATION_CLASS.items() if c in against)
-            got = (word, None)
-    else:
-        lemma = target.lemma_.lower()
-        table = pool.verbs.get(target.tag_)
-        got = None if table is None else table.draw(
-            rng, lambda w: not related(lemma, pool.lemma.get(w, w), "v") and w not in {t.lower_ for t in doc},
-            allowed)
-        if got is None:
-            return None
-    word, donor = got
-    return render(doc, replace={target.i: _case_like(word, target.text)}), donor
+    words = {t.lower_ for t in doc}
+    for target in _in_turn(rng, targets):
+        cls = relation_class(target.lower_)
+        if cls is not None:
+            against = RELATION_CONTRADICTS.get(cls, frozenset())
+            if not against:
+                continue
+            got = pool.relations.draw(rng, lambda w: relation_class(w) in against, allowed)
+            if got is None:            # no donor says it: the first word of a contradicting class
+                got = (next(w for w, c in RELATION_CLASS.items() if c in against), None)
+        else:
+            lemma = target.lemma_.lower()
+            table = pool.verbs.get(target.tag_)
+            got = None if table is None else table.draw(
+                rng, lambda w: not related(lemma, pool.lemma.get(w, w), "v") and w not in words, allowed)
+            if got is None:
+                continue
+        word, donor = got
+        return render(doc, replace={target.i: _case_like(word, target.text)}), donor
+    return None
 
 
 def _swap(doc, rng, pool, allowed) -> Optional[tuple[str, Optional[int]]]:
