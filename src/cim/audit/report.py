@@ -42,8 +42,9 @@ def _list(words: list[str], joiner: str = "and") -> str:
 
 
 def verdict(comp: str, data: dict, mode: str = "both") -> str:
-    """``GRC: orders detail, not precision (detail 0.87 [0.85, 0.89], precision 0.50 [0.48, 0.52])``, and the
-    hacks whose copy the component scores *above* the original."""
+    """``GRC: orders detail, not precision (detail 0.87 [0.85, 0.89], precision 0.50 [0.48, 0.52])``, then the
+    hacks whose copy the component scores *above* the original, and those it does not tell from it (a
+    policy is not pushed away from them)."""
     axes = [a for a in ("detail", "precision") if a in data]
     states = {a: state(data[a]) for a in axes}
     orders = [a for a in axes if states[a] == "orders"]
@@ -65,6 +66,9 @@ def verdict(comp: str, data: dict, mode: str = "both") -> str:
     fooled = [k for k, cell in data.get("hacks", {}).items() if state(cell) == "reverses"]
     if fooled:
         line += f"; scores these hacks above the caption: {', '.join(fooled)}"
+    blind = [k for k, cell in data.get("hacks", {}).items() if state(cell) == "chance"]
+    if blind:
+        line += f"; at chance on the hacks {', '.join(blind)}"
     return line
 
 
