@@ -41,8 +41,9 @@ The command this is built for (its --help)::
                         corpus id) or image (a path), optional id
       --out DIR         report folder (default: audit.out_dir, reports/audit): audit.json, audit.md,
                         audit.png, pairs.jsonl
-      --sample N        audit N captions, a seeded sample (default 3000; 0: all). About 13 pairs each;
-                        3,000 captions take ~4-5 min on 2 CPU cores with MiniLM
+      --sample N        audit N captions, a seeded sample (default 3000; 0: all). About 11 copies
+                        each; 3,000 captions took 6.5-7 min on 2 shared CPU cores with MiniLM (4.6 min
+                        with encoders.text.backend=onnx); the cost grows with N, not with the corpus
       --seed S          the sample's, the perturbations' and the bootstrap's seed (default: audit.seed)
       --kinds K,...     pair kinds (default: all): sentences,clauses,modifiers (detail), colour,object,
                         relation,swap (precision), repeat,stuff,keywords,shuffle,praise,concat,hallucinate
