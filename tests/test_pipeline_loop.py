@@ -105,8 +105,10 @@ def test_seeds_vary_grpo_from_one_sft_start(loop):
 @pytest.mark.slow
 def test_compare_writes_means_intervals_and_paired_deltas(loop):
     out = loop["work"] / loop["cfg"].pipeline.out_dir
+    from cim.io import json_safe
+
     table = json.loads((out / "captioners.json").read_text())
-    assert table == json.loads(json.dumps(loop["table"]))
+    assert table == json.loads(json.dumps(json_safe(loop["table"])))
     assert table["benchmark"] == "world" and table["baseline"] == "sft" and table["n_boot"] == 200
     assert [r["captioner"] for r in table["rows"]] == ROWS
     assert [r["n_seeds"] for r in table["rows"]] == [1, 2, 2, 2]

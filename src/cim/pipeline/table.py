@@ -10,7 +10,8 @@ table ``{"benchmark", "baseline", "n_boot", "level", "columns", "rows"}``; a row
      ..., "per_seed": {"capture": [0.66, 0.68, 0.67], ...}}
 
 for every column of the registered method metrics the evaluation produced (:func:`cim.eval.metrics.
-table_columns`); every row has the same keys (0 deltas on the baseline itself). Files and figures:
+table_columns`) and defined on every run (a metric undefined on a run -- no object named, say -- is left out
+of every row); every row has the same keys (0 deltas on the baseline itself). Files and figures:
 :mod:`cim.eval.results` (``write_comparison``).
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Mapping, Sequence
 
 from cim.errors import ConfigError
 from cim.eval.intervals import DEFAULT_BOOT, LEVEL, draws, interval, point
-from cim.eval.metrics import Metric, table_columns
+from cim.eval.metrics import Metric, finite, table_columns
 
 __all__ = ["comparison"]
 
@@ -30,8 +31,8 @@ def _seed_stats(results: Sequence, metrics: Sequence[Metric], ids: Sequence[str]
         items = [res.items.get(i, {}) for i in ids]
         stats = {}
         for m in metrics:
-            if m.scope == "method" and m.name not in res.errors:
-                stats.update({k: v for k, v in m.sample_stats(items).items() if k in res.metrics})
+            if m.scope == "method" and m.name not in res.errors:      # columns the metric defined on this run
+                stats.update({k: v for k, v in m.sample_stats(items).items() if finite(res.metrics.get(k))})
         out.append(stats)
     return out
 

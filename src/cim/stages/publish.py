@@ -64,10 +64,9 @@ def _row_metrics(row: dict, columns: Sequence[str]) -> dict[str, float]:
     for k in columns:
         out[k] = row[k]
         out[f"delta_{k}"] = row[f"delta_{k}"]
-        for name in (f"{k}_ci95", f"delta_{k}_ci95"):
-            if row.get(name):
-                out[f"{name}_low"], out[f"{name}_high"] = row[name]
-    return {k: float(v) for k, v in out.items() if v is not None}
+        for name in (f"{k}_ci95", f"delta_{k}_ci95"):   # NaN where no draw defined it: the same keys in every run
+            out[f"{name}_low"], out[f"{name}_high"] = row.get(name) or (float("nan"), float("nan"))
+    return {k: float(v) for k, v in out.items()}
 
 
 def _log(cfg, table: dict, key: str, files: list) -> tuple[str, int]:
