@@ -1,4 +1,4 @@
-"""Prefect flow `cim-pipeline`: world -> index -> SFT start -> GRPO variants -> captions -> the comparison table.
+"""Prefect flow `cim-pipeline`: world -> index -> audit -> SFT start -> GRPO variants x seeds -> captions -> the table.
 
 The same stage functions as the `cim` commands the DVC stages run (cim.stages), one task each, retried and
 cached by their inputs (config sections, input files' contents, the cim code; never the run id), so a second
@@ -22,6 +22,15 @@ from cim.flows.common import cached, config, inputs_key, publish, relocate, run_
 from cim.flows.tasks import CACHE, build_corpus_index, prepare_world
 
 TRAIN = ("seed", "train", "reward", "encoders", "index", "world")
+
+
+@task(retries=1, cache_key_fn=inputs_key("seed", "audit", "reward", "encoders", "index", "world"), **CACHE)
+def audit_reward(params: str, overrides: list[str], index: str, world: str, out_dir: str) -> dict:
+    """Does the reward carry signal on the corpus? (the audit stage: detail, precision, hacks; no labels)"""
+    from cim.stages.audit import audit
+
+    report = audit(config(params, overrides), index_dir=index, out_dir=out_dir, progress=False, write_pairs=False)
+    return {"out_dir": out_dir, "verdicts": report["verdicts"], "warnings": report["warnings"]}
 
 
 @task(retries=1, cache_key_fn=inputs_key(*TRAIN, "pipeline.sft"), **CACHE)
@@ -72,7 +81,7 @@ def cim_pipeline(params: str = "params.yaml", overrides: list[str] | None = None
     overrides = ([f"protocol={protocol}"] if protocol else []) + list(overrides or [])
     folder = run_dir(workspace)
     overrides += run_overrides(config(params, overrides), folder,     # fails fast on a bad key
-                               ["world", "index", "verify", "train", "eval", "pipeline"])
+                               ["world", "index", "verify", "audit", "train", "eval", "pipeline"])
     parent = pipeline_parent(config(params, overrides))   # opened first: its duration covers the run
 
     world = cached(prepare_world, params, overrides)
@@ -82,6 +91,8 @@ def cim_pipeline(params: str = "params.yaml", overrides: list[str] | None = None
     overrides += relocate(cfg, "index", index)
     cfg = config(params, overrides)
     pc = cfg.pipeline
+    audited = cached(audit_reward, params, overrides, index, world, cfg.audit.out_dir)
+    print("\n".join(audited["verdicts"].values()))
 
     sft = cached(train_sft, params, overrides, index, world, str(checkpoint_dir(cfg, pc.sft)))
     captions: dict[str, list[str]] = {pc.sft: [cached(caption, params, overrides, pc.sft, sft, pc.benchmark, world,

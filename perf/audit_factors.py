@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cim.audit.run import build_pairs, report_from, score_pairs, select_corpus, _settings
+from cim.audit.run import build_pairs, report_from, score_pairs, select_corpus, audit_settings
 from cim.audit.settings import DETAIL, PRECISION, resolve
 from cim.config import load_config, with_overrides
 
@@ -137,7 +137,7 @@ def main(argv=None) -> int:
         scorer = Scorer(index, text, top_k=top_k, decay=r.decay, beta=r.beta, mode=r.mode,
                         exclude_source=r.exclude_source, tie_tolerance=r.tie_tolerance)
         first, rest = score_pairs(scorer, origs, prs, int(r.batch_size))
-        settings = _settings(scorer, opts, "corpus", counts, 0, {}, len(pool), "")
+        settings = audit_settings(scorer, opts, "corpus", counts, 0, {}, len(pool), "")
         report, _ = report_from(origs, prs, first, rest, opts, settings)
         return cells(report)
 

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 
 from cim.audit.measure import state, summarise
-from cim.audit.perturb import DonorPool, SourceKey, caption_seed, make_pairs, parse, words_of
+from cim.audit.donors import DonorPool, SourceKey
+from cim.audit.perturb import caption_seed, make_pairs, parse
+from cim.audit.text import words_of
 from cim.audit.report import JSON_KEYS, verdict
 from cim.audit.settings import AXES, DETAIL, HACKS, KINDS, PRECISION
 
@@ -48,7 +50,7 @@ def world_pool(tiny_world, tiny_scorer):
     from cim.index.identity import row_keys
 
     rows = [json.loads(line) for line in open(tiny_world / "corpus.jsonl")]
-    keys = row_keys(tiny_scorer.index, warn=False)
+    keys = row_keys(tiny_scorer.index)
     docs = parse([r["text"] for r in rows] + EXTRA, SPACY)
     groups = [int(keys[tiny_scorer.index.row_of[r["id"]]]) for r in rows]
     pool = DonorPool([r["id"] for r in rows], [r["text"] for r in rows], docs[:len(rows)], groups,
@@ -136,7 +138,7 @@ def test_the_source_image_is_never_retrieved_but_would_be_without_exclusion(tiny
     originals, donors, _ = select_corpus(tiny_scorer.index, tiny_world / "corpus.jsonl", 30, 30, 0)
     pairs, _, _ = build_pairs(originals, donors, resolve(tiny_cfg, kinds=list(DETAIL)))
     first, rest = score_pairs(tiny_scorer, originals, pairs, 64)
-    keys, index = row_keys(tiny_scorer.index, warn=False), tiny_scorer.index
+    keys, index = row_keys(tiny_scorer.index), tiny_scorer.index
     for o, r0, rs in zip(originals, first, rest):
         for r in [r0, *rs]:
             assert r["error"] is None
@@ -176,7 +178,7 @@ def test_audited_pairs_draw_no_donor_showing_their_source(audited, tiny_scorer):
     from cim.index.identity import row_keys
 
     _, out = audited
-    keys, index = row_keys(tiny_scorer.index, warn=False), tiny_scorer.index
+    keys, index = row_keys(tiny_scorer.index), tiny_scorer.index
     pairs = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
     with_donor = [p for p in pairs if p.get("donor")]
     assert len(with_donor) > 40
@@ -227,7 +229,7 @@ def test_precision_pairs_keep_the_length_and_change_one_word_or_swap_two(world_p
 
 def test_object_swaps_are_no_synonym_nor_hypernym_and_colour_swaps_change_the_colour(world_pool):
     from cim.audit.lexicon import colour_class
-    from cim.audit.perturb import related
+    from cim.audit.text import related
 
     for doc, pairs in _all_pairs(world_pool):
         for p in pairs:

@@ -116,6 +116,9 @@ FAST_CASES = {
     "verify/missing-captions": (["verify", "--captions", "absent.jsonl"], ["absent.jsonl", "does not exist"]),
     "verify/non-utf8-captions": (["verify", "--captions", "latin1.jsonl"], ["latin1.jsonl:1", "not UTF-8"]),
     "evaluate/unknown-benchmark": (["evaluate", "--benchmark", "nosuchbench"], ["nosuchbench"]),
+    "evaluate/unknown-judge": (["evaluate", "eval.judge.name=gpt"], ["eval.judge.name='gpt' is not a known judge"]),
+    "audit/unknown-kind": (["audit", "--kinds", "nope"], ["audit.kinds: nope is not a pair kind"]),
+    "publish/no-comparison": (["publish", "--out", "absent"], ["captioners.json", "cim compare"]),
     "prepare-train/missing-manifest": (["prepare-train", "--manifest", "absent.jsonl"], ["absent.jsonl"]),
     "prepare-train/non-utf8-manifest": (["prepare-train", "--manifest", "latin1.jsonl"], ["latin1.jsonl:1"]),
     "prepare-train/malformed-manifest": (["prepare-train", "--manifest", "malformed.jsonl"], ["malformed JSON"]),
@@ -192,6 +195,7 @@ SLOW_CASES = {
                                  ["top_k"]),
     "serve/no-index": (["serve", "--index-dir", "absent", "--port", "1"], ["no meta.json"]),
     "verify/no-index": (["verify", "--index", "absent", "--no-mlflow"], ["no meta.json"]),
+    "audit/no-index": (["audit", "--index", "absent", "--no-mlflow"], ["no meta.json"]),
 }
 
 

@@ -47,24 +47,20 @@ replacement that passes the checks, ...) gives no pair for it.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
-import re
-from collections import defaultdict
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-from cim.audit.lexicon import (ARTICLE_WORDS, LIGHT_VERBS, LOCATIVE_NOUNS, META_NOUNS, PRAISE, RELATION_CLASS,
-                               RELATION_CONTRADICTS, colour_class, relation_class)
+from cim.audit.donors import DonorPool, SourceKey
+from cim.audit.lexicon import LOCATIVE_NOUNS, PRAISE, RELATION_CLASS, RELATION_CONTRADICTS, colour_class, relation_class
 from cim.audit.settings import KINDS
+from cim.audit.text import render, words_of, content_words, subtree, noun_words, is_object_noun, is_colour, is_relation_verb, related, case_like
 
-__all__ = ["Pair", "SourceKey", "DonorPool", "make_pairs", "render", "words_of", "caption_seed", "parse"]
+__all__ = ["Pair", "SourceKey", "make_pairs", "caption_seed", "parse"]
 
-_NOUN_TAGS = ("NN", "NNS")
 _MODIFIER_DEPS = ("amod", "compound", "nummod", "nmod")
-_COLOUR_DEPS = ("amod", "compound", "nmod", "acomp", "conj", "oprd", "appos")
 _SENTENCE_END = (".", "!", "?")
 _KIND_NUMBER = {k: i for i, k in enumerate(KINDS)}
 
@@ -78,15 +74,6 @@ class Pair:
     axis: str
     text: str
     donor: Optional[str] = None
-
-
-@dataclass(frozen=True)
-class SourceKey:
-    """What a caption's source image is, to keep its rows out of the donors: the image number the index
-    gave it (-1: not a corpus image, or unknown) and its file path."""
-
-    group: int = -1
-    path: Optional[str] = None
 
 
 def parse(texts: Sequence[str], model: str, batch_size: int = 256) -> list:
@@ -103,221 +90,6 @@ def caption_seed(seed: int, key: str, text: str) -> list[int]:
     processes and Python hash seeds)."""
     digest = hashlib.sha256(f"{key}\0{text}".encode("utf-8")).digest()
     return [int(seed)] + [int.from_bytes(digest[i:i + 4], "little") for i in range(0, 16, 4)]
-
-
-# -- text from a parse ----------------------------------------------------------------------------------------
-def _case_like(new: str, old: str) -> str:
-    """``new`` with ``old``'s capitalisation (all capitals, a capital first letter, or as it is)."""
-    if len(old) > 1 and old.isupper():
-        return new.upper()
-    return new[:1].upper() + new[1:] if old[:1].isupper() else new
-
-
-def _article(article: str, following: str) -> str:
-    word = "an" if following[:1].lower() in "aeiou" else "a"
-    return _case_like(word, article)
-
-
-def _tidy(text: str, capital: bool) -> str:
-    text = re.sub(r"\s+", " ", text)
-    text = re.sub(r"\s+([,.;:!?])", r"\1", text)
-    text = re.sub(r",(\s*[,.;:!?])", r"\1", text)
-    text = re.sub(r"([.!?])\s*[,;:]+", r"\1", text)
-    text = re.sub(r"^[\s,;:]+", "", text).strip()
-    if capital and text:
-        text = re.sub(r"(^|[.!?]\s+)([a-z])", lambda m: m.group(1) + m.group(2).upper(), text)
-    return text
-
-
-def render(doc, drop=frozenset(), replace: Optional[dict] = None) -> str:
-    """The caption without the tokens ``drop`` and with ``replace`` (token index -> word); an article whose
-    next word changed is re-agreed (a/an); spacing and sentence capitals tidied."""
-    replace = replace or {}
-    kept = [t for t in doc if t.i not in drop]
-    out = []
-    for n, tok in enumerate(kept):
-        text = replace.get(tok.i, tok.text)
-        if tok.lower_ in ARTICLE_WORDS and n + 1 < len(kept):
-            nxt = kept[n + 1]
-            if nxt.i != tok.i + 1 or nxt.i in replace:
-                text = _article(text, replace.get(nxt.i, nxt.text))
-        out.append(text + tok.whitespace_)
-    first = next((c for c in doc.text if c.isalpha()), "")
-    return _tidy("".join(out), capital=first.isupper())
-
-
-def words_of(text: str) -> list[str]:
-    """Lower-cased words of a text, articles folded to ``a`` (what the invariants compare)."""
-    words = re.findall(r"[^\W_]+(?:[-'][^\W_]+)*", text.lower())
-    return ["a" if w in ARTICLE_WORDS else w for w in words]
-
-
-def _content_words(doc) -> list[str]:
-    seen: dict[str, None] = {}
-    for t in doc:
-        if t.pos_ in ("NOUN", "PROPN", "ADJ") and t.is_alpha:
-            seen.setdefault(t.lower_, None)
-    return list(seen)
-
-
-def _subtree(tok) -> set[int]:
-    return {t.i for t in tok.subtree}
-
-
-def _noun_words(doc) -> set[str]:
-    return {w for t in doc if t.pos_ in ("NOUN", "PROPN") for w in (t.lower_, t.lemma_.lower())}
-
-
-def _is_object_noun(tok) -> bool:
-    return (tok.pos_ == "NOUN" and tok.tag_ in _NOUN_TAGS and tok.dep_ not in ("compound", "nmod")
-            and tok.is_alpha and tok.lower_ not in LOCATIVE_NOUNS and tok.lemma_.lower() not in META_NOUNS
-            and tok.lower_ not in META_NOUNS and colour_class(tok.lower_) is None
-            and relation_class(tok.lower_) is None)
-
-
-def _is_colour(tok) -> bool:
-    return colour_class(tok.lower_) is not None and (tok.pos_ == "ADJ" or tok.dep_ in _COLOUR_DEPS)
-
-
-def _is_relation_verb(tok) -> bool:
-    return (tok.pos_ == "VERB" and tok.is_alpha and tok.lemma_.lower() not in LIGHT_VERBS
-            and any(c.dep_ == "dobj" for c in tok.children))
-
-
-# -- WordNet: is one word another's synonym, hypernym or hyponym? -----------------------------------------------
-@functools.lru_cache(maxsize=1)
-def _wordnet():
-    from cim.eval.wordnet import _wordnet as load
-
-    return load()
-
-
-@functools.lru_cache(maxsize=None)
-def _senses(word: str, pos: str) -> frozenset:
-    return frozenset(_wordnet().synsets(word, pos))
-
-
-@functools.lru_cache(maxsize=None)
-def _above(word: str, pos: str) -> frozenset:
-    """Every sense of ``word`` and every hypernym of any of them."""
-    out = set(_senses(word, pos))
-    for s in _senses(word, pos):
-        out.update(s.closure(lambda x: x.hypernyms() + x.instance_hypernyms()))
-    return frozenset(out)
-
-
-@functools.lru_cache(maxsize=None)
-def related(a: str, b: str, pos: str = "n") -> bool:
-    """True when ``a`` and ``b`` share a WordNet sense or one is a hypernym of the other, in any sense
-    (conservative: a swap that might still be true is refused). Words WordNet does not know are related
-    only to themselves."""
-    a, b = a.lower(), b.lower()
-    if a == b:
-        return True
-    sa, sb = _senses(a, pos), _senses(b, pos)
-    if not sa or not sb:
-        return False
-    return bool(sa & _above(b, pos)) or bool(sb & _above(a, pos))
-
-
-# -- donors -----------------------------------------------------------------------------------------------------
-class _Table:
-    """Occurrences of words in donor captions; a draw is uniform over the allowed occurrences of acceptable
-    words (so words are weighted by how often the corpus uses them)."""
-
-    def __init__(self):
-        self._occ: dict[str, list[int]] = defaultdict(list)
-        self.words: list[str] = []
-
-    def add(self, word: str, donor: int) -> None:
-        self._occ[word].append(donor)
-
-    def freeze(self) -> "_Table":
-        self.words = sorted(self._occ)
-        self._word_of = np.repeat(np.arange(len(self.words)), [len(self._occ[w]) for w in self.words])
-        self._donor_of = np.array([d for w in self.words for d in self._occ[w]], dtype=np.int64)
-        return self
-
-    def __len__(self) -> int:
-        return len(self._donor_of) if self.words else 0
-
-    def draw(self, rng: np.random.Generator, ok: Callable[[str], bool], allowed: Callable[[int], bool],
-             tries: int = 32) -> Optional[tuple[str, int]]:
-        n = len(self)
-        if not n:
-            return None
-        for _ in range(tries):
-            j = int(rng.integers(n))
-            word = self.words[self._word_of[j]]
-            if ok(word) and allowed(int(self._donor_of[j])):
-                return word, int(self._donor_of[j])
-        # rejection failed: the same distribution by enumeration (uniform over allowed occurrences)
-        pool = [(w, d) for w in self.words if ok(w) for d in self._occ[w] if allowed(d)]
-        if not pool:
-            return None
-        return pool[int(rng.integers(len(pool)))]
-
-
-class DonorPool:
-    """Parsed corpus captions that swaps draw words from and concatenation draws texts from.
-
-    ``ids``, ``texts``, ``docs``: the donor rows; ``groups``: each row's image number in the index (-1 when
-    unknown), ``paths``: its image file. :meth:`allowed` says whether a donor may serve a caption whose
-    source image is ``src``: never one that shows that image.
-    """
-
-    def __init__(self, ids: Sequence[str], texts: Sequence[str], docs: Sequence, groups: Sequence[int],
-                 paths: Sequence[Optional[str]]):
-        self.ids, self.texts = list(ids), list(texts)
-        self.groups = np.asarray(groups, dtype=np.int64)
-        self.paths = list(paths)
-        self.nouns = {tag: _Table() for tag in _NOUN_TAGS}
-        self.colours, self.relations, self.chunks = _Table(), _Table(), _Table()
-        self.verbs: dict[str, _Table] = defaultdict(_Table)
-        self.lemma: dict[str, str] = {}
-        self.chunk_root: dict[str, str] = {}
-        for d, doc in enumerate(docs):
-            for t in doc:
-                if _is_object_noun(t):
-                    self.nouns[t.tag_].add(t.lower_, d)
-                    self.lemma.setdefault(t.lower_, t.lemma_.lower())
-                elif _is_colour(t):
-                    self.colours.add(t.lower_, d)
-                if relation_class(t.lower_) is not None and t.pos_ != "PROPN":
-                    self.relations.add(t.lower_, d)
-                if _is_relation_verb(t):
-                    self.verbs[t.tag_].add(t.lower_, d)
-                    self.lemma.setdefault(t.lower_, t.lemma_.lower())
-            for chunk in doc.noun_chunks:
-                root = chunk.root
-                if (len(chunk) >= 2 and chunk[0].lower_ in ARTICLE_WORDS and root.tag_ == "NN"
-                        and _is_object_noun(root)):
-                    text = chunk.text.lower()
-                    self.chunks.add(text, d)
-                    self.chunk_root.setdefault(text, root.lemma_.lower())
-        for table in (*self.nouns.values(), self.colours, self.relations, self.chunks, *self.verbs.values()):
-            table.freeze()
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def allowed_for(self, src: SourceKey) -> Callable[[int], bool]:
-        def allowed(d: int) -> bool:
-            if src.group >= 0 and self.groups[d] == src.group:
-                return False
-            return not (src.path is not None and self.paths[d] == src.path)
-        return allowed
-
-    def draw_text(self, rng: np.random.Generator, allowed: Callable[[int], bool], unlike: str,
-                  tries: int = 32) -> Optional[int]:
-        """A donor row (uniform) that may serve this caption and whose text differs from ``unlike``."""
-        n = len(self.ids)
-        for _ in range(tries):
-            d = int(rng.integers(n))
-            if allowed(d) and self.texts[d].strip() != unlike.strip():
-                return d
-        pool = [d for d in range(n) if allowed(d) and self.texts[d].strip() != unlike.strip()]
-        return pool[int(rng.integers(len(pool)))] if pool else None
 
 
 # -- the kinds ----------------------------------------------------------------------------------------------------
@@ -361,15 +133,15 @@ def _clauses(doc, rng, pool, allowed) -> Optional[tuple[str, Optional[int]]]:
         span = None
         if tok.dep_ == "conj" and tok.pos_ in ("VERB", "AUX") and any(
                 c.dep_ in ("nsubj", "nsubjpass", "expl") for c in tok.children):
-            span = _subtree(tok)
+            span = subtree(tok)
         elif tok.dep_ in ("advcl", "relcl", "acl"):
-            span = _subtree(tok)
+            span = subtree(tok)
         elif tok.dep_ == "prep" and tok.lower_ != "of":
             head = tok.head
             if head.pos_ in ("NOUN", "PROPN") and head.lower_ not in LOCATIVE_NOUNS:
-                span = _subtree(tok)
+                span = subtree(tok)
             elif head.pos_ in ("VERB", "AUX") and not _verb_needs(tok):
-                span = _subtree(tok)
+                span = subtree(tok)
         if not span:
             continue
         span = {i for i in _with_comma(doc, span) if doc[i].text not in _SENTENCE_END}
@@ -390,7 +162,7 @@ def _modifiers(doc, rng, pool, allowed) -> Optional[tuple[str, Optional[int]]]:
         head = tok.head
         if (tok.dep_ in _MODIFIER_DEPS and head.i != tok.i and tok.i < head.i and head.pos_ in ("NOUN", "PROPN")
                 and head.lower_ not in LOCATIVE_NOUNS and tok.pos_ in ("ADJ", "VERB", "NOUN", "PROPN", "NUM")):
-            drop |= _subtree(tok)
+            drop |= subtree(tok)
     drop = {i for i in drop if doc[i].pos_ != "DET"}
     if not drop:
         return None
@@ -404,7 +176,7 @@ def _in_turn(rng: np.random.Generator, targets: list) -> list:
 
 
 def _colour(doc, rng, pool, allowed) -> Optional[tuple[str, Optional[int]]]:
-    targets = [t for t in doc if _is_colour(t)]
+    targets = [t for t in doc if is_colour(t)]
     present = {colour_class(t.lower_) for t in targets}
     for target in _in_turn(rng, targets):
         mine = colour_class(target.lower_)
@@ -412,13 +184,13 @@ def _colour(doc, rng, pool, allowed) -> Optional[tuple[str, Optional[int]]]:
                or pool.colours.draw(rng, lambda w: colour_class(w) != mine, allowed))
         if got is not None:
             word, donor = got
-            return render(doc, replace={target.i: _case_like(word, target.text)}), donor
+            return render(doc, replace={target.i: case_like(word, target.text)}), donor
     return None
 
 
 def _object(doc, rng, pool, allowed) -> Optional[tuple[str, Optional[int]]]:
-    said = _noun_words(doc)
-    for target in _in_turn(rng, [t for t in doc if _is_object_noun(t)]):
+    said = noun_words(doc)
+    for target in _in_turn(rng, [t for t in doc if is_object_noun(t)]):
         lemma = target.lemma_.lower()
 
         def ok(word: str) -> bool:
@@ -428,13 +200,13 @@ def _object(doc, rng, pool, allowed) -> Optional[tuple[str, Optional[int]]]:
         got = pool.nouns[target.tag_].draw(rng, ok, allowed)
         if got is not None:
             word, donor = got
-            return render(doc, replace={target.i: _case_like(word, target.text)}), donor
+            return render(doc, replace={target.i: case_like(word, target.text)}), donor
     return None
 
 
 def _relation(doc, rng, pool, allowed) -> Optional[tuple[str, Optional[int]]]:
     targets = [t for t in doc if (relation_class(t.lower_) is not None and t.pos_ != "PROPN")
-               or _is_relation_verb(t)]
+               or is_relation_verb(t)]
     words = {t.lower_ for t in doc}
     for target in _in_turn(rng, targets):
         cls = relation_class(target.lower_)
@@ -453,18 +225,18 @@ def _relation(doc, rng, pool, allowed) -> Optional[tuple[str, Optional[int]]]:
             if got is None:
                 continue
         word, donor = got
-        return render(doc, replace={target.i: _case_like(word, target.text)}), donor
+        return render(doc, replace={target.i: case_like(word, target.text)}), donor
     return None
 
 
 def _swap(doc, rng, pool, allowed) -> Optional[tuple[str, Optional[int]]]:
-    colours = [t for t in doc if _is_colour(t)]
+    colours = [t for t in doc if is_colour(t)]
     pairs = [(a, b) for i, a in enumerate(colours) for b in colours[i + 1:]
              if colour_class(a.lower_) != colour_class(b.lower_) and a.head.i != b.head.i]
     if not pairs:
         return None
     a, b = pairs[int(rng.integers(len(pairs)))]
-    return render(doc, replace={a.i: _case_like(b.lower_, a.text), b.i: _case_like(a.lower_, b.text)}), None
+    return render(doc, replace={a.i: case_like(b.lower_, a.text), b.i: case_like(a.lower_, b.text)}), None
 
 
 def _join(caption: str, extra: str) -> str:
@@ -476,12 +248,12 @@ def _repeat(doc, rng, pool, allowed):
 
 
 def _stuff(doc, rng, pool, allowed):
-    words = _content_words(doc)
+    words = content_words(doc)
     return (_join(doc.text, " ".join(words)), None) if words else None
 
 
 def _keywords(doc, rng, pool, allowed):
-    words = _content_words(doc)
+    words = content_words(doc)
     text = " ".join(words)
     return (text, None) if len(words) >= 2 and words_of(text) != words_of(doc.text) else None
 
@@ -508,7 +280,7 @@ def _concat(doc, rng, pool, allowed):
 
 
 def _hallucinate(doc, rng, pool, allowed):
-    said = _noun_words(doc)
+    said = noun_words(doc)
     nouns = {t.lemma_.lower() for t in doc if t.pos_ == "NOUN"}
 
     def ok(chunk: str) -> bool:

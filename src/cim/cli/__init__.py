@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "index": ("cim.cli.index", "embed a corpus manifest in resumable shards and build the search index"),
     "score": ("cim.cli.score", "score captions with the CIM reward (jsonl in, jsonl out)"),
     "verify": ("cim.cli.verify", "check that the reward tracks caption quality on the demo world"),
+    "audit": ("cim.cli.audit", "does the reward carry signal on this corpus? detail, precision and hacks per "
+              "component, no labels"),
     "evaluate": ("cim.cli.evaluate", "score captions on the declared benchmarks: CAPTURE, fine-grained, Relations QA, "
                  "BLEU/METEOR, CIM"),
     "serve": ("cim.cli.serve", "run the reward service (HTTP, dynamic batching)"),

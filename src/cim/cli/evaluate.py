@@ -32,6 +32,9 @@ def add_arguments(parser) -> None:
                                             "(kkk5/CIM-Qwen2.5-VL-7B, ...)")
     parser.add_argument("--with-base", action="store_true",
                         help="a released checkpoint: also caption with its base model (the baseline row)")
+    parser.add_argument("--subset", action="store_true",
+                        help="score a captions file that leaves images out on the images it captions, every metric "
+                             "on those (eval.allow_partial); without it that is an error")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the resolved plan (protocol, captioner and weights, benchmarks) and exit")
     add_protocol_argument(parser)
@@ -52,6 +55,8 @@ def option_overrides(args) -> list[str]:
         extra.append(f"eval.method={args.method}")
     if args.baseline:
         extra.append(f"eval.baseline={args.baseline}")
+    if getattr(args, "subset", False):
+        extra.append("eval.allow_partial=true")
     return extra
 
 

@@ -46,7 +46,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from cim.errors import CimError, InputError, describe_decode_error
 from cim.io import atomic_write_text, read_jsonl

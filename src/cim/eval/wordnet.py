@@ -69,7 +69,7 @@ def ensure_wordnet() -> Path:
 
 
 @functools.lru_cache(maxsize=1)
-def _wordnet():
+def wordnet():
     ensure_wordnet()
     from nltk.corpus import wordnet
 
@@ -97,4 +97,4 @@ def lemma_names(word: str) -> frozenset[str]:
     key = "_".join(word.split())
     if not key:
         return frozenset()
-    return frozenset(lemma.name() for synset in _wordnet().synsets(key) for lemma in synset.lemmas())
+    return frozenset(lemma.name() for synset in wordnet().synsets(key) for lemma in synset.lemmas())

@@ -29,6 +29,7 @@ OUTPUT_PATHS = {
     "world": ("world.out_dir", "index.manifest", "index.sources", "train.manifest", "train.local.eval_manifest"),
     "index": ("index.out_dir",),
     "verify": ("verify.out_dir",),
+    "audit": ("audit.out_dir",),
     "train": ("train.data_dir", "train.local.out_dir", "train.local.report_dir", "train.verl.checkpoint_dir"),
     "eval": ("eval.out_dir",),
     "pipeline": ("pipeline.checkpoint_dir", "pipeline.report_dir", "pipeline.captions_dir", "pipeline.out_dir"),

@@ -50,9 +50,9 @@ def main(argv: list[str] | None = None) -> int:
 
     ctx = Context(out, progress=lambda line: print(line, flush=True))
     ctx.state["profile"] = str(profile)
-    from cim.smoke.chain import _free_port
+    from cim.smoke.chain import free_port
 
-    ctx.state["port"] = _free_port()
+    ctx.state["port"] = free_port()
     os.chdir(out)
     header = {"profile": str(profile), "out": str(out), "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
     summary = run_steps(STEPS, ctx, out / "summary.json", header=header)

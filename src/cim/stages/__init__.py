@@ -16,6 +16,7 @@ manifest           :func:`cim.stages.manifest.manifest` — a corpus manifest fr
 index              :func:`cim.stages.index.index` — resumable shards, the search index, source embeddings
 score              :func:`cim.stages.score.score_file` — captions in, rewards out
 verify             :func:`cim.stages.verify.verify` — does the reward order captions of known quality?
+audit              :func:`cim.stages.audit.audit` — does it carry signal on this corpus? (no labels)
 evaluate           :func:`cim.stages.evaluate.evaluate` — benchmarks x captions -> metrics, tables
 serve              :func:`cim.stages.serve.serve` — the reward service
 prepare-train      :func:`cim.stages.prepare_train.prepare_train` — verl's parquet
