@@ -18,9 +18,13 @@ PLUGIN = REPO / "tests" / "fixtures" / "cim_toy_plugin"
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
+    import shutil
+
+    source = tmp_path_factory.mktemp("src") / "cim_toy_plugin"       # pip builds in the source folder: a copy
+    shutil.copytree(PLUGIN, source)
     target = tmp_path_factory.mktemp("site")
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
-                    "--target", str(target), str(PLUGIN)], check=True, capture_output=True, text=True, timeout=300)
+                    "--target", str(target), str(source)], check=True, capture_output=True, text=True, timeout=300)
     assert list(target.glob("cim_toy_plugin-*.dist-info/entry_points.txt"))
     return target
 

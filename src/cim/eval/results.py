@@ -200,31 +200,26 @@ def comparison_markdown(table: dict, summary_only: bool = True) -> str:
 
     cols = [c for c in table_columns() if c.key in table["columns"] and (c.summary or not summary_only)]
     base = table["baseline"]
-    head = "| Captioner | seeds | " + " | ".join(c.header for c in cols) + " |"
-    rule = "|---|---|" + "---|" * len(cols)
+
+    def mean(r: dict, c) -> str:
+        ci = r.get(f"{c.key}_ci95")
+        return f"{r[c.key] * _pct(c):.2f}" + (f" ± {(ci[1] - ci[0]) / 2 * _pct(c):.2f}" if ci else "")
+
+    def delta(r: dict, c) -> str:
+        ci, s = r.get(f"delta_{c.key}_ci95"), _pct(c)
+        span = f" [{ci[0] * s:+.2f}, {ci[1] * s:+.2f}]" if ci else ""
+        return f"{r[f'delta_{c.key}'] * s:+.2f}{span}{'*' if significant(r, c.key) else ''}"
+
+    def rows(cell, skip_base: bool) -> list[str]:
+        return [f"| {'○' if r['captioner'] == base else '●'} {r['captioner']} | {r['n_seeds']} | "
+                + " | ".join(cell(r, c) for c in cols) + " |"
+                for r in table["rows"] if not (skip_base and r["captioner"] == base)]
+
+    head = ["| Captioner | seeds | " + " | ".join(c.header for c in cols) + " |", "|---|---|" + "---|" * len(cols)]
     out = [f"### {table['benchmark']}: mean over seeds ± half the 95% interval ({table['samples']} images)", "",
-           head, rule]
-    for r in table["rows"]:
-        cells = []
-        for c in cols:
-            k, s = c.key, _pct(c)
-            ci = r.get(f"{k}_ci95")
-            half = f" ± {(ci[1] - ci[0]) / 2 * s:.2f}" if ci else ""
-            cells.append(f"{r[k] * s:.2f}{half}")
-        mark = "○ " if r["captioner"] == base else "● "
-        out.append(f"| {mark}{r['captioner']} | {r['n_seeds']} | " + " | ".join(cells) + " |")
-    out += ["", f"### Δ vs {base} (paired bootstrap over images and seeds, 95% interval; * = excludes 0)", "",
-            head, rule]
-    for r in table["rows"]:
-        if r["captioner"] == base:
-            continue
-        cells = []
-        for c in cols:
-            k, s = c.key, _pct(c)
-            ci = r.get(f"delta_{k}_ci95")
-            span = f" [{ci[0] * s:+.2f}, {ci[1] * s:+.2f}]" if ci else ""
-            cells.append(f"{r[f'delta_{k}'] * s:+.2f}{span}{'*' if significant(r, k) else ''}")
-        out.append(f"| ● {r['captioner']} | {r['n_seeds']} | " + " | ".join(cells) + " |")
+           *head, *rows(mean, False), "",
+           f"### Δ vs {base} (paired bootstrap over images and seeds, 95% interval; * = excludes 0)", "",
+           *head, *rows(delta, True)]
     skips = sorted({f"{m} skipped {'/'.join(map(str, v))} of {r['samples']} images for {r['captioner']}"
                     for r in table["rows"] for m, v in (r.get("coverage") or {}).get("skipped", {}).items()})
     out += [""] + [f"- coverage: {line} (the metric's own rule; per seed)" for line in skips]
