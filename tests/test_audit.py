@@ -16,6 +16,7 @@ from cim.audit.measure import state, summarise
 from cim.audit.donors import DonorPool, SourceKey
 from cim.audit.perturb import caption_seed, make_pairs, parse
 from cim.audit.text import words_of
+from conftest import TINY_OVERRIDES
 from cim.audit.report import JSON_KEYS, verdict
 from cim.audit.settings import AXES, DETAIL, HACKS, KINDS, PRECISION
 
@@ -353,7 +354,8 @@ def test_log_audit_into_the_active_run(audited, tmp_path):
 
     report, out = audited
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    with mlflow.start_run() as run:
+    exp = mlflow.set_experiment("audit-test")          # (another test's active experiment is of another store)
+    with mlflow.start_run(experiment_id=exp.experiment_id) as run:
         log_audit({**report, "runtime": {"total_s": 1.5}}, out)
     got = mlflow.MlflowClient().get_run(run.info.run_id)
     m = got.data.metrics
@@ -374,3 +376,29 @@ def test_bad_options_are_config_errors(tiny_cfg):
     with pytest.raises(ConfigError, match="sample"):
         resolve(tiny_cfg, sample=-1)
     assert resolve(tiny_cfg, kinds="swap,sentences").kinds == ["sentences", "swap"]
+
+
+def test_the_audit_stage_records_its_run_and_the_command_prints_verdicts(tiny_cfg, tiny_index_dir, tmp_path):
+    """`cim audit` -> the stage: the report files, and one MLflow run `audit` whose duration covers the work."""
+    import os
+
+    import mlflow
+
+    from cim.cli import main
+
+    db = tmp_path / "mlflow.db"
+    argv = ["audit", "--index", str(tiny_index_dir), "--manifest", tiny_cfg.index.manifest, "--out",
+            str(tmp_path / "out"), "--sample", "20", "--no-pairs", "--no-progress", f"tracking.uri=sqlite:///{db}",
+            f"tracking.artifact_dir={tmp_path / 'art'}", *TINY_OVERRIDES]
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)
+    try:
+        assert main(argv) == 0
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+    report = json.loads((tmp_path / "out" / "audit.json").read_text())
+    assert report["n"] == 20 and not (tmp_path / "out" / "pairs.jsonl").exists()
+    client = mlflow.MlflowClient(f"sqlite:///{db}")
+    (run,) = client.search_runs([client.get_experiment_by_name("cim").experiment_id], "tags.stage = 'audit'")
+    assert run.data.metrics["grc.detail.rate"] == report["components"]["grc"]["detail"]["rate"]
+    assert run.info.end_time - run.info.start_time > 0

@@ -238,6 +238,7 @@ def rollout(ctx: Context) -> dict:
     expect(float(torch.tensor(list(batch.non_tensor_batch["reward_system_failed"])).sum()) == 0,
            "the reward system failed for some rollouts")
     ctx.state["rollouts"] = batch
+    (ctx.out / "cache").mkdir(parents=True, exist_ok=True)
     batch.save_to_disk(str(ctx.out / "cache" / "rollouts.pt"))      # the trainer's batch, for inspection
     ctx.state["stop_service"]()
     (ctx.out / "logs" / "rollouts.jsonl").write_text("".join(
