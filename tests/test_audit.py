@@ -354,8 +354,9 @@ def test_log_audit_into_the_active_run(audited, tmp_path):
 
     report, out = audited
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    exp = mlflow.set_experiment("audit-test")          # (another test's active experiment is of another store)
-    with mlflow.start_run(experiment_id=exp.experiment_id) as run:
+    # artifacts beside the database, not in the working folder's mlruns/ (a sqlite store's default)
+    exp_id = mlflow.create_experiment("audit-test", artifact_location=(tmp_path / "artifacts").as_uri())
+    with mlflow.start_run(experiment_id=exp_id) as run:
         log_audit({**report, "runtime": {"total_s": 1.5}}, out)
     got = mlflow.MlflowClient().get_run(run.info.run_id)
     m = got.data.metrics
