@@ -27,7 +27,7 @@ run: setup
 	CIM_PIPELINE_ID=$${CIM_PIPELINE_ID:-repro-$$(date +%Y%m%d-%H%M%S)} dvc repro
 
 test: setup
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=20
 
 bench: setup
 	$(BIN)/python perf/reward_throughput.py
