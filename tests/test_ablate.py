@@ -84,6 +84,8 @@ def test_ablate_beta_writes_the_report_with_one_child_run_per_variant(tiny_cfg, 
     for lvl in ("wrong", "detailed-correct"):
         assert mean(high, lvl) - mean(low, lvl) == pytest.approx(1.5 * high[f"qir.mean.{lvl}"], abs=1e-5)
     assert (out / "beta.md").read_text().count("| beta=") == 2 and (out / "beta.png").stat().st_size > 5000
+    dvc_shaped = json.loads((out / "beta.metrics.json").read_text())     # what dvc metrics show / exp show read
+    assert dvc_shaped == {r["variant"]: {k: v for k, v in r.items() if k != "variant"} for r in written["rows"]}
 
     client, children = _child_runs(tmp_path, report["run_id"])
     assert sorted(r.data.tags["ablate.variant"] for r in children) == ["beta=0.5", "beta=2"]

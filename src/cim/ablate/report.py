@@ -1,6 +1,7 @@
-"""An ablation's report: ``<axis>.json`` (the rows), ``<axis>.md`` (a table) and ``<axis>.png`` (the paper's
-shape: bars per variant for components and encoders, a line over corpus size for scale, a line over β).
-Nothing in them depends on where or when the ablation ran."""
+"""An ablation's report: ``<axis>.json`` (the rows), ``<axis>.md`` (a table), ``<axis>.png`` (the paper's
+shape: bars per variant for components and encoders, a line over corpus size for scale, a line over β) and
+``<axis>.metrics.json`` (variant -> measurement -> number: the shape DVC shows, declared in dvc.yaml's
+top-level ``metrics``). Nothing in them depends on where or when the ablation ran."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,7 @@ from typing import Sequence
 
 from cim.io import atomic_write_json, atomic_write_text
 
-__all__ = ["write_report", "markdown", "plot"]
+__all__ = ["write_report", "markdown", "plot", "dvc_metrics"]
 
 TERMS = {"score": "Υ", "grc": "GRC", "qir": "QIR"}
 MEASUREMENTS = {
@@ -105,10 +106,19 @@ def plot(report: dict, path: Path) -> Path:
     return path
 
 
+def dvc_metrics(report: dict) -> dict[str, dict[str, float]]:
+    """The rows as DVC reads metrics: variant -> measurement -> number (DVC drops lists and strings)."""
+    return {row["variant"]: {k: v for k, v in row.items()
+                             if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            for row in report["rows"]}
+
+
 def write_report(report: dict, variants: Sequence, out_dir: Path) -> list[Path]:
-    """``<axis>.json``, ``<axis>.md`` and ``<axis>.png`` in ``out_dir``; returns their paths."""
+    """``<axis>.json``, ``<axis>.md``, ``<axis>.png`` and ``<axis>.metrics.json`` in ``out_dir``; their paths."""
     axis = report["axis"]
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / f"{axis}.json", report, indent=2)
+    atomic_write_json(out_dir / f"{axis}.metrics.json", dvc_metrics(report), indent=1)
     atomic_write_text(out_dir / f"{axis}.md", markdown(report, variants))
-    return [out_dir / f"{axis}.json", out_dir / f"{axis}.md", plot(report, out_dir / f"{axis}.png")]
+    return [out_dir / f"{axis}.json", out_dir / f"{axis}.metrics.json", out_dir / f"{axis}.md",
+            plot(report, out_dir / f"{axis}.png")]
