@@ -178,6 +178,11 @@ def test_mlflow_runs_are_named_children_of_one_parent_and_the_captioner_loads_ba
         seed1 = loop["table"]["rows"][2]["per_seed"]["capture"][1]
         got = [m for m in named["cim-grc-s1"].metrics if m.key == "capture"]
         assert got and got[0].value == pytest.approx(seed1) and got[0].dataset_name == "world"
+        # ... logged into the run that logged the model, not into the compare run (no seed's number there)
+        trained = by_name["train[mode=grc,seed=1]"]
+        assert named["cim-grc-s1"].source_run_id == trained.info.run_id
+        assert trained.data.metrics["capture"] == pytest.approx(seed1)
+        assert "capture" not in client(cfg).get_run(compare_id).data.metrics
     finally:
         os.chdir(REPO)
 

@@ -90,7 +90,8 @@ def _log(cfg, table: dict, key: str, files: list) -> tuple[str, int]:
 
 
 def _model_metrics(cfg, table: dict) -> int:
-    """Each seed's metrics on its logged model, the benchmark as the dataset; returns how many models."""
+    """Each seed's metrics on its logged model (and the training run that logged it), the benchmark as the
+    dataset; returns how many models."""
     import mlflow
 
     from cim.tracking import configure
@@ -108,7 +109,9 @@ def _model_metrics(cfg, table: dict) -> int:
                                                 filter_string=f"tags.`cim.state_sha256` = '{state}'")
             if not found:
                 continue
-            mlflow.log_metrics(metrics, model_id=found[0].model_id, dataset=dataset)
+            # into the run that logged the model (a checkpoint's benchmark numbers beside its training curves),
+            # never the active compare run: its metrics would be each seed's in turn, the last one left standing
+            mlflow.log_metrics(metrics, model_id=found[0].model_id, dataset=dataset, run_id=found[0].source_run_id)
             n += 1
     return n
 
