@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 from typing import Sequence
 
@@ -134,4 +135,6 @@ def _dataset(cfg, benchmark: str):
     bench = Evaluator(cfg).load(benchmark)
     frame = pd.DataFrame({"id": [s.id for s in bench.samples],
                           "reference": [s.references[0] if s.references else "" for s in bench.samples]})
-    return mlflow.data.from_pandas(frame, name=benchmark, source=bench.spec.source or benchmark)
+    with warnings.catch_warnings():      # a local path is two equal source types to MLflow: it warns, then picks one
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        return mlflow.data.from_pandas(frame, name=benchmark, source=bench.spec.source or benchmark)
