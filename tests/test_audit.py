@@ -7,7 +7,6 @@ not nested; MLflow logging.
 """
 import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest

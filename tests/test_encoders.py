@@ -12,7 +12,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import importlib.metadata
 import importlib.util
-import sys
 import zipfile
 from pathlib import Path
 

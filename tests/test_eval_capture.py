@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from cim.eval.capture import (STOP_WORDS, Capture, Elements, PhraseEmbeddings, capture_elements, hard_match,
+from cim.eval.capture import (STOP_WORDS, Capture, PhraseEmbeddings, capture_elements, hard_match,
                               soft_match, synonym_match)
 from cim.eval.parsers import SceneGraph, SpacyParser
 

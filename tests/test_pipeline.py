@@ -17,7 +17,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = REPO / "src"

@@ -134,7 +134,7 @@ def test_cim_score_cli(tiny_cfg, tiny_index_dir, tiny_world, tmp_path, defaults_
         fh.write(b"not json\n")
         fh.write(b'{"caption": "", "image_id": "b00000"}\n')
     out = tmp_path / "out.jsonl"
-    overrides = [f"encoders.image.image_size=64", f"index.out_dir={tiny_index_dir}"]
+    overrides = ["encoders.image.image_size=64", f"index.out_dir={tiny_index_dir}"]
     proc = subprocess.run([sys.executable, "-m", "cim.cli", "score", "--params", str(defaults_params),
                            "--input", str(src), "--output", str(out), *overrides],
                           capture_output=True, text=True, timeout=300)

@@ -17,7 +17,7 @@ from cim.config import WorldConfig
 from cim.data.manifest import read_manifest, read_sources
 from cim.io import read_jsonl
 from cim.data.world import generate_world, names_fine_label
-from cim.data.world_captions import BG_PHRASES, LEVELS, coarse_correct_caption, detailed_caption, inject_errors
+from cim.data.world_captions import BG_PHRASES, LEVELS, detailed_caption, inject_errors
 from cim.data.world_render import render_scene
 from cim.data.world_scene import (COLOUR_WORDS, SHAPE_WORDS, SIZE_WORDS, TEXTURE_WORDS, compute_relations,
                                   relation_between, sample_prototypes, sample_scene)
