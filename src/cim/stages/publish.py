@@ -98,7 +98,7 @@ def _model_metrics(cfg, table: dict) -> int:
     from cim.tracking import configure
 
     exp = configure(cfg)
-    dataset = _dataset(cfg, table["benchmark"])
+    dataset = None                      # the benchmark is loaded once, and only when a model is there to carry it
     n = 0
     for row in table["rows"]:
         for i, captions in enumerate(table["files"][row["captioner"]]):
@@ -110,6 +110,8 @@ def _model_metrics(cfg, table: dict) -> int:
                                                 filter_string=f"tags.`cim.state_sha256` = '{state}'")
             if not found:
                 continue
+            if dataset is None:
+                dataset = _dataset(cfg, table["benchmark"])
             # into the run that logged the model (a checkpoint's benchmark numbers beside its training curves),
             # never the active compare run: its metrics would be each seed's in turn, the last one left standing
             mlflow.log_metrics(metrics, model_id=found[0].model_id, dataset=dataset, run_id=found[0].source_run_id)
