@@ -10,7 +10,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # top to bottom; a package may import its own modules and any package of a lower layer, nothing else
 LAYERS = [
-    {"cli", "flows", "smoke"},              # entry points: parse arguments / orchestrate / check a chain
+    {"cli", "flows"},                       # entry points: parse arguments / orchestrate
     {"stages"},                             # one function per stage: determinism, MLflow run, outputs
     {"pipeline", "ablate", "audit"},        # experiments over the parts: the comparison, ablations, audits
     {"train"},                              # verl and the local CPU backend
