@@ -68,8 +68,8 @@ def _imports(mods: dict[str, Path]) -> dict[str, set[str]]:
         for node in ast.walk(tree):
             targets = []
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
-                targets = [t for t in _named(node.value) if not (
-                    name == REGISTRY_TABLE and LAYER[_package(t)] >= REGISTRY_TABLE_REACH)]
+                targets = [t for t in _named(node.value) if not (name == REGISTRY_TABLE and resolve(t)
+                                                                   and LAYER[_package(resolve(t))] >= REGISTRY_TABLE_REACH)]
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -174,7 +174,8 @@ def test_imports_by_name_and_started_modules_are_arrows():
     assert _named("pkg://cim.train.verl.reward") == ["cim.train.verl.reward"]
     assert _named("cim serve") == _named("a cim.cli mention in a sentence") == _named("cim") == []
     edges = _imports(_modules())
-    assert "cim.cli.serve" in edges["cim.cli"]                           # COMMANDS: name -> module, by name
+    assert "cim.service" in edges["cim.service.process"]                 # the child process: -m cim.service
+    assert "cim.eval.world_truth" in edges["cim.eval.metrics"]           # "cim.eval.world_truth.scene_recall"
     assert "cim.train.verl.reward" in edges["cim.train.verl.launch"]     # verl loads the reward by pkg:// name
     assert "cim.eval.captioners" not in edges["cim.plugins"]             # the registry table, within its reach
 
