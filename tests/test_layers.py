@@ -60,6 +60,10 @@ def _imports(mods: dict[str, Path]) -> dict[str, set[str]]:
             name = name.rpartition(".")[0]
         return name or None
 
+    def within_table_reach(module: str, target: str) -> bool:
+        found = resolve(target)
+        return module == REGISTRY_TABLE and bool(found) and LAYER[_package(found)] >= REGISTRY_TABLE_REACH
+
     edges: dict[str, set[str]] = defaultdict(set)
     for name, path in mods.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
@@ -68,8 +72,7 @@ def _imports(mods: dict[str, Path]) -> dict[str, set[str]]:
         for node in ast.walk(tree):
             targets = []
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
-                targets = [t for t in _named(node.value) if not (name == REGISTRY_TABLE and resolve(t)
-                                                                   and LAYER[_package(resolve(t))] >= REGISTRY_TABLE_REACH)]
+                targets = [t for t in _named(node.value) if not within_table_reach(name, t)]
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):

@@ -4,8 +4,8 @@ An entry is declared where its ``@REGISTRY.register("name")`` decorator stands, 
 imports its modules, the built-ins its entry-point ``group`` declares in pyproject.toml (those of a higher
 floor, which this low module does not name) and the third-party ``cim.plugins`` entry points
 (:func:`cim.registry.load_plugins`) on its first read, so a stage imports the code of the kinds it uses.
-Importing this module imports no model code. Closed choices the code branches on (``reward.mode``, ``index.kind``, ...) are not plugins:
-the schema declares them (:func:`cim.config.choices`).
+Importing this module imports no model code. Closed choices the code branches on (``reward.mode``,
+``index.kind``, ...) are not plugins: the schema declares them (:func:`cim.config.choices`).
 
 To add an entry of your own, import the registry from here and register on it; to make it reach the ``cim``
 command, DVC and the flows, ship it in a package with a ``cim.plugins`` entry point (docs/extending.md).
