@@ -1,5 +1,6 @@
 # Two entry points: `make run` (the embedded default, offline, ends in `dvc repro`) and `make test`.
-# `make smoke-full`: the full-scale path on tiny random models of the real architectures (docs/full-scale.md).
+# `make smoke-full`: the full-scale path on tiny random models of the real architectures (docs/full-scale.md;
+# the harness is tests/e2e/full_path, not part of the installed package).
 SHELL := /bin/bash
 PYTHON ?= python3.11
 VENV := .venv
@@ -34,7 +35,7 @@ bench: setup
 	$(BIN)/python perf/index_throughput.py
 
 smoke-full: setup
-	$(BIN)/python -m cim.smoke --out $(SMOKE_OUT)
+	PYTHONPATH=$(CURDIR)/tests$${PYTHONPATH:+:$$PYTHONPATH} $(BIN)/python -m e2e.full_path --out $(SMOKE_OUT)
 
 clean-data:
 	rm -rf data/world data/index reports
