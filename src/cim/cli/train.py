@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from cim.cli import add_protocol_argument, load
+from cim.cli import add_shared, load
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--seed (into <pipeline.checkpoint_dir>/NAME-sSEED)")
     parser.add_argument("--seed", type=int, default=None,
                         help="with --variant: the GRPO seed (default: the first of pipeline.seeds)")
-    add_protocol_argument(parser)
+    add_shared(parser, "protocol", "no-progress")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -53,11 +53,11 @@ def run(args: argparse.Namespace) -> int:
         seed = cfg.pipeline.seeds[0] if args.seed is None else args.seed
         variant_config(cfg, args.variant, seed)   # a name that is no row: one line, before any work
         if args.variant == cfg.pipeline.sft:
-            train_sft(cfg, checkpoint_dir(cfg, args.variant))
+            train_sft(cfg, checkpoint_dir(cfg, args.variant), progress=not args.no_progress)
         else:
             train_variant(cfg, args.variant, seed, checkpoint_dir(cfg, cfg.pipeline.sft),
-                          checkpoint_dir(cfg, run_of(cfg, args.variant, seed)))
+                          checkpoint_dir(cfg, run_of(cfg, args.variant, seed)), progress=not args.no_progress)
         return 0
     from cim.stages.train import train
 
-    return int(train(cfg, dry_run=args.dry_run)["returncode"])
+    return int(train(cfg, dry_run=args.dry_run, progress=not args.no_progress)["returncode"])
