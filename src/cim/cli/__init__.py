@@ -183,15 +183,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_command(name: str, argv: list[str]) -> int:
     """Parse ``argv`` for command ``name``, settle the params file, run the command; errors propagate."""
+    module, parser = command_parser(name)
+    args = parse(parser, argv)
+    args.params = settle_params(name, args.params, args.overrides)
+    settle_out(name, args)
+    return int(module.run(args) or 0)
+
+
+def command_parser(name: str):
+    """Command ``name``'s module and its parser: the command's own options, then :func:`add_common`."""
     module_name, help_text = COMMANDS[name]
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"cim {name}", description=help_text)
     module.add_arguments(parser)       # first: a command's own positional (`cim ablate AXIS`) precedes the overrides
     add_common(parser)
-    args = parse(parser, argv)
-    args.params = settle_params(name, args.params, args.overrides)
-    settle_out(name, args)
-    return int(module.run(args) or 0)
+    return module, parser
 
 
 def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:

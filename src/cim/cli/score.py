@@ -1,4 +1,4 @@
-"""`cim score --index DIR --input FILE --output FILE`: jsonl in (caption + image_id or image), jsonl out
+"""`cim score --index DIR --captions FILE --out FILE`: jsonl in (caption + image_id or image), jsonl out
 (one row per input line: the input row plus ``line`` and the reward's keys; docs/reward.md)."""
 from __future__ import annotations
 
