@@ -17,7 +17,7 @@ OLD_SPELLINGS = {old: flag for flag, olds in FLAGS.values() for old in olds}
 
 # where a shared option means something: the command has progress bars / logs to MLflow / reads a protocol
 NO_PROGRESS = {"prepare", "index", "score", "verify", "audit", "train", "ablate", "caption"}
-NO_MLFLOW = {"prepare", "index", "verify", "audit", "evaluate", "caption", "compare"}
+NO_MLFLOW = {"prepare", "index", "verify", "audit", "evaluate", "caption", "compare", "train"}
 PROTOCOL = {"verify", "audit", "evaluate", "prepare-train", "train", "caption", "compare"}
 # commands that write files (publish reads --out; serve writes nothing)
 WRITES = set(COMMANDS) - {"serve"}
@@ -189,7 +189,7 @@ def test_runs_is_ignored_by_git():
     ("verify", ["--no-progress", "--no-mlflow"], "cim.stages.verify", "verify"),
     ("audit", ["--no-progress", "--no-mlflow"], "cim.stages.audit", "audit"),
     ("score", ["--captions", "in.jsonl", "--out", "o.jsonl", "--no-progress"], "cim.stages.score", "score_file"),
-    ("train", ["--backend", "local", "--no-progress"], "cim.stages.train", "train"),
+    ("train", ["--backend", "local", "--no-progress", "--no-mlflow"], "cim.stages.train", "train"),
     ("ablate", ["beta", "--no-progress"], "cim.stages.ablate", "ablate"),
 ])
 def test_no_progress_and_no_mlflow_reach_the_stage(name, argv, stage_module, stage_name, workspace, monkeypatch):

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --variant: the GRPO seed (default: the first of pipeline.seeds)")
     add_out(parser, help="the run's checkpoint folder (local: train.local.out_dir; verl: train.verl.checkpoint_dir); "
                          "not with --variant, whose folder is <pipeline.checkpoint_dir>/NAME")
-    add_shared(parser, "protocol", "no-progress")
+    add_shared(parser, "protocol", "no-mlflow", "no-progress")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,11 +61,14 @@ def run(args: argparse.Namespace) -> int:
         seed = cfg.pipeline.seeds[0] if args.seed is None else args.seed
         variant_config(cfg, args.variant, seed)   # a name that is no row: one line, before any work
         if args.variant == cfg.pipeline.sft:
-            train_sft(cfg, checkpoint_dir(cfg, args.variant), progress=not args.no_progress)
+            train_sft(cfg, checkpoint_dir(cfg, args.variant), progress=not args.no_progress,
+                      track=not args.no_mlflow)
         else:
             train_variant(cfg, args.variant, seed, checkpoint_dir(cfg, cfg.pipeline.sft),
-                          checkpoint_dir(cfg, run_of(cfg, args.variant, seed)), progress=not args.no_progress)
+                          checkpoint_dir(cfg, run_of(cfg, args.variant, seed)), progress=not args.no_progress,
+                          track=not args.no_mlflow)
         return 0
     from cim.stages.train import train
 
-    return int(train(cfg, dry_run=args.dry_run, progress=not args.no_progress)["returncode"])
+    return int(train(cfg, dry_run=args.dry_run, progress=not args.no_progress,
+                     track=not args.no_mlflow)["returncode"])
