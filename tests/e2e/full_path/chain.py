@@ -325,7 +325,7 @@ def caption_trained(ctx: Context) -> dict:
 def evaluate(ctx: Context) -> dict:
     """`cim evaluate`: CAPTURE (FACTUAL), fine-grained, Relations QA (LM judge), BLEU, METEOR, CIM."""
     ctx.cim("evaluate", "--benchmark", "full-tiny", "--captions", "reports/captions/cim/captions.jsonl",
-            "--method", "cim")
+            "--method", "cim", "--out", "reports/eval")
     res = json.loads((ctx.out / "reports/eval/full-tiny/cim/results.json").read_text())
     expect(not res.get("errors"), f"metrics failed: {res.get('errors')}")
     metrics, counts = res.get("metrics", {}), res.get("counts", {})
