@@ -12,7 +12,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_HOME := $(CURDIR)/.prefect
 SMOKE_OUT ?= runs/smoke-full
 
-.PHONY: setup run test bench smoke-full clean-data
+.PHONY: setup run test bench smoke-full clean-data plots-page
 
 $(VENV)/.installed: requirements.lock requirements-nodeps.lock pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ bench: setup
 
 smoke-full: setup
 	$(BIN)/python -m cim.smoke --out $(SMOKE_OUT)
+
+plots-page: setup   # .dvc/offline.html: the page `dvc plots show` fills, Vega inlined (renders offline)
+	$(BIN)/python -m cim.plots_page .dvc/offline.html
 
 clean-data:
 	rm -rf data/world data/index reports
