@@ -15,6 +15,15 @@ from cim.tracking import UI_WORKFLOW, ui_url
 
 OUT = Path(__file__).resolve().parent
 EXPAND = 'button[data-component-id$="runnamecellrenderer.tsx_46"]'
+ASSISTANT_CLOSE = 'button[data-component-id="mlflow.assistant.chat_panel.close"]'
+
+
+def _close_assistant(pg) -> None:
+    """The chat panel MLflow opens on the right, out of the way."""
+    button = pg.locator(ASSISTANT_CLOSE)
+    if button.count() and button.first.is_visible():
+        button.first.click()
+        pg.wait_for_timeout(500)
 
 
 def main(server: str, experiment: str = "cim") -> None:
@@ -26,6 +35,7 @@ def main(server: str, experiment: str = "cim") -> None:
         pg = browser.new_page(viewport={"width": 1600, "height": 640}, device_scale_factor=1.25)
         pg.goto(ui_url(server, exp))                   # the link the README gives: the runs, nothing filtered
         pg.get_by_text("pipeline[").first.wait_for(timeout=60000)
+        _close_assistant(pg)
         for name in ("pipeline[", "compare[world]"):   # unfold the pipeline run, then its comparison
             pg.get_by_role("row").filter(has_text=name).first.locator(EXPAND).first.click()
             pg.wait_for_timeout(1500)
@@ -35,9 +45,11 @@ def main(server: str, experiment: str = "cim") -> None:
         pg.goto(f"{server}/#/compare-runs?runs={ids}&experiments={json.dumps([exp])}&workflowType={UI_WORKFLOW}")
         pg.get_by_text("captioner").first.wait_for(timeout=60000)
         pg.wait_for_timeout(3000)
+        _close_assistant(pg)
         pg.screenshot(path=str(OUT / "mlflow_compare.png"))
         pg.goto(f"{server}/#/experiments/{exp}/models?workflowType={UI_WORKFLOW}")
         pg.wait_for_timeout(6000)
+        _close_assistant(pg)
         pg.screenshot(path=str(OUT / "mlflow_models.png"))
         browser.close()
 
