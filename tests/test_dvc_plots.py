@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -40,7 +41,7 @@ def test_plots_render_offline_in_chromium(tmp_path):
         "  - curve.csv:\n      x: step\n      y: reward\n      template: linear\n")
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     subprocess.run(["dvc", "plots", "show", "-o", "out"], cwd=repo, check=True, capture_output=True,
-                   env={**__import__("os").environ, "DVC_NO_ANALYTICS": "1"})
+                   env={**os.environ, "DVC_NO_ANALYTICS": "1"})
     html = (repo / "out/index.html").read_text(encoding="utf-8")
     assert "cdn.jsdelivr" not in html
     with browser_page() as pg:
