@@ -312,4 +312,5 @@ def write_comparison(table: dict, out_dir: Path) -> list[Path]:
     write_json(out_dir / COMPARISON_PLOT_DATA, comparison_plot_data(table))
     atomic_write_text(out_dir / COMPARISON_TABLE, comparison_markdown(table))
     return [out_dir / COMPARISON_JSON, out_dir / COMPARISON_METRICS, out_dir / COMPARISON_DETAILS,
-            out_dir / COMPARISON_TABLE, out_dir / COMPARISON_PLOT_DATA, comparison_plot(table, out_dir / COMPARISON_PLOT)]
+            out_dir / COMPARISON_TABLE, out_dir / COMPARISON_PLOT_DATA,
+            comparison_plot(table, out_dir / COMPARISON_PLOT)]
