@@ -13,7 +13,7 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_HOME := $(CURDIR)/.prefect
 SMOKE_OUT ?= runs/smoke-full
 
-.PHONY: setup run test bench smoke-full clean-data
+.PHONY: setup run test bench smoke-full clean-data plots-page
 
 $(VENV)/.installed: requirements.lock requirements-nodeps.lock pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ bench: setup
 
 smoke-full: setup
 	PYTHONPATH=$(CURDIR)/tests$${PYTHONPATH:+:$$PYTHONPATH} $(BIN)/python -m e2e.full_path --out $(SMOKE_OUT)
+
+plots-page: setup   # .dvc/offline.html: the page `dvc plots show` fills, Vega inlined (renders offline)
+	$(BIN)/python -m cim.plots_page .dvc/offline.html
 
 clean-data:
 	rm -rf data/world data/index reports

@@ -5,9 +5,9 @@ and its delta against a baseline row with a paired bootstrap interval (marked wh
     cim compare --captions sft=a.jsonl --captions mine=b0.jsonl --captions mine=b1.jsonl --baseline sft
 
 A NAME given several times is one row with several seeds. Writes ``captioners.json`` (rows with ``n_seeds``,
-``<metric>_ci95``, ``delta_<metric>_ci95``), ``captioners.md``, ``captioners.png`` and ``metrics.json`` (for
-DVC) to ``--out`` (default ``pipeline.out_dir``) and publishes the comparison to MLflow. The stage:
-:func:`cim.stages.compare.compare`.
+``<metric>_ci95``, ``delta_<metric>_ci95``), ``captioners.md``, ``captioners.png``, ``metrics.json`` and
+``details.json`` (for DVC) to ``--out`` (default ``pipeline.out_dir``) and publishes the comparison to MLflow.
+The stage: :func:`cim.stages.compare.compare`.
 """
 from __future__ import annotations
 
