@@ -20,6 +20,7 @@ $(VENV)/.installed: requirements.lock requirements-nodeps.lock pyproject.toml
 	$(BIN)/pip install -q -r requirements.lock
 	$(BIN)/pip install -q --no-deps -r requirements-nodeps.lock
 	$(BIN)/pip install -q --no-deps -e .
+	$(BIN)/python -m cim.plots_page .dvc/offline.html
 	touch $@
 
 setup: $(VENV)/.installed

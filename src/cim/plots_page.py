@@ -3,8 +3,8 @@
 DVC's default page loads Vega, Vega-Lite and Vega-Embed from a CDN: offline every plot is blank. The page
 here (``.dvc/offline.html``, named by ``.dvc/config``'s ``plots.html_template``) carries the three libraries
 as one inline script, the bundle ``vl-convert-python`` ships (pinned in requirements.lock), with the Vega-Lite
-5 its DVC templates are written for. It is committed (a fresh clone renders without a build step) and
-regenerated with ``make plots-page``; ``tests/test_dvc_plots.py`` checks the committed page is this output.
+5 its DVC templates are written for. ``make setup`` writes it from the installed package (it is generated,
+not committed: git ignores it); ``make plots-page`` rewrites it.
 """
 from __future__ import annotations
 
