@@ -16,6 +16,7 @@ from cim.errors import ConfigError
 from cim.reward.equations import cim_reward, grc, qir
 from cim.index.identity import file_digest, row_keys, source_keys
 from cim.reward.schema import RESULT_KEYS, CaptionError, RewardResult, caption_text, empty_result
+from cim.reward.settings import reward_settings
 
 # Longer captions are cut before tokenising: every encoder truncates far below this (MiniLM at 256 word
 # pieces, MPNet at 384), so the cut only saves tokenizer time on pathological inputs.
@@ -89,6 +90,10 @@ class Scorer:
         self.exclude_source, self.tie_tolerance = exclude_source, float(tie_tolerance)
         self.calls = 0  # number of batched scoring calls (observable batching)
         self.searches = 0  # index searches (more than calls only when a tie reached the search depth)
+
+    def settings(self) -> dict:
+        """What this scorer scores with (:func:`cim.reward.settings.reward_settings`): every report's ``reward``."""
+        return reward_settings(self)
 
     @classmethod
     def from_config(cls, cfg, index_dir: str | None = None, device: str | None = None,

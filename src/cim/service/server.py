@@ -78,7 +78,7 @@ def scorer_info(scorer) -> dict:
         "corpus_size": len(ids) if ids is not None else None,
         "index_checksum": checksum,
         "index_kind": meta.get("kind"),
-        "reward": {k: getattr(scorer, k, None) for k in ("top_k", "decay", "beta", "mode", "exclude_source")},
+        "reward": scorer.settings(),
     }
 
 
