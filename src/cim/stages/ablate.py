@@ -56,15 +56,14 @@ def _variant_key(vcfg, shared: Shared, index, captions: Path) -> str:
 def _measure(vcfg, shared: Shared, index, captions: Path, vdir: Path, progress: bool) -> tuple[dict, bool]:
     """(the verify summary, whether it was reused from an earlier run of this variant)."""
     from cim.reward.scorer import Scorer
+    from cim.reward.settings import reward_settings
     from cim.stages.verify import verify
 
     key = _variant_key(vcfg, shared, index, captions)
     done = vdir / "key.json"
     if done.is_file() and json.loads(done.read_text()).get("key") == key and (vdir / "metrics.json").is_file():
         return json.loads((vdir / "metrics.json").read_text()), True
-    r = vcfg.reward
-    scorer = Scorer(index, shared.text_encoder(vcfg), None, top_k=r.top_k, decay=r.decay, beta=r.beta, mode=r.mode,
-                    exclude_source=r.exclude_source, tie_tolerance=r.tie_tolerance)
+    scorer = Scorer(index, shared.text_encoder(vcfg), None, **reward_settings(vcfg.reward))
     summary = verify(vcfg, captions=captions, out_dir=vdir, track=False, progress=progress, scorer=scorer)
     atomic_write_json(done, {"key": key})          # last: the folder counts as done only now
     return summary, False
