@@ -172,8 +172,13 @@ class RewardServiceConfig:
     batch_window_ms: float = 5.0  # how long a batch waits for more requests after its first one
     max_request_items: int = 4096     # per POST /score (413 above)
     max_request_mb: float = 16.0      # request body limit (413 above)
+    header_timeout_s: float = 10.0    # a connection must send its request head within this (and is closed when idle)
+    body_timeout_s: float = 30.0      # ... and its body within this (408 after; 16 MB at >= 0.5 MB/s)
     timeout_s: float = 120.0      # client: per request
     retries: int = 3              # client: retries on connection errors and 5xx
+    backoff_s: float = 0.5        # client: the pause before the first retry (doubled before each next one)
+    cooldown_s: float = 5.0       # client: a replica that failed is skipped this long
+    max_connections: int = 16     # async client (verl's reward function): open connections at most
     fallback_score: float = 0.0   # reward of a caption that is no text (empty, not UTF-8); counted, logged
     client_window_ms: float = 50.0    # verl reward function: gather concurrent calls this long
     client_max_batch: int = 4096      # verl reward function: most captions in one request
@@ -181,7 +186,7 @@ class RewardServiceConfig:
     metrics_idle_s: float = 10.0      # verl reward function: a step's GRC/QIR logged once idle this long (0: off)
     start: bool = True            # `cim train`: start the service when `url` is on loopback and down
     in_process: bool = False      # verl: every reward worker loads its own scorer instead of using the service
-    startup_timeout_s: float = 300.0
+    startup_timeout_s: float = 300.0  # how long a service (each replica) may take to answer /health
 
 
 @dataclass
