@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-__all__ = ["choice", "path", "paths", "named", "Config", "WorldConfig", "TextEncoderConfig", "ImageEncoderConfig",
+__all__ = ["choice", "path", "paths", "named", "AUDIT_AXES", "Config", "WorldConfig", "TextEncoderConfig", "ImageEncoderConfig",
            "EncodersConfig", "IndexConfig", "RewardConfig", "VerifyConfig", "AuditConfig", "TrackingConfig",
            "RewardServiceConfig", "VerlTrainConfig", "LocalTrainConfig", "TrainConfig", "EvalParserConfig",
            "EvalJudgeConfig", "EvalCaptionerConfig", "EvalConfig", "PipelineConfig"]
@@ -130,6 +130,13 @@ class VerifyConfig:
     out_dir: str = path("reports/verify")
 
 
+# the audit's pair kinds per axis, in report order (docs/audit.md has an example of each; cim.audit.settings)
+AUDIT_AXES: dict[str, tuple[str, ...]] = {
+    "detail": ("sentences", "clauses", "modifiers"),
+    "precision": ("colour", "object", "relation", "swap"),
+    "hacks": ("repeat", "stuff", "keywords", "shuffle", "praise", "concat", "hallucinate")}
+
+
 @dataclass
 class AuditConfig:
     """Does the reward carry signal on this corpus? (stage ``audit``, ``cim audit``; docs/audit.md)"""
@@ -143,9 +150,7 @@ class AuditConfig:
     donors: int = 3000
     seed: int = 0
     bootstrap: int = 1000          # resamples of the captions for each 95% interval
-    kinds: list[str] = field(default_factory=lambda: [   # pair kinds (cim.audit.settings.KINDS)
-        "sentences", "clauses", "modifiers", "colour", "object", "relation", "swap",
-        "repeat", "stuff", "keywords", "shuffle", "praise", "concat", "hallucinate"])
+    kinds: list[str] = field(default_factory=lambda: [k for kinds in AUDIT_AXES.values() for k in kinds])  # all
     # two scores within this of each other are a tie (identical retrieved rows give exactly equal GRC and
     # QIR; the same rows in another order move GRC by float rounding only, ~1e-7)
     tie_within: float = 1e-6
