@@ -9,27 +9,24 @@ from __future__ import annotations
 
 import json
 
-from cim.ablate.axes import AXES, DEFAULTS, IMAGE_PRESETS, TEXT_PRESETS
+from cim.ablate.axes import AXES, IMAGE_PRESETS, TEXT_PRESETS
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("axis", choices=list(AXES), help="components | scale | encoders | beta")
-    parser.add_argument("--values", help="comma-separated variants: components: modes "
-                        f"(default {','.join(DEFAULTS['components'])}); beta: values (default "
-                        f"{','.join(DEFAULTS['beta'])}); scale: shares of the corpus rows besides the training "
-                        f"images' (default {','.join(DEFAULTS['scale'])})")
-    parser.add_argument("--text", default=DEFAULTS["encoders"][0],
-                        help=f"encoders: text encoders, presets {', '.join(TEXT_PRESETS)} or a sentence-transformers "
-                        "model (default %(default)s)")
-    parser.add_argument("--image", default=DEFAULTS["encoders"][1],
-                        help=f"encoders: image encoders, presets {', '.join(IMAGE_PRESETS)} (default %(default)s; "
-                        "vit-h-14 and dinov3 need their weights in the local Hugging Face cache)")
+    parser.add_argument("--values", help="comma-separated variants: components: modes (default "
+                        "ablate.components); beta: values (default ablate.beta); scale: shares of the corpus rows "
+                        "besides the training images' (default ablate.scale)")
+    parser.add_argument("--text", help=f"encoders: text encoders, presets {', '.join(TEXT_PRESETS)} or a "
+                        "sentence-transformers model (default ablate.text)")
+    parser.add_argument("--image", help=f"encoders: image encoders, presets {', '.join(IMAGE_PRESETS)} (default "
+                        "ablate.image; vit-h-14 and dinov3 need their weights in the local Hugging Face cache)")
     parser.add_argument("--train", action="store_true",
                         help="components: also train a captioner per variant (the pipeline's training rows)")
     parser.add_argument("--captions", help="captions of known quality (default <world.out_dir>/bench_captions.jsonl)")
-    parser.add_argument("--out", default="reports/ablations", help="report folder (default %(default)s)")
-    parser.add_argument("--work", default="data/ablations",
-                        help="per-variant reports and extra indexes, kept for resuming (default %(default)s)")
+    parser.add_argument("--out", help="report folder (default ablate.out_dir)")
+    parser.add_argument("--work", help="per-variant reports and extra indexes, kept for resuming (default "
+                        "ablate.work_dir)")
 
 
 def run(args) -> int:

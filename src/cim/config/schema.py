@@ -9,7 +9,8 @@ from typing import Any, Optional
 __all__ = ["choice", "path", "paths", "named", "AUDIT_AXES", "Config", "WorldConfig", "TextEncoderConfig", "ImageEncoderConfig",
            "EncodersConfig", "IndexConfig", "RewardConfig", "VerifyConfig", "AuditConfig", "TrackingConfig",
            "RewardServiceConfig", "VerlTrainConfig", "LocalTrainConfig", "TrainConfig", "EvalParserConfig",
-           "EvalJudgeConfig", "EvalCaptionerConfig", "EvalConfig", "PipelineConfig"]
+           "EvalJudgeConfig", "EvalCaptionerConfig", "EvalConfig", "PipelineConfig", "AblateConfig",
+           "ManifestConfig"]
 
 
 def choice(default: str, *others: str) -> Any:
@@ -350,6 +351,29 @@ class PipelineConfig:
 
 
 @dataclass
+class ManifestConfig:
+    """`cim manifest`: a corpus manifest from a dataset's release format (:mod:`cim.data.adapters`)."""
+
+    # images the annotations name but the images folder lacks: skip them (counted, listed in <out>.missing.txt)
+    # | fail without writing
+    on_missing: str = choice("skip", "fail")
+
+
+@dataclass
+class AblateConfig:
+    """`cim ablate AXIS` and the ablations flow (docs/ablations.md): each axis's variants when none are given,
+    and where the reports go. Not a parameter of any DVC stage."""
+
+    components: list[str] = field(default_factory=lambda: ["grc", "qir", "both"])   # reward.mode values
+    scale: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.3, 1.0])   # shares of the non-training rows
+    text: list[str] = field(default_factory=lambda: ["minilm", "mpnet"])   # encoders: text presets (or models)
+    image: list[str] = field(default_factory=lambda: ["lite0", "lite2"])   # encoders: image presets
+    beta: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])   # reward.beta, mode both
+    out_dir: str = path("reports/ablations")    # <axis>.json|md|png
+    work_dir: str = path("data/ablations")      # per-variant reports and extra indexes, kept for resuming
+
+
+@dataclass
 class Config:
     seed: int = 0
     protocol: str = ""            # configs/protocols/<name>.yaml (paper | official), over this file; "" = none
@@ -363,3 +387,5 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    ablate: AblateConfig = field(default_factory=AblateConfig)
+    manifest: ManifestConfig = field(default_factory=ManifestConfig)

@@ -70,10 +70,10 @@ def _measure(vcfg, shared: Shared, index, captions: Path, vdir: Path, progress: 
 
 
 def ablate(params: str | None, overrides: Sequence[str], axis: str, values: Sequence[str] | None = None, *,
-                 out_dir: str | Path = "reports/ablations", work_dir: str | Path = "data/ablations",
+                 out_dir: str | Path | None = None, work_dir: str | Path | None = None,
                  captions: str | Path | None = None, train: bool = False, progress: bool = True) -> dict:
-    """Run ``axis`` over its variants (``values``: :data:`cim.ablate.axes.DEFAULTS`), write
-    ``<out_dir>/<axis>.json|md|png`` and return the report. ``overrides`` apply to the base config and so to
+    """Run ``axis`` over its variants (``values``: :func:`cim.ablate.axes.defaults`), write
+    ``<out_dir>/<axis>.json|md|png`` and return the report (``out_dir``, ``work_dir``: ``ablate.*``'s by default). ``overrides`` apply to the base config and so to
     every variant (the variant's own overrides come last)."""
     import mlflow
     from tqdm.auto import tqdm
@@ -83,6 +83,7 @@ def ablate(params: str | None, overrides: Sequence[str], axis: str, values: Sequ
     from cim.tracking import client, parent_run, start_run
 
     cfg = load_config(params, overrides)
+    out_dir, work_dir = out_dir or cfg.ablate.out_dir, work_dir or cfg.ablate.work_dir
     found = axis_variants(cfg, axis, values)
     cfgs = [load_config(params, [*overrides, *v.overrides]) for v in found]
     captions = Path(captions or Path(cfg.world.out_dir) / "bench_captions.jsonl")
