@@ -36,17 +36,18 @@ class ServiceHandle:
     health: Optional[dict] = None
     others: tuple = ()                           # the other replicas' handles (a URL list), stopped with this one
 
-    def stop(self, timeout_s: float = 30.0) -> None:
+    def stop(self, wait_s: float = 30.0) -> None:
+        """SIGINT, then SIGKILL when the process has not exited within ``wait_s``."""
         for other in self.others:
-            other.stop(timeout_s)
+            other.stop(wait_s)
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGINT)
         try:
-            self.process.wait(timeout=timeout_s)
+            self.process.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.wait(timeout=timeout_s)
+            self.process.wait(timeout=wait_s)
 
 
 def check(url: str, token_env: str = "", timeout_s: float = HEALTH_S) -> Optional[dict]:
