@@ -306,11 +306,12 @@ def test_the_bootstrap_resamples_captions_not_pairs():
 
 def test_verdict_lines():
     good, flat = {"rate": 0.87, "ci95": [0.85, 0.89]}, {"rate": 0.5, "ci95": [0.48, 0.52]}
-    assert verdict("grc", {"detail": good, "precision": flat}).startswith("GRC: orders detail, not precision (")
-    assert verdict("qir", {"detail": good, "precision": good}).startswith("QIR: orders detail and precision")
-    assert verdict("score", {"detail": flat, "precision": flat}).startswith("Υ: orders neither detail nor precision")
+    assert verdict("grc", {"detail": good, "precision": flat}, "both").startswith("GRC: orders detail, not precision (")
+    assert verdict("qir", {"detail": good, "precision": good}, "both").startswith("QIR: orders detail and precision")
+    assert verdict("score", {"detail": flat, "precision": flat}, "both").startswith("Υ: orders neither detail nor precision")
     bad = {"rate": 0.3, "ci95": [0.25, 0.35], "margin": -0.1}
-    line = verdict("grc", {"detail": good, "precision": flat, "hacks": {"repeat": bad, "praise": flat, "concat": good}})
+    line = verdict("grc", {"detail": good, "precision": flat, "hacks": {"repeat": bad, "praise": flat, "concat": good}},
+                   "both")
     assert line.endswith("; scores these hacks above the caption: repeat; at chance on the hacks praise")
 
 

@@ -17,7 +17,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # top to bottom; a package may import its own modules and any package of a lower layer, nothing else
 LAYERS = [
-    {"cli", "flows"},                       # entry points: parse arguments / orchestrate
+    {"cli", "flows", "plots_page"},         # entry points: parse arguments / orchestrate / the DVC plots page
     {"stages"},                             # one function per stage: determinism, MLflow run, outputs
     {"pipeline", "ablate", "audit"},        # experiments over the parts: the comparison, ablations, audits
     {"train"},                              # verl and the local CPU backend

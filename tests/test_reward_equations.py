@@ -29,7 +29,7 @@ def test_grc_batched_shape():
 
 
 def test_rank_weights_are_powers_of_decay():
-    assert rank_weights(5).tolist() == [1.0, 0.5, 0.25, 0.125, 0.0625]
+    assert rank_weights(5, decay=0.5).tolist() == [1.0, 0.5, 0.25, 0.125, 0.0625]
     assert rank_weights(3, decay=0.1).tolist() == pytest.approx([1.0, 0.1, 0.01])
 
 
@@ -38,30 +38,30 @@ def test_qir_by_hand():
     # cosines with the source: 1, 0, -1, 0.6 (ranks 1..4)
     retrieved = torch.tensor([[2.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.6, 0.8]])
     expected = 1.0 * 1 + 0.5 * 0 + 0.25 * (-1) + 0.125 * 0.6
-    assert qir(source, retrieved).item() == pytest.approx(expected, abs=1e-6)
+    assert qir(source, retrieved, decay=0.5).item() == pytest.approx(expected, abs=1e-6)
     assert qir(source, retrieved, decay=1.0).item() == pytest.approx(1 + 0 - 1 + 0.6, abs=1e-6)
 
 
 def test_qir_maximum_is_sum_of_weights():
     source = torch.randn(16)
-    assert qir(source, source.repeat(5, 1)).item() == pytest.approx(1.9375, abs=1e-5)
+    assert qir(source, source.repeat(5, 1), decay=0.5).item() == pytest.approx(1.9375, abs=1e-5)
 
 
 def test_qir_batched_matches_loop():
     src, ret = torch.randn(3, 7), torch.randn(3, 5, 7)
-    batched = qir(src, ret)
+    batched = qir(src, ret, decay=0.5)
     for i in range(3):
-        assert batched[i].item() == pytest.approx(qir(src[i], ret[i]).item(), abs=1e-6)
+        assert batched[i].item() == pytest.approx(qir(src[i], ret[i], decay=0.5).item(), abs=1e-6)
 
 
 def test_reward_modes():
     g, q = torch.tensor([0.9, 0.5]), torch.tensor([1.2, -0.3])
-    assert cim_reward(g, q).tolist() == pytest.approx([2.1, 0.2])
-    assert cim_reward(g, q, beta=0.5).tolist() == pytest.approx([1.5, 0.35])
-    assert cim_reward(g, q, mode="grc").tolist() == pytest.approx([0.9, 0.5])
-    assert cim_reward(g, q, mode="qir").tolist() == pytest.approx([1.2, -0.3])
+    assert cim_reward(g, q, beta=1.0, mode="both").tolist() == pytest.approx([2.1, 0.2])
+    assert cim_reward(g, q, beta=0.5, mode="both").tolist() == pytest.approx([1.5, 0.35])
+    assert cim_reward(g, q, beta=1.0, mode="grc").tolist() == pytest.approx([0.9, 0.5])
+    assert cim_reward(g, q, beta=1.0, mode="qir").tolist() == pytest.approx([1.2, -0.3])
     with pytest.raises(ValueError, match="mode"):
-        cim_reward(g, q, mode="sum")
+        cim_reward(g, q, beta=1.0, mode="sum")
 
 
 def test_group_advantages_by_hand():

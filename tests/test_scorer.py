@@ -29,7 +29,7 @@ def test_scores_equal_equations_by_hand(tiny_scorer, tiny_world):
         imgs = torch.from_numpy(index.image_table[top].astype(np.float32))
         src = torch.from_numpy(index.source_embeddings([item["image_id"]])[0][0])
         assert res["grc"] == pytest.approx(grc(imgs).item(), abs=1e-5)
-        assert res["qir"] == pytest.approx(qir(src, imgs).item(), abs=1e-5)
+        assert res["qir"] == pytest.approx(qir(src, imgs, decay=tiny_scorer.decay).item(), abs=1e-5)
         assert res["score"] == pytest.approx(res["grc"] + res["qir"], abs=1e-5)
 
 

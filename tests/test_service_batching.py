@@ -141,7 +141,7 @@ def test_wrong_result_count_is_an_error_not_a_mismatch():
         return items[:-1]
 
     async def main():
-        return await MicroBatcher(fn, window_s=0).submit([1, 2, 3])
+        return await MicroBatcher(fn, max_batch=100, window_s=0).submit([1, 2, 3])
 
     with pytest.raises(RuntimeError, match="2 results for 3 items"):
         run(main())
