@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
 # imported by every stage but cannot change what a stage writes: argument dispatch, MLflow records,
 # exception classes, name lookup
