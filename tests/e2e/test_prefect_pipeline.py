@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from test_pipeline import TINY
+from support.tiny import TINY
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
