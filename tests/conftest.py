@@ -35,7 +35,9 @@ TINY_OVERRIDES = [
 
 
 # Under xdist a test module runs whole on one worker (its module fixtures are built once), except the modules of
-# a named group here, which run together on one worker, one after the other: they must not overlap.
+# a named group here, which run together on one worker, one after the other: they must not overlap. (The
+# scheduler below does the grouping from the test ids: xdist's own `xdist_group` marks do not reach the
+# scheduler under pytest 9.2, which no longer lets xdist rename a test.)
 GROUPS = {
     # local Ray clusters (index engine, verl's agent loop, the full-scale chain): one at a time on 2 cores
     "tests/index/test_index_ray.py": "ray", "tests/train/test_verl_agent_loop.py": "ray",
@@ -51,20 +53,31 @@ LONGEST_FIRST = [
 ]
 
 
-def _group(item) -> str:
-    module = item.nodeid.split("::")[0]
+def _group(nodeid: str) -> str:
+    module = nodeid.split("::")[0]
     return GROUPS.get(module, module)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup`: one work unit per module, or per named group of modules (GROUPS)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid)
+
+    return ModuleGroupScheduling(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
     import torch
 
-    if WORKER and config.getvalue("loadgroup"):
+    if WORKER and config.getvalue("loadgroup"):       # the same order on every worker: the units' order
         rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-        items.sort(key=lambda item: rank.get(_group(item), len(rank)))          # stable: module order kept
-        for item in items:
-            if not any(True for _ in item.iter_markers("xdist_group")):        # a test's own group wins
-                item.add_marker(pytest.mark.xdist_group(_group(item)))
+        items.sort(key=lambda item: rank.get(_group(item.nodeid), len(rank)))   # stable: module order kept
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")
