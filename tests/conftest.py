@@ -46,10 +46,14 @@ GROUPS = {
 # Scheduled first, longest first (`--durations` on 2 cores), so the two workers start on the long chains and the
 # short modules fill in around them; everything else follows in collection order.
 LONGEST_FIRST = [
+    # the slow chains (--durations of a serial `make test` on 2 cores: 291 s, 268 s, 158 s + the Ray tests, ...)
     "tests/e2e/test_prefect_pipeline.py", "ray", "tests/pipeline/test_pipeline.py",
     "tests/e2e/test_pipeline_loop.py", "tests/train/test_train_local.py", "tests/flows/test_stage_parity.py",
-    "tests/perf/test_perf_scripts.py", "tests/ablate/test_ablate.py", "tests/audit/test_audit.py",
-    "tests/cli/test_errors.py", "tests/core/test_plugins.py", "tests/flows/test_flows.py",
+    "tests/perf/test_perf_scripts.py",
+    # the longest modules of `-m "not slow"` (their sums under `-n 2`): `cim` subprocesses, the METEOR jar, audits
+    "tests/cli/test_errors.py", "tests/eval/test_coverage.py", "tests/audit/test_audit.py",
+    "tests/ablate/test_ablate.py", "tests/eval/test_eval_text_metrics.py", "tests/core/test_plugins.py",
+    "tests/reward/test_scorer.py", "tests/service/test_service_replicas.py", "tests/index/test_index.py",
 ]
 
 
