@@ -14,7 +14,7 @@ from cim.data.adapters import convert
 from cim.plugins import DATASET_FORMATS
 from cim.data.manifest import read_manifest, read_sources
 
-FIXTURES = Path(__file__).parent / "fixtures" / "adapters"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "adapters"
 
 
 def _images(folder: Path, names):

@@ -15,8 +15,8 @@ import pytest
 
 from cim.cli import COMMANDS, main
 
-ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = Path(__file__).parent / "fixtures"
+ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 NON_UTF8_ROW = b'{"id": "a", "image": "a.png", "text": "caf\xe9", "caption": "caf\xe9"}\n'
 
 # the required arguments of each command, so that the run reaches the params file (a command added to

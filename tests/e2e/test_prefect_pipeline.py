@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from test_pipeline import TINY
+from support.tiny import TINY
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 DEADLINE_S = 900          # the whole test: server, deploy, the pipeline run
 # reads the finished run's state, result and artifacts through the API (a client in its own process)

@@ -1,7 +1,7 @@
 """The CPU GRPO backend on the tiny world: SFT -> GRPO with the real scorer, MLflow per step, checkpoints;
 a real SIGKILL in either phase resumes into the same MLflow run and ends with the bytes of an uninterrupted
 run; the ground-truth recall used for evaluation. (verl's GRPO advantage = the paper's Eq. 4:
-tests/test_reward_equations.py.)"""
+tests/reward/test_reward_equations.py.)"""
 import json
 import math
 import os

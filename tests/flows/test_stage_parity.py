@@ -1,6 +1,6 @@
 """DVC (which runs `cim index`) and the Prefect index flow run one stage function: from one manifest they write
 byte-identical index files, and both record the stage in MLflow (the flow's task used to call the library
-bare: no seeding, no run). The pipeline flow's table against `dvc repro`'s: tests/test_prefect_pipeline.py."""
+bare: no seeding, no run). The pipeline flow's table against `dvc repro`'s: tests/e2e/test_prefect_pipeline.py."""
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = ["world.n_corpus=60", "world.n_train=6", "world.n_bench=4", "world.image_size=48",
         "encoders.image.image_size=48", "index.shard_size=25"]
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from support.train_world import captions_for, config, index_dir, params_file, scorer, tiny_vl_model, world
-from test_service import Tripwire, assert_same_results, tripwire_scorer  # noqa: F401
+from support.service_checks import Tripwire, assert_same_results, tripwire_scorer  # noqa: F401
 
 import verl
 from hydra import compose, initialize_config_dir

@@ -12,7 +12,7 @@ from cim.cli import main as cli_main
 from cim.data.adapters import MissingImagesError, convert
 from cim.data.manifest import read_manifest
 
-FIXTURES = Path(__file__).parent / "fixtures" / "adapters"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "adapters"
 
 
 def _images(folder: Path, names: list[str]) -> None:

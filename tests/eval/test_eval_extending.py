@@ -2,7 +2,7 @@
 metric, registered through the one registration path (``@REGISTRY.register(name)``), chosen by name in the
 config (the stage checks the names against the registries before any work), and used end to end by the
 evaluate stage: the toy metric is a column of the results table, the toy judge answers Relations QA, the toy
-encoder is CAPTURE's soft-match encoder. (tests/test_plugins.py installs the same plugin as a package.)"""
+encoder is CAPTURE's soft-match encoder. (tests/core/test_plugins.py installs the same plugin as a package.)"""
 import json
 import sys
 from pathlib import Path
@@ -15,7 +15,7 @@ from cim.plugins import BENCHMARK_FORMATS, CAPTIONERS, JUDGES, METRICS, TEXT_ENC
 from cim.stages.evaluate import evaluate
 
 
-PLUGIN = Path(__file__).resolve().parent / "fixtures" / "cim_toy_plugin"   # the plugin tests/test_plugins.py installs
+PLUGIN = Path(__file__).resolve().parents[1] / "fixtures" / "cim_toy_plugin"   # the plugin tests/core/test_plugins.py installs
 
 
 @pytest.fixture()

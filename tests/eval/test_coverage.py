@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REFS = {"a": "A red circle on the green grass.", "b": "A small blue square next to a tree.",
         "c": "A yellow star above a wooden fence.", "d": "Two brown dogs run on the sand."}
 

@@ -15,7 +15,7 @@ import pytest
 
 from conftest import TINY_OVERRIDES
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _overrides(tiny_cfg, tmp_path) -> list[str]:

@@ -18,19 +18,14 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from support.tiny import TINY
+
+REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
 # imported by every stage but cannot change what a stage writes: argument dispatch, MLflow records,
 # exception classes, name lookup
 NO_OUTPUT_EFFECT = {"cim/cli/__init__.py", "cim/tracking.py", "cim/errors.py", "cim/registry.py",
                     "cim/stages/publish.py"}
-TINY = ["world.n_corpus=120", "world.n_train=12", "world.n_bench=10", "world.image_size=64",
-        "encoders.image.image_size=64", "index.shard_size=50", "train.val_size=2",
-        "train.local.sft_steps=4", "train.local.sft_batch=4", "train.local.grpo_steps=2",
-        "train.local.prompts_per_step=2", "train.local.group_size=2", "train.local.n_eval=4",
-        "train.local.d_model=32", "train.local.n_layers=1", "train.local.n_heads=2",
-        "train.local.max_new_tokens=8", "train.local.save_every=1", "train.local.eval_every=2",
-        "pipeline.seeds=[0]", "pipeline.n_boot=50"]
 RECORDER = textwrap.dedent("""
     # run `cim <argv>` and write the source files of every cim module it imported (relative to src/)
     import atexit, json, sys

@@ -16,7 +16,7 @@ from cim.eval.evaluate import Evaluator
 from cim.eval.released import RELEASES, ReleasedCaptioner
 from test_eval_captioners import tiny_llava
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # the paper's text among the project's reference files, when this checkout sits beside them (else skipped)
 PAPER = next((p / "shared" / "paper" / "cim-arxiv-2603.01696.txt" for p in (REPO.parent, REPO.parent.parent)
               if (p / "shared" / "paper" / "cim-arxiv-2603.01696.txt").is_file()), Path("/nonexistent"))

@@ -9,7 +9,7 @@ import pytest
 
 from conftest import TINY_OVERRIDES
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()

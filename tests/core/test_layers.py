@@ -13,7 +13,7 @@ import tomllib
 from collections import defaultdict
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 # top to bottom; a package may import its own modules and any package of a lower layer, nothing else
 LAYERS = [
@@ -161,7 +161,7 @@ def test_no_module_import_cycle():
 
 def test_no_flow_imports_a_command_module():
     """Prefect flows call stages, never the `cim` command modules (cim.cli)."""
-    flows = Path(__file__).resolve().parents[1] / "flows"
+    flows = Path(__file__).resolve().parents[2] / "flows"
     for path in [*flows.glob("*.py"), *(SRC / "cim" / "flows").glob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else \

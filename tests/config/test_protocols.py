@@ -12,7 +12,7 @@ from support.train_world import params_file
 
 from cim.config import ConfigError, load_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 # The released Qwen2.5-VL-7B training script as read from the authors' release (the project's reference
 # notes, "Training as released"): verl key -> value.

@@ -9,7 +9,7 @@ import pytest
 
 from cim.eval.evaluate import Evaluator
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -88,7 +88,7 @@ def test_prefect_deployments_point_at_a_flow_that_takes_their_parameters():
     import yaml
     from prefect.flows import load_flow_from_entrypoint
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     spec = yaml.safe_load((root / "prefect.yaml").read_text())
     names = {d["name"] for d in spec["deployments"]}
     assert {"cim-train-grpo-verl", "cim-train-grpo-local"} <= names

@@ -8,8 +8,8 @@ from cim.eval.benchmarks import BenchmarkError, load_benchmark, load_spec, spec_
 from cim.eval.benchmarks.demo_world import world_questions
 from cim.eval.benchmarks.oxford_pet import pet_breed
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "benchmarks" / "sc-captioner"
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "benchmarks" / "sc-captioner"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/benchmarks/sc-captioner not present")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = ["world.n_corpus=120", "world.n_train=12", "world.n_bench=10", "world.image_size=64",
         "encoders.image.image_size=64", "index.shard_size=50", "train.val_size=2",
         "train.local.sft_steps=60", "train.local.sft_batch=8", "train.local.grpo_steps=2",
