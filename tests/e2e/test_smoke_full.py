@@ -20,7 +20,7 @@ import pytest
 
 from e2e.full_path.runner import Context, Step, StepFailed, run_steps
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HARNESS = "e2e.full_path"        # tests/e2e/full_path, imported with tests/ on sys.path
 
 

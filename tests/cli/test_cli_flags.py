@@ -12,7 +12,7 @@ import yaml
 
 from cim.cli import COMMANDS, FLAGS, INTERACTIVE_DIR, command_parser, main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OLD_SPELLINGS = {old: flag for flag, olds in FLAGS.values() for old in olds}
 
 # where a shared option means something: the command has progress bars / logs to MLflow / reads a protocol

@@ -11,7 +11,7 @@ import pytest
 
 from cim.plots_page import PAGE, page
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_setup_writes_the_page_and_git_ignores_it():

@@ -13,7 +13,7 @@ from cim.config import choices, load_config
 from cim.config.schema import AUDIT_AXES, AblateConfig, AuditConfig, RewardConfig, RewardServiceConfig
 from cim.reward.settings import SETTINGS, reward_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOURCES = sorted([*(ROOT / "src" / "cim").rglob("*.py"), *(ROOT / "flows").glob("*.py")])
 SCHEMA = ROOT / "src" / "cim" / "config" / "schema.py"
 
