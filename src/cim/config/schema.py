@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 __all__ = ["choice", "path", "paths", "named", "Config", "WorldConfig", "TextEncoderConfig", "ImageEncoderConfig",
            "EncodersConfig", "IndexConfig", "RewardConfig", "VerifyConfig", "AuditConfig", "TrackingConfig",
-           "RewardServiceConfig", "VerlTrainConfig", "LocalTrainConfig", "TrainConfig", "EvalParserConfig",
+           "RewardServiceConfig", "GrpoConfig", "VerlTrainConfig", "LocalTrainConfig", "TrainConfig", "EvalParserConfig",
            "EvalJudgeConfig", "EvalCaptionerConfig", "EvalConfig", "PipelineConfig"]
 
 
@@ -185,6 +185,17 @@ class RewardServiceConfig:
 
 
 @dataclass
+class GrpoConfig:
+    """GRPO's own settings, read by every backend (local, verl, trl). Learning rates, batch sizes and lengths
+    stay per backend: they differ with the model's size and the hardware."""
+
+    group_size: int = 5             # G captions per image (verl: actor_rollout_ref.rollout.n)
+    kl_coef: float = 0.01           # weight of the KL to the reference policy
+    kl_type: str = "low_var_kl"     # verl's kl_penalty estimator (k1 | k2 / mse | low_var_kl / k3 | abs | ...)
+    temperature: float = 1.0        # sampling temperature of the rollouts (and of their log-probs)
+
+
+@dataclass
 class VerlTrainConfig:
     """`cim train --backend verl`: the paper's GRPO settings (§4.1) as verl 0.9.1 overrides."""
 
@@ -192,18 +203,14 @@ class VerlTrainConfig:
     setting: str = choice("base", "sft")   # the paper's two settings
     model_path: str = path(or_name=True)   # overrides the preset's model (hub name or local path)
     sft_checkpoint: str = path(or_name=True)   # setting=sft: the SFT model to start from
-    rollout_n: int = 5              # G captions per image
     train_batch_size: int = 256     # prompts per step
-    ppo_mini_batch_size: int = 64   # prompts per update (verl multiplies by rollout_n)
+    ppo_mini_batch_size: int = 64   # prompts per update (verl multiplies by train.grpo.group_size)
     optimizer: str = "Adam"
     lr: float = 1.0e-6
     weight_decay: float = 0.0
     total_epochs: int = 2
     kl: str = choice("loss", "reward", "none")   # actor.use_kl_loss | algorithm.use_kl_in_reward | none
-    kl_coef: float = 0.01
-    kl_type: str = "low_var_kl"
     entropy_coeff: float = 0.0
-    temperature: float = 1.0
     max_prompt_length: int = 1024
     max_response_length: int = 512
     rollout_engine: str = "vllm"
@@ -239,14 +246,10 @@ class LocalTrainConfig:
     sft_batch: int = 32
     grpo_steps: int = 100
     grpo_seed: int = 0              # seeds the GRPO phase (sampling, image draws); the SFT phase follows `seed`
-    prompts_per_step: int = 8       # images per GRPO step (x group_size captions)
-    group_size: int = 5
+    prompts_per_step: int = 8       # images per GRPO step (x train.grpo.group_size captions)
     lr: float = 1.0e-4
-    kl_coef: float = 0.01
-    kl_type: str = "low_var_kl"
     clip_ratio: float = 0.2
     max_new_tokens: int = 64
-    temperature: float = 1.0
     save_every: int = 20
     eval_every: int = 20
     n_eval: int = 64
@@ -265,6 +268,7 @@ class TrainConfig:
     prompt: str = "Describe this image in detail."
     run_name: str = "grpo"
     service: RewardServiceConfig = field(default_factory=RewardServiceConfig)
+    grpo: GrpoConfig = field(default_factory=GrpoConfig)
     verl: VerlTrainConfig = field(default_factory=VerlTrainConfig)
     local: LocalTrainConfig = field(default_factory=LocalTrainConfig)
 
