@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--backend", choices=choices("train.backend"), default=None,
                         help="trainer backend (default train.backend)")
-    parser.add_argument("--preset", default=None, help="verl: model preset, configs/train/<name>.yaml")
+    parser.add_argument("--preset", default=None, help="verl / trl: model preset, configs/train/<name>.yaml")
     parser.add_argument("--setting", choices=choices("train.verl.setting"), default=None,
                         help="verl: start from the base model or an SFT checkpoint (train.verl.sft_checkpoint)")
     parser.add_argument("--dry-run", action="store_true", help="print the command (verl) or plan (local) and exit")
@@ -46,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
     extra += [f"train.verl.preset={args.preset}"] if args.preset else []
     extra += [f"train.verl.setting={args.setting}"] if args.setting else []
     cfg = load(args, *extra)
+    if args.preset and cfg.train.backend == "trl":   # --preset names the model of the backend that trains
+        from cim.config import with_overrides
+
+        cfg = with_overrides(cfg, {"train.trl.preset": args.preset})
     if args.variant and cfg.train.backend == "local" and not args.dry_run:
         from cim.pipeline.variants import checkpoint_dir, run_of, variant_config
         from cim.stages.train import train_sft, train_variant

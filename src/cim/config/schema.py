@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 __all__ = ["choice", "path", "paths", "named", "Config", "WorldConfig", "TextEncoderConfig", "ImageEncoderConfig",
            "EncodersConfig", "IndexConfig", "RewardConfig", "VerifyConfig", "AuditConfig", "TrackingConfig",
-           "RewardServiceConfig", "GrpoConfig", "VerlTrainConfig", "LocalTrainConfig", "TrainConfig", "EvalParserConfig",
+           "RewardServiceConfig", "GrpoConfig", "VerlTrainConfig", "TrlTrainConfig", "LocalTrainConfig", "TrainConfig", "EvalParserConfig",
            "EvalJudgeConfig", "EvalCaptionerConfig", "EvalConfig", "PipelineConfig"]
 
 
@@ -226,6 +226,36 @@ class VerlTrainConfig:
 
 
 @dataclass
+class TrlTrainConfig:
+    """`cim train --backend trl`: TRL's GRPOTrainer on one Hugging Face VLM (docs/training.md, "TRL")."""
+
+    preset: str = "qwen2_5_vl_7b"   # configs/train/<preset>.yaml's model (Qwen2-VL, Qwen2.5-VL, LLaVA presets)
+    model_path: str = path(or_name=True)   # overrides the preset's model (hub name or local folder)
+    out_dir: str = path("checkpoints/trl")   # trainer/checkpoint-N (resume), final/ (the HF model folder)
+    lora: bool = False              # LoRA adapters (peft), merged into final/; false: full fine-tuning
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lr: float = 1.0e-6
+    prompts_per_step: int = 4       # images per optimizer micro-step (x train.grpo.group_size completions)
+    gradient_accumulation_steps: int = 1
+    num_train_epochs: float = 2.0
+    max_steps: int = -1             # > 0: stop after this many optimizer steps (overrides the epochs)
+    max_completion_length: int = 512
+    loss_type: str = choice("dapo", "grpo", "dr_grpo", "bnpo")   # dapo: token-mean over the batch, as verl's
+    epsilon: float = 0.2            # PPO clip range
+    dtype: str = choice("auto", "bfloat16", "float32")   # auto: bfloat16 on a GPU that has it, else float32
+    gradient_checkpointing: bool = False
+    use_vllm: bool = False          # vLLM rollouts (needs vllm installed)
+    vllm_mode: str = choice("colocate", "server")
+    vllm_gpu_memory_utilization: float = 0.3
+    save_steps: int = 50
+    save_total_limit: int = 2
+    logging_steps: int = 1
+    trace_rewards: bool = False     # write every scored rollout (image id, image hash, caption, score) to out_dir
+
+
+@dataclass
 class LocalTrainConfig:
     """`cim train --backend local`: a small captioner trained with the same reward on CPU."""
 
@@ -260,7 +290,7 @@ class LocalTrainConfig:
 class TrainConfig:
     """GRPO with the CIM reward (stages ``prepare-train`` and ``train``)."""
 
-    backend: str = choice("local", "verl")
+    backend: str = choice("local", "verl", "trl")
     manifest: str = path("data/world/train.jsonl")   # training images: jsonl {"id", "image", ...}
     val_manifest: str = path()      # "" = hold out `val_size` rows of the training manifest
     val_size: int = 32
@@ -271,6 +301,7 @@ class TrainConfig:
     grpo: GrpoConfig = field(default_factory=GrpoConfig)
     verl: VerlTrainConfig = field(default_factory=VerlTrainConfig)
     local: LocalTrainConfig = field(default_factory=LocalTrainConfig)
+    trl: TrlTrainConfig = field(default_factory=TrlTrainConfig)
 
 
 @dataclass

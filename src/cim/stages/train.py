@@ -20,6 +20,10 @@ def train(cfg, *, dry_run: bool = False, progress: bool = True) -> dict:
     check_names(cfg, "encoders.text.name", "encoders.image.name")
     if cfg.train.backend == "verl":
         return {"backend": "verl", **_train_verl(cfg, dry_run=dry_run)}
+    if cfg.train.backend == "trl":
+        from cim.train.trl.run import run_trl
+
+        return {"backend": "trl", **run_trl(cfg, dry_run=dry_run)}
     from cim.train.local.run import run_local
 
     return {"backend": "local", "returncode": run_local(cfg, dry_run=dry_run, progress=progress)}
