@@ -1,4 +1,5 @@
-"""`cim train`: GRPO with the CIM reward -- ``--backend verl`` (GPU cluster) or ``--backend local`` (CPU).
+"""`cim train`: GRPO with the CIM reward -- ``--backend verl`` (GPU cluster), ``--backend trl`` (TRL's
+GRPOTrainer on one GPU, :mod:`cim.train.trl`; ``--preset`` then names its model) or ``--backend local`` (CPU).
 
 verl: builds ``python -m verl.trainer.main_ppo <overrides>`` (:mod:`cim.train.verl.launch`), counts the
 training rows verl's overlong-prompt filter will drop, starts the shared reward service (or finds it

@@ -1,4 +1,5 @@
-"""The ``train`` stage: GRPO with the CIM reward, through verl on GPUs (:mod:`cim.train.verl`) or the local
+"""The ``train`` stage: GRPO with the CIM reward, through verl on GPUs (:mod:`cim.train.verl`), TRL on one GPU
+(:mod:`cim.train.trl`) or the local
 CPU backend (:mod:`cim.train.local`), and the captioner comparison's rows: the SFT start (:func:`train_sft`)
 and a GRPO variant from it (:func:`train_variant`)."""
 from __future__ import annotations
