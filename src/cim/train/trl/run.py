@@ -78,8 +78,9 @@ def _train(cfg, p: dict, dataset, out: Path, resume, service) -> dict:
     t = cfg.train.trl
     tags = {"backend": "trl", "preset": t.preset, "model": p["model"], "trl": p["trl"], "lora": str(t.lora),
             **protocol_tags(cfg)}
-    with start_run(cfg, "train", tags=tags, run_id=_previous_run(out, resume is not None),
-                   run_name=cfg.train.run_name) as run:
+    previous = _previous_run(out, resume is not None)   # a resumed run continues its MLflow run (params kept)
+    with start_run(cfg, "train", tags=tags, run_id=previous, run_name=cfg.train.run_name,
+                   log_params=previous is None) as run:
         (out / RUN_FILE).write_text(json.dumps({"run_id": run.info.run_id}))
         mlflow.set_tags({"reward.service_url": service.url,
                          "reward.index_checksum": str((service.health or {}).get("index_checksum"))})
