@@ -1,6 +1,6 @@
 """A short TRL GRPO run for perf/gpu_check.py (``--trl-steps N``): TRL's GRPOTrainer, as ``cim train --backend
 trl`` configures it (:func:`cim.train.trl.settings.grpo_kwargs`), on the tiny random Qwen2.5-VL of the
-full-scale chain (:func:`cim.smoke.models.policy`) with random 64-px images and a stand-in reward (caption
+full-scale chain (``tests/e2e/full_path/models.py``'s ``policy``) with random 64-px images and a stand-in reward (caption
 length; the service is timed by the rest of gpu_check). It checks the backend's device path (bfloat16 on a
 GPU, generation, the KL reference, the update) and reports seconds per step and peak memory, not a 7B's
 throughput. Needs trl (carry its wheel like open_clip's: perf/gpu_check.sh installs .whl/*.whl)."""
@@ -19,8 +19,11 @@ def trl_steps(device: str, steps: int, group: int = 4, prompts: int = 2) -> dict
         from datasets import Dataset, Image
         from PIL import Image as PILImage
 
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))   # the full-path harness
         from cim.config import load_config
-        from cim.smoke.models import policy
+        from e2e.full_path.models import policy
         from cim.train.trl.settings import grpo_kwargs
     except ImportError as exc:   # the GPU machine lacks trl unless its wheel is carried (.whl/)
         return {"skipped": f"{exc} (carry trl-1.16.0-py3-none-any.whl in .whl/ for perf/gpu_check.sh)"}

@@ -23,7 +23,7 @@ NON_UTF8_ROW = b'{"id": "a", "image": "a.png", "text": "caf\xe9", "caption": "ca
 # cim.cli.COMMANDS without an entry here fails test_bad_params_file: add its required arguments)
 REQUIRED = {
     "manifest": ["--format", "coco-ln", "--annotations", "ann.jsonl", "--images", ".", "--out", "m.jsonl"],
-    "score": ["--input", "in.jsonl", "--output", "out.jsonl"],
+    "score": ["--captions", "in.jsonl", "--out", "out.jsonl"],
     "caption": ["--captioner", "sft"],
     "ablate": ["beta"],
 }
@@ -184,16 +184,16 @@ def scoring_setup(tiny_cfg, tiny_index_dir, tiny_world, tmp_path_factory):
 
 
 SLOW_CASES = {
-    "score/missing-input": (["score", "--input", "absent.jsonl", "--output", "o.jsonl"], ["absent.jsonl"]),
-    "score/no-index": (["score", "--index", "absent", "--input", "in.jsonl", "--output", "o.jsonl"],
+    "score/missing-input": (["score", "--captions", "absent.jsonl", "--out", "o.jsonl"], ["absent.jsonl"]),
+    "score/no-index": (["score", "--index", "absent", "--captions", "in.jsonl", "--out", "o.jsonl"],
                        ["no meta.json", "cim index"]),
-    "score/tampered-index": (["score", "--index", "tampered", "--input", "in.jsonl", "--output", "o.jsonl"],
+    "score/tampered-index": (["score", "--index", "tampered", "--captions", "in.jsonl", "--out", "o.jsonl"],
                              ["image_table.npy", "sha256", "rebuild"]),
-    "score/index-mismatch": (["score", "--input", "in.jsonl", "--output", "o.jsonl",
+    "score/index-mismatch": (["score", "--captions", "in.jsonl", "--out", "o.jsonl",
                               "encoders.text.max_seq_length=32"], ["encoders.text.max_seq_length", "rebuild"]),
-    "score/top-k-above-corpus": (["score", "--input", "in.jsonl", "--output", "o.jsonl", "reward.top_k=500"],
+    "score/top-k-above-corpus": (["score", "--captions", "in.jsonl", "--out", "o.jsonl", "reward.top_k=500"],
                                  ["top_k"]),
-    "serve/no-index": (["serve", "--index-dir", "absent", "--port", "1"], ["no meta.json"]),
+    "serve/no-index": (["serve", "--index", "absent", "--port", "1"], ["no meta.json"]),
     "verify/no-index": (["verify", "--index", "absent", "--no-mlflow"], ["no meta.json"]),
     "audit/no-index": (["audit", "--index", "absent", "--no-mlflow"], ["no meta.json"]),
 }

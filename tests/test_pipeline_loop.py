@@ -126,9 +126,11 @@ def test_compare_writes_means_intervals_and_paired_deltas(loop):
             lo, hi = r[f"{k}_ci95"]
             assert lo <= hi
     assert all(base[f"delta_{k}"] == 0 and base[f"delta_{k}_ci95"] == [0.0, 0.0] for k in table["columns"])
-    metrics = json.loads((out / "metrics.json").read_text())                 # the DVC-shaped file: numbers
-    assert metrics["cim"]["capture"] == table["rows"][1]["capture"] and metrics["cim"]["n_seeds"] == 2
-    assert metrics["cim"]["ci95"]["capture"]["low"] == table["rows"][1]["capture_ci95"][0]
+    metrics = json.loads((out / "metrics.json").read_text())                 # DVC's metrics: the headline only
+    assert metrics["cim"] == {"capture": table["rows"][1]["capture"], "cim": table["rows"][1]["cim"]}
+    details = json.loads((out / "details.json").read_text())                 # the rest, nested
+    assert details["cim"]["capture"] == table["rows"][1]["capture"] and details["cim"]["n_seeds"] == 2
+    assert details["cim"]["ci95"]["capture"]["low"] == table["rows"][1]["capture_ci95"][0]
     md = (out / "captioners.md").read_text()
     assert "| ○ sft | 1 |" in md and "| ● cim-qir | 2 |" in md and "± " in md and "### Δ vs sft" in md
     assert (out / "captioners.png").read_bytes()[:4] == b"\x89PNG"

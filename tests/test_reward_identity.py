@@ -56,7 +56,7 @@ def _score_cli(index_dir, items, tmp_path, params, *overrides):
 
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_text("".join(json.dumps(it) + "\n" for it in items))
-    rc = main(["score", "--params", str(params), "--input", str(src), "--output", str(out),
+    rc = main(["score", "--params", str(params), "--captions", str(src), "--out", str(out),
                "encoders.image.image_size=64", f"index.out_dir={index_dir}", *overrides])
     assert rc == 0
     return [json.loads(line) for line in out.read_text().splitlines()]

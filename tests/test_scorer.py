@@ -136,7 +136,7 @@ def test_cim_score_cli(tiny_cfg, tiny_index_dir, tiny_world, tmp_path, defaults_
     out = tmp_path / "out.jsonl"
     overrides = ["encoders.image.image_size=64", f"index.out_dir={tiny_index_dir}"]
     proc = subprocess.run([sys.executable, "-m", "cim.cli", "score", "--params", str(defaults_params),
-                           "--input", str(src), "--output", str(out), *overrides],
+                           "--captions", str(src), "--out", str(out), *overrides],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rows = [json.loads(line) for line in open(out)]
@@ -315,7 +315,7 @@ def test_cim_score_one_row_per_input_line(tiny_index_dir, tiny_world, tmp_path, 
     lines[8:8] = ["   \t"]
     src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_text("\n".join(lines) + "\n")
-    rc = main(["score", "--params", str(defaults_params), "--input", str(src), "--output", str(out),
+    rc = main(["score", "--params", str(defaults_params), "--captions", str(src), "--out", str(out),
                "encoders.image.image_size=64", f"index.out_dir={tiny_index_dir}"])
     assert rc == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]

@@ -178,7 +178,7 @@ def test_client_retries_then_reports_a_dead_service():
 
 
 def test_cim_serve_process_starts_answers_and_stops():
-    """`python -m cim.cli serve` (what `cim serve` runs) in a child process, started and checked like `cim train`."""
+    """`python -m cim.service` (what `cim serve` runs) in a child process, started and checked like `cim train`."""
     from cim.service import process
 
     with socket.socket() as s:

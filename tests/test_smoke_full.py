@@ -1,4 +1,5 @@
-"""The full-scale path end to end on CPU (`python -m cim.smoke`, `make smoke-full`, docs/full-scale.md).
+"""The full-scale path end to end on CPU (`python -m e2e.full_path` in tests/e2e/full_path, `make smoke-full`,
+docs/full-scale.md).
 
 The slow test runs the whole chain once (about 5 min on 2 cores) and checks what each step handed the next:
 the real encoders' dimensions in the index, verl's rollouts scored through `cim serve`, the rollout
@@ -17,7 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from cim.smoke.runner import Context, Step, StepFailed, run_steps
+from e2e.full_path.runner import Context, Step, StepFailed, run_steps
+
+REPO = Path(__file__).resolve().parents[1]
+HARNESS = "e2e.full_path"        # tests/e2e/full_path, imported with tests/ on sys.path
+
+
+def _env() -> dict:
+    """This checkout's CIM (src) and the harness (tests) first on PYTHONPATH."""
+    first = [str(REPO / "src"), str(REPO / "tests")]
+    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in first]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(first + rest)}
 
 
 # -- the runner ---------------------------------------------------------------------------------------------
@@ -52,7 +63,7 @@ def test_the_first_failing_step_stops_the_chain_with_one_line(tmp_path):
 
 
 def test_verl_overrides_are_read_from_the_dry_run_command():
-    from cim.smoke.rollout import verl_overrides
+    from e2e.full_path.rollout import verl_overrides
     from cim.train.verl.launch import format_command, main_ppo_command
 
     overrides = ["algorithm.adv_estimator=grpo", "trainer.logger=['console', 'mlflow']",
@@ -64,16 +75,16 @@ def test_verl_overrides_are_read_from_the_dry_run_command():
 
 
 def test_cli_help_a_missing_profile_and_a_folder_it_will_not_empty(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    out = subprocess.run([sys.executable, "-m", "cim.smoke", "--help"], capture_output=True, text=True, env=env)
+    env = _env()
+    out = subprocess.run([sys.executable, "-m", HARNESS, "--help"], capture_output=True, text=True, env=env)
     assert out.returncode == 0 and "--out" in out.stdout and "compare" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "cim.smoke", "--out", str(tmp_path / "o"), "--profile",
+    out = subprocess.run([sys.executable, "-m", HARNESS, "--out", str(tmp_path / "o"), "--profile",
                           str(tmp_path / "none.yaml")], capture_output=True, text=True, env=env)
     assert out.returncode == 2 and "not found" in out.stderr
     keep = tmp_path / "mine"                                # a folder that is not an earlier run is never emptied
     keep.mkdir()
     (keep / "notes.txt").write_text("x")
-    out = subprocess.run([sys.executable, "-m", "cim.smoke", "--out", str(keep)], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", HARNESS, "--out", str(keep)], capture_output=True, text=True,
                          env=env)
     assert out.returncode == 2 and "not empty" in out.stderr and (keep / "notes.txt").is_file()
 
@@ -82,11 +93,9 @@ def test_cli_help_a_missing_profile_and_a_folder_it_will_not_empty(tmp_path):
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     out = tmp_path_factory.mktemp("smoke") / "full-tiny"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(Path(__file__).resolve().parents[1] / "src")] + [p for p in os.environ.get("PYTHONPATH", "").split(
-            os.pathsep) if p])}
+    env = _env()
     env.pop("MLFLOW_TRACKING_URI", None)      # the profile's own store, inside the out folder
-    proc = subprocess.run([sys.executable, "-m", "cim.smoke", "--out", str(out)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", HARNESS, "--out", str(out)], capture_output=True, text=True,
                           env=env, timeout=1500)
     summary = json.loads((out / "summary.json").read_text()) if (out / "summary.json").is_file() else {}
     return proc, summary, out
@@ -101,9 +110,13 @@ def test_every_step_passes_in_order(chain):
     proc, summary, out = chain
     assert proc.returncode == 0, (summary.get("message"), proc.stdout[-3000:], proc.stderr[-3000:])
     assert summary["status"] == "passed"
-    assert [s["name"] for s in summary["steps"]] == [
-        "build", "manifest", "index", "prepare-train", "verl-config", "verl-data", "serve", "rollout", "grpo-update",
-        "checkpoint", "caption-base", "caption-trained", "evaluate", "compare", "trl-train"]
+    from e2e.full_path.chain import STEPS
+
+    names = [s["name"] for s in summary["steps"]]
+    assert names == [s.name for s in STEPS]                 # every step of the chain, in its order
+    core = ["build", "manifest", "index", "prepare-train", "verl-config", "verl-data", "serve", "rollout",
+            "grpo-update", "checkpoint", "caption-base", "caption-trained", "evaluate", "compare"]
+    assert [n for n in names if n in core] == core          # the verl path, whatever legs are added around it
     assert all(s["status"] == "passed" and s["seconds"] is not None for s in summary["steps"])
     assert "smoke: passed" in proc.stdout
 

@@ -13,7 +13,7 @@ from support.train_world import params_file, world
 def test_prepare_train_writes_verl_parquet(tmp_path, capsys):
     from cim.cli import prepare_train as prepare_command
 
-    rc = prepare_command.run(parse_command_args(prepare_command, ["--params", str(params_file()), "--out-dir", str(tmp_path)]))
+    rc = prepare_command.run(parse_command_args(prepare_command, ["--params", str(params_file()), "--out", str(tmp_path)]))
     assert rc == 0
     info = json.loads(capsys.readouterr().out)
     train = pq.read_table(info["train_files"]).to_pylist()

@@ -75,6 +75,20 @@ def _files(folder):
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def test_no_mlflow_trains_and_writes_the_same_files_without_a_run(tmp_path, capsys):
+    """`cim train --backend local --no-mlflow`: the checkpoints and reports, and no MLflow run of it."""
+    from cim.train.local.run import run_local
+
+    index_dir()
+    out = tmp_path / "local"
+    cfg = _local_cfg(out, "train.local.grpo_steps=1")
+    assert run_local(cfg, scorer=scorer(), progress=False, track=False) == 0
+    assert "MLflow run" not in capsys.readouterr().err
+    assert (out / "grpo_00001" / "state.pt").exists() and (out / "summary.json").exists()
+    assert (tmp_path / "local-reports" / "summary.json").exists()
+    assert _runs_of(cfg, out) == []
+
+
 def test_local_grpo_runs_logs_checkpoints_and_resumes(tmp_path, capsys):
     from cim.train.local.run import run_local
 

@@ -22,7 +22,7 @@ STEPS, GROUP, PROMPTS = 8, 4, 1   # docs/training.md: a 24-step run's numbers
 
 
 def _tiny_policy(out: Path, texts) -> Path:
-    from cim.smoke.models import policy   # the one import of the smoke models (moving with them)
+    from e2e.full_path.models import policy   # the one import of the full-path harness's models
 
     return policy(out, texts)
 

@@ -1,10 +1,11 @@
 """Every pluggable kind of CIM, in one place: its registry and the modules that hold its built-in entries.
 
 An entry is declared where its ``@REGISTRY.register("name")`` decorator stands, nowhere else; a registry
-imports its modules (and the third-party ``cim.plugins`` entry points, :func:`cim.registry.load_plugins`)
-on its first read, so a stage imports the code of the kinds it uses. Importing this module imports no
-model code. Closed choices the code branches on (``reward.mode``, ``index.kind``, ...) are not plugins:
-the schema declares them (:func:`cim.config.choices`).
+imports its modules, the built-ins its entry-point ``group`` declares in pyproject.toml (those of a higher
+floor, which this low module does not name) and the third-party ``cim.plugins`` entry points
+(:func:`cim.registry.load_plugins`) on its first read, so a stage imports the code of the kinds it uses.
+Importing this module imports no model code. Closed choices the code branches on (``reward.mode``,
+``index.kind``, ...) are not plugins: the schema declares them (:func:`cim.config.choices`).
 
 To add an entry of your own, import the registry from here and register on it; to make it reach the ``cim``
 command, DVC and the flows, ship it in a package with a ``cim.plugins`` entry point (docs/extending.md).
@@ -26,9 +27,10 @@ DATASET_FORMATS: Registry = Registry("dataset format", modules=("cim.data.adapte
 # a BenchmarkFormat subclass   (`format:` in configs/benchmarks/<name>.yaml)
 BENCHMARK_FORMATS: Registry = Registry("benchmark format", modules=(
     "cim.eval.benchmarks.sc_captioner", "cim.eval.benchmarks.oxford_pet", "cim.eval.benchmarks.demo_world"))
-# builder(cfg.eval.captioner, **info) -> Captioner   (CAPTIONERS.build(name, section))
+# builder(cfg.eval.captioner, **info) -> Captioner   (CAPTIONERS.build(name, section)); `local` (cim.train, above
+# the code that reads this registry) is declared in pyproject.toml's entry-point group cim.captioners
 CAPTIONERS: Registry = Registry("captioner", config_key="eval.captioner.name", modules=(
-    "cim.eval.captioners", "cim.eval.released", "cim.train.local.captioner"))
+    "cim.eval.captioners", "cim.eval.released"), group="cim.captioners")
 # builder(model or None, device) -> SceneGraphParser
 PARSERS: Registry = Registry("scene-graph parser", config_key="eval.parser.name",
                              modules=("cim.eval.parsers.spacy_rules", "cim.eval.parsers.factual"))

@@ -11,6 +11,10 @@ judges, captioners, benchmark formats, dataset adapters, metrics).
 - **Declared once.** An entry exists only where its decorator stands. A registry knows the *modules* that
   hold its built-in entries (:mod:`cim.plugins` lists them) and imports them on its first read
   (:meth:`names`, :meth:`get`, ``in``), so a stage imports the code of the kinds it uses and nothing else.
+  A built-in from a floor above the code that reads the registry (the local backend's captioner, in
+  ``cim.train``) is not named by the low table: CIM's pyproject.toml declares it as an entry point of the
+  registry's own *group* (``Registry(..., group="cim.captioners")``), imported with the modules on the first
+  read, as a built-in (an import error propagates).
 - **Third-party plugins**: a pip-installed package declares an entry point in the group ``cim.plugins``
   whose value is a module (``my_plugin = "my_pkg.cim_plugin"``); every registry imports every such module on
   its first read, and the decorators in it register the plugin's entries. The ``cim`` command, the DVC stages
@@ -68,6 +72,15 @@ def load_plugins() -> dict[str, str | None]:
     return _PLUGINS
 
 
+def group_modules(group: str | None) -> tuple[str, ...]:
+    """The modules the installed distributions declare in the entry-point group ``group`` (by entry name)."""
+    if not group:
+        return ()
+    from importlib.metadata import entry_points
+
+    return tuple(ep.value.split(":", 1)[0] for ep in sorted(entry_points(group=group), key=lambda e: e.name))
+
+
 def qualified_name(obj: Any) -> str:
     """``module.qualname`` of a function or class (what makes a re-registration the same entry)."""
     target = obj if hasattr(obj, "__qualname__") else type(obj)
@@ -75,9 +88,11 @@ def qualified_name(obj: Any) -> str:
 
 
 class Registry(Generic[T]):
-    def __init__(self, kind: str, *, config_key: str | None = None, modules: Sequence[str] = ()):
+    def __init__(self, kind: str, *, config_key: str | None = None, modules: Sequence[str] = (),
+                 group: str | None = None):
         self.kind, self.config_key = kind, config_key
         self.modules = tuple(modules)
+        self.group = group          # entry-point group of built-ins declared in pyproject.toml (see the module doc)
         self._loaded = False
         self._entries: dict[str, T] = {}
         self._info: dict[str, dict[str, Any]] = {}
@@ -108,7 +123,7 @@ class Registry(Generic[T]):
         if self._loaded:
             return
         self._loaded = True
-        for module in self.modules:
+        for module in self.modules + group_modules(self.group):
             importlib.import_module(module)
         load_plugins()
 
@@ -123,8 +138,12 @@ class Registry(Generic[T]):
         except (KeyError, TypeError):
             where = f"{self.config_key}=" if self.config_key else f"{self.kind} "
             broken = [f"{k} ({err})" for k, err in (_PLUGINS or {}).items() if err]
+            stale = self.group and not group_modules(self.group)
             raise UnknownName(f"{where}{name!r} is not a known {self.kind}; known: {', '.join(self.names()) or 'none'}"
-                              + (f" (plugins that failed to import: {'; '.join(broken)})" if broken else "")) from None
+                              + (f" (plugins that failed to import: {'; '.join(broken)})" if broken else "")
+                              + (f" (no distribution declares the entry-point group {self.group}: CIM's installed "
+                                 "metadata predates it, reinstall with `pip install --no-deps -e .`)" if stale else "")
+                              ) from None
 
     def info(self, name: str) -> dict[str, Any]:
         """The keyword ``info`` ``name`` was registered with."""

@@ -14,8 +14,11 @@
   covers the whole execution.
 - A run that groups variants (an ablation) is opened with :func:`parent_run`: every stage run inside it,
   however deep in the library, becomes its child the same way (``CIM_PARENT_RUN_ID`` for the duration).
-- The experiment is tagged as a model-training experiment (``mlflow.experimentKind``), so the UI opens its
-  runs view rather than the GenAI view.
+- The experiment is tagged as a model-training experiment (``mlflow.experimentKind =
+  custom_model_development``, set on creation and on every existing experiment :func:`configure` meets). The UI
+  of MLflow 3.17 does not read that tag to pick an experiment's first page: it reads its own "workflow type"
+  (the sidebar's GenAI / Model training switch, kept in the browser's local storage, GenAI in a fresh browser)
+  unless the URL carries ``?workflowType=machine_learning``. :func:`ui_url` is the link that opens the runs.
 """
 from __future__ import annotations
 
@@ -92,6 +95,13 @@ def configure(cfg) -> str:
 
 
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+UI_WORKFLOW = "machine_learning"        # MLflow UI's workflowType whose experiment page is the runs table
+
+
+def ui_url(server: str, experiment_id: str) -> str:
+    """The MLflow UI's page of an experiment's runs (``server``: ``http://127.0.0.1:5000``), whatever the
+    browser's GenAI / Model training switch says (see the module doc)."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType={UI_WORKFLOW}"
 PIPELINE_TAG = "cim.pipeline_id"
 
 

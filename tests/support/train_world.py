@@ -4,7 +4,7 @@
   manifest, a sources file and a training manifest;
 - a real index over it (the embedded MiniLM text encoder and EfficientNet-Lite0 image encoder, exact search)
   and a real :class:`cim.reward.scorer.Scorer` built from config;
-- a tiny real Qwen2-VL processor (a Qwen2Tokenizer trained offline with ``tokenizers``, :mod:`cim.smoke.tokenizers`,
+- a tiny real Qwen2-VL processor (a Qwen2Tokenizer trained offline with ``tokenizers``, :mod:`e2e.full_path.tokenizers`,
   + Qwen2VLImageProcessor) as verl's model folder.
 
 Everything is cached per test session (module-level), so the encoders load once.
@@ -134,11 +134,11 @@ def captions_for(rows, kinds=("right", "vague", "wrong")) -> list[dict]:
 @functools.lru_cache(maxsize=None)
 def tiny_vl_model() -> Path:
     """A folder verl loads as ``actor_rollout_ref.model.path``: a Qwen2-VL processor (Qwen2Tokenizer trained on the
-    world's captions with Qwen's special tokens and Qwen-VL's chat template, :mod:`cim.smoke.tokenizers`, the
+    world's captions with Qwen's special tokens and Qwen-VL's chat template, :mod:`e2e.full_path.tokenizers`, the
     builder the full-tiny profile uses) and a config naming the architecture; no weights."""
     from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor
 
-    from cim.smoke.tokenizers import QWEN_VL_TEMPLATE, qwen_tokenizer
+    from e2e.full_path.tokenizers import QWEN_VL_TEMPLATE, qwen_tokenizer
 
     out = root() / "tiny-vl"
     corpus = [r["text"] for r in world()["rows"]] + ["Describe this image in detail.", "a shape", "user assistant"]

@@ -1,7 +1,8 @@
 """An ablation's report: ``<axis>.json`` (the rows), ``<axis>.md`` (a table), ``<axis>.png`` (the paper's
 shape: bars per variant for components and encoders, a line over corpus size for scale, a line over β) and
-``<axis>.metrics.json`` (variant -> measurement -> number: the shape DVC shows, declared in dvc.yaml's
-top-level ``metrics``). Nothing in them depends on where or when the ablation ran."""
+``<axis>.metrics.json`` (variant -> measurement -> number: the shape DVC shows; not declared as metrics, so
+``dvc metrics show`` stays the captioners' headline: ``dvc metrics show reports/ablations/<axis>.metrics.json``).
+Nothing in them depends on where or when the ablation ran."""
 from __future__ import annotations
 
 from pathlib import Path

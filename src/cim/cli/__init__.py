@@ -45,14 +45,98 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", default=None,
-                        help=f"params file (default: {DEFAULT_PARAMS} in the working folder; where there is none, "
-                             "the built-in defaults, with a note)")
-    parser.add_argument("--debug", action="store_true",
-                        help="on an error, print the traceback too (or set CIM_DEBUG=1)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value",
-                        help="config overrides, the syntax of `dvc exp run -S` (e.g. reward.beta=0.5)")
+# ---------------------------------------------------------------------------------------------------- options
+# One flag per concept, for every command: the spelling, and the old spellings kept for one release as hidden
+# aliases (argparse.SUPPRESS help) that still work and print a one-line deprecation note on stderr.
+FLAGS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "out": ("--out", ("--out-dir", "--output")),   # what the command writes (a folder or a file)
+    "index": ("--index", ("--index-dir",)),        # the corpus index folder read
+    "manifest": ("--manifest", ()),                # the corpus / training manifest read
+    "captions": ("--captions", ("--input",)),      # captions read (jsonl)
+    "benchmark": ("--benchmark", ()),              # configs/benchmarks/NAME.yaml
+}
+
+# Where a command run by hand writes when it would otherwise write into the pipeline's own report folders
+# (the committed ones, which the DVC stages name with --out): runs/<command>/ (ignored by git).
+INTERACTIVE_DIR = "runs"
+
+
+class _Deprecated(argparse.Action):
+    """An old spelling: stores (or appends) like the flag it stands for, with a note on stderr."""
+
+    def __init__(self, option_strings, dest, *, new: str, append: bool = False, **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new, self.append = new, append
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: note: {option_string} is deprecated and goes in the next release; use {self.new}",
+              file=sys.stderr)
+        if self.append:
+            values = list(getattr(namespace, self.dest, None) or []) + [values]
+        setattr(namespace, self.dest, values)
+
+
+def add_flag(parser: argparse.ArgumentParser, concept: str, **kwargs) -> argparse.Action:
+    """Add ``concept``'s flag (:data:`FLAGS`) with ``kwargs`` (help, default, dest, metavar, action ...) and
+    its old spellings as hidden aliases of it."""
+    flag, old = FLAGS[concept]
+    required = bool(old) and kwargs.pop("required", False)   # an old spelling satisfies it too: checked by parse()
+    action = parser.add_argument(flag, **kwargs)
+    if required:
+        parser.set_defaults(required_flags=[*(parser.get_default("required_flags") or []), (flag, action.dest)])
+    for spelling in old:
+        parser.add_argument(spelling, dest=action.dest, action=_Deprecated, new=flag, help=argparse.SUPPRESS,
+                            append=kwargs.get("action") == "append", metavar=action.metavar)
+    return action
+
+
+def add_out(parser: argparse.ArgumentParser, help: str, *, key: str | None = None, **kwargs) -> argparse.Action:
+    """``--out``. With ``key`` (the config key of the folder the pipeline writes, e.g. ``pipeline.out_dir``), a
+    command run without ``--out`` that would write into that committed folder writes under
+    ``runs/<command>/`` instead (:func:`settle_out`); the DVC stages name their folder with ``--out``."""
+    if key:
+        parser.set_defaults(out_key=key)
+    return add_flag(parser, "out", help=help, **kwargs)
+
+
+def _no_mlflow(parser) -> None:
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+
+
+def _no_progress(parser) -> None:
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _protocol(parser) -> None:
+    from cim.protocols import names
+
+    parser.add_argument("--protocol", default=None, metavar="NAME",
+                        help="a named protocol, configs/protocols/NAME.yaml: " + ", ".join(names())
+                        + " (the same as the override protocol=NAME; later overrides still win)")
+
+
+# the shared options a command opts into, each declared once here: add_shared(parser, "protocol", "no-mlflow")
+SHARED = {"protocol": _protocol, "no-mlflow": _no_mlflow, "no-progress": _no_progress}
+
+
+def add_shared(parser: argparse.ArgumentParser, *names: str) -> None:
+    """Add the shared options ``names`` (keys of :data:`SHARED`) to a command, in one group."""
+    group = parser.add_argument_group("shared options")
+    for name in names:
+        SHARED[name](group)
+
+
+def add_common(parser: argparse.ArgumentParser) -> None:
+    """The options every command has (added by :func:`run_command`): ``--params``, ``--debug`` and the
+    trailing ``key=value`` overrides."""
+    group = parser.add_argument_group("common options")
+    group.add_argument("--params", default=None,
+                       help=f"params file (default: {DEFAULT_PARAMS} in the working folder; where there is none, "
+                            "the built-in defaults, with a note)")
+    group.add_argument("--debug", action="store_true",
+                       help="on an error, print the traceback too (or set CIM_DEBUG=1)")
+    group.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="config overrides, the syntax of `dvc exp run -S` (e.g. reward.beta=0.5)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,14 +183,31 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_command(name: str, argv: list[str]) -> int:
     """Parse ``argv`` for command ``name``, settle the params file, run the command; errors propagate."""
+    module, parser = command_parser(name)
+    args = parse(parser, argv)
+    args.params = settle_params(name, args.params, args.overrides)
+    settle_out(name, args)
+    return int(module.run(args) or 0)
+
+
+def command_parser(name: str):
+    """Command ``name``'s module and its parser: the command's own options, then :func:`add_common`."""
     module_name, help_text = COMMANDS[name]
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"cim {name}", description=help_text)
     module.add_arguments(parser)       # first: a command's own positional (`cim ablate AXIS`) precedes the overrides
-    _add_common(parser)
+    add_common(parser)
+    return module, parser
+
+
+def parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """``argv`` parsed (options and the trailing overrides intermixed); a required flag given by neither its
+    spelling nor an old one is argparse's usual error (exit 2)."""
     args = parser.parse_intermixed_args(argv)
-    args.params = settle_params(name, args.params, args.overrides)
-    return int(module.run(args) or 0)
+    missing = [flag for flag, dest in getattr(args, "required_flags", None) or [] if getattr(args, dest) is None]
+    if missing:
+        parser.error(f"the following arguments are required: {', '.join(missing)}")
+    return args
 
 
 def settle_params(name: str, params: str | None, overrides: list[str]) -> str | None:
@@ -126,12 +227,35 @@ def settle_params(name: str, params: str | None, overrides: list[str]) -> str | 
 
 
 def add_protocol_argument(parser: argparse.ArgumentParser) -> None:
-    """``--protocol NAME`` on a command (the same as the override ``protocol=NAME``)."""
-    from cim.protocols import names
+    """``--protocol NAME`` (kept for callers of the old helper: :func:`add_shared` ``"protocol"``)."""
+    add_shared(parser, "protocol")
 
-    parser.add_argument("--protocol", default=None, metavar="NAME",
-                        help="a named protocol, configs/protocols/NAME.yaml: " + ", ".join(names())
-                        + " (the same as the override protocol=NAME; later overrides still win)")
+
+def settle_out(name: str, args: argparse.Namespace) -> None:
+    """Keep a command run by hand out of the pipeline's committed report folders: when the command declared an
+    out key (:func:`add_out`), ``--out`` is not given, no ``key=value`` override names the key and the params
+    file leaves it at its built-in default (the folder a DVC stage writes, naming it with ``--out``), the
+    command writes under ``runs/<name>/`` instead: the key is overridden (the override goes last), with a
+    note on stderr. A flow calls the stages, not this, and sets its own folders."""
+    key = getattr(args, "out_key", None)
+    if not key or getattr(args, "out", None) is not None or any(o.split("=", 1)[0].strip() == key
+                                                                 for o in overrides_of(args)):
+        return
+    from cim.config import load_config
+
+    pipeline_folder = _get(load_config(None, []), key)
+    if str(_get(load(args), key)) != str(pipeline_folder):
+        return                                        # the params file names another folder: the user's
+    folder = f"{INTERACTIVE_DIR}/{name}"
+    args.overrides = list(args.overrides or []) + [f"{key}={folder}"]
+    print(f"cim {name}: note: writing under {folder}/ ({pipeline_folder}/ is the pipeline's; name it with "
+          f"--out to write there)", file=sys.stderr)
+
+
+def _get(cfg, key: str):
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
 
 
 def overrides_of(args: argparse.Namespace, *extra: str) -> list[str]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 from cim.ablate.axes import AXES, DEFAULTS, IMAGE_PRESETS, TEXT_PRESETS
+from cim.cli import INTERACTIVE_DIR, add_flag, add_out, add_shared
 
 
 def add_arguments(parser) -> None:
@@ -26,10 +27,12 @@ def add_arguments(parser) -> None:
                         "vit-h-14 and dinov3 need their weights in the local Hugging Face cache)")
     parser.add_argument("--train", action="store_true",
                         help="components: also train a captioner per variant (the pipeline's training rows)")
-    parser.add_argument("--captions", help="captions of known quality (default <world.out_dir>/bench_captions.jsonl)")
-    parser.add_argument("--out", default="reports/ablations", help="report folder (default %(default)s)")
+    add_flag(parser, "captions", help="captions of known quality (default <world.out_dir>/bench_captions.jsonl)")
+    add_out(parser, default=f"{INTERACTIVE_DIR}/ablate",
+            help="report folder (default %(default)s; the committed reports: --out reports/ablations)")
     parser.add_argument("--work", default="data/ablations",
                         help="per-variant reports and extra indexes, kept for resuming (default %(default)s)")
+    add_shared(parser, "no-progress")
 
 
 def run(args) -> int:
@@ -44,7 +47,8 @@ def run(args) -> int:
     else:
         values = [v for v in (args.values or "").split(",") if v] or None
     report = ablate(args.params, args.overrides, args.axis, values, out_dir=args.out, work_dir=args.work,
-                          captions=args.captions, train=args.train)
+                          captions=args.captions, train=args.train,
+                    progress=not args.no_progress)
     print(json.dumps({"axis": report["axis"], "measurement": report["measurement"], "mlflow_parent_run": report["run_id"],
                       "rows": [{k: v for k, v in r.items() if k in ("variant", "corpus_rows", "score.rho",
                                                                     "grc.rho", "qir.rho")} for r in report["rows"]]},

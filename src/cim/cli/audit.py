@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import argparse
 
-from cim.cli import add_protocol_argument, load
+from cim.cli import add_flag, add_out, add_shared, load
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--index", help="the corpus index (default: index.out_dir)")
-    parser.add_argument("--manifest", help="the corpus manifest the index was built from (default: index.manifest): "
+    add_flag(parser, "index", help="the corpus index (default: index.out_dir)")
+    add_flag(parser, "manifest", help="the corpus manifest the index was built from (default: index.manifest): "
                                            "the texts audited and the donors of every swap")
-    parser.add_argument("--captions", help="audit these captions instead: jsonl with caption and image_id (an index "
+    add_flag(parser, "captions", help="audit these captions instead: jsonl with caption and image_id (an index "
                                            "source or corpus id) or image (a path), optional id")
-    parser.add_argument("--out", help="report folder (default: audit.out_dir): audit.json, audit.md, audit.png, "
-                                      "pairs.jsonl")
+    add_out(parser, key="audit.out_dir", help="report folder (default: runs/audit; the pipeline's: audit.out_dir): "
+                                              "audit.json, audit.md, audit.png, pairs.jsonl")
     parser.add_argument("--sample", type=int, help="audit N captions, a seeded sample (default: audit.sample, 3000; "
                         "0: all). About 11 copies each: 3,000 captions took 4.5-7 min on 2 CPU cores with MiniLM; "
                         "the cost grows with N, not with the corpus")
@@ -35,9 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "concat,hallucinate (hacks)")
     parser.add_argument("--no-pairs", action="store_true", help="do not write pairs.jsonl (every pair's text and "
                                                                  "score differences)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    add_protocol_argument(parser)
+    add_shared(parser, "protocol", "no-mlflow", "no-progress")
 
 
 def run(args: argparse.Namespace) -> int:

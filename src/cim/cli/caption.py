@@ -11,20 +11,21 @@ from __future__ import annotations
 
 import json
 
-from cim.cli import add_protocol_argument, load
+from cim.cli import add_flag, add_out, add_shared, load
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--captioner", required=True,
                         help="a pipeline run (sft, cim-s0, cim-grc-s1, ...: pipeline.variants x pipeline.seeds) or "
                              "a registered captioner (local, hf, vllm, file, levels, kkk5/CIM-...)")
-    parser.add_argument("--benchmark", help="configs/benchmarks/NAME.yaml (default: pipeline.benchmark)")
+    add_flag(parser, "benchmark", help="configs/benchmarks/NAME.yaml (default: pipeline.benchmark)")
     parser.add_argument("--checkpoint", help="a local-backend run folder or checkpoint (default: "
                                              "<pipeline.checkpoint_dir>/<captioner>)")
     parser.add_argument("--model", help="eval.captioner.model (hf / vllm / file / released: hub name, folder, file)")
-    parser.add_argument("--out", help="captions.jsonl to write (default: <pipeline.captions_dir>/<captioner>/)")
-    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    add_protocol_argument(parser)
+    add_out(parser, key="pipeline.captions_dir",
+            help="captions.jsonl to write (default: runs/caption/<captioner>/; the pipeline's: "
+                 "<pipeline.captions_dir>/<captioner>/)")
+    add_shared(parser, "protocol", "no-mlflow", "no-progress")
 
 
 def run(args) -> int:
@@ -36,6 +37,7 @@ def run(args) -> int:
         args.checkpoint = args.model
     out = args.out or captions_path(cfg, args.captioner)
     path = caption(cfg, args.captioner, args.benchmark or cfg.pipeline.benchmark, out,
-                   checkpoint=args.checkpoint, track=not args.no_mlflow)
+                   checkpoint=args.checkpoint, track=not args.no_mlflow,
+                   progress=not args.no_progress)
     print(json.dumps({"captions": str(path)}))
     return 0

@@ -5,27 +5,27 @@ and its delta against a baseline row with a paired bootstrap interval (marked wh
     cim compare --captions sft=a.jsonl --captions mine=b0.jsonl --captions mine=b1.jsonl --baseline sft
 
 A NAME given several times is one row with several seeds. Writes ``captioners.json`` (rows with ``n_seeds``,
-``<metric>_ci95``, ``delta_<metric>_ci95``), ``captioners.md``, ``captioners.png`` and ``metrics.json`` (for
-DVC) to ``--out`` (default ``pipeline.out_dir``) and publishes the comparison to MLflow. The stage:
-:func:`cim.stages.compare.compare`.
+``<metric>_ci95``, ``delta_<metric>_ci95``), ``captioners.md``, ``captioners.png``, ``metrics.json`` and
+``details.json`` (for DVC) to ``--out`` (default ``pipeline.out_dir``) and publishes the comparison to MLflow.
+The stage: :func:`cim.stages.compare.compare`.
 """
 from __future__ import annotations
 
-from cim.cli import add_protocol_argument, load
+from cim.cli import add_flag, add_out, add_shared, load
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--captions", action="append", metavar="NAME=FILE",
+    add_flag(parser, "captions", action="append", metavar="NAME=FILE",
                         help="a row's captions.jsonl (one seed); repeatable, a NAME again adds a seed (default: "
                              "every pipeline run's captions)")
-    parser.add_argument("--benchmark", help="default: pipeline.benchmark")
+    add_flag(parser, "benchmark", help="configs/benchmarks/NAME.yaml (default: pipeline.benchmark)")
     parser.add_argument("--baseline", help="the row deltas are taken against (default: pipeline.baseline)")
-    parser.add_argument("--out", help="folder of the table files (default: pipeline.out_dir)")
+    add_out(parser, key="pipeline.out_dir", help="folder of the table files (default: runs/compare; the "
+                                                 "pipeline's, committed: pipeline.out_dir)")
     parser.add_argument("--subset", action="store_true",
                         help="score every row on the images all captions files caption (eval.allow_partial); "
                              "without it a file that misses images is an error")
-    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    add_protocol_argument(parser)
+    add_shared(parser, "protocol", "no-mlflow")
 
 
 def run(args) -> int:

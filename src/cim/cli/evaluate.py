@@ -18,16 +18,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cim.cli import add_protocol_argument, load
+from cim.cli import add_flag, add_out, add_shared, load
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--benchmark", action="append", dest="benchmarks", metavar="NAME",
+    add_flag(parser, "benchmark", action="append", dest="benchmarks", metavar="NAME",
                         help="benchmark name (configs/benchmarks/NAME.yaml); repeatable (default: eval.benchmarks)")
-    parser.add_argument("--captions", help="score captions from this file (jsonl id/caption or JSON {id: caption})")
+    add_flag(parser, "captions", help="score captions from this file (jsonl id/caption or JSON {id: caption})")
     parser.add_argument("--method", help="table row name for these captions (default: from the captioner)")
     parser.add_argument("--baseline", help="row to take deltas against: a method name or a results.json path")
-    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     parser.add_argument("--captioner", help="eval.captioner.name: levels | file | hf | vllm | a released checkpoint "
                                             "(kkk5/CIM-Qwen2.5-VL-7B, ...)")
     parser.add_argument("--with-base", action="store_true",
@@ -37,7 +36,9 @@ def add_arguments(parser) -> None:
                              "on those (eval.allow_partial); without it that is an error")
     parser.add_argument("--dry-run", action="store_true",
                         help="print the resolved plan (protocol, captioner and weights, benchmarks) and exit")
-    add_protocol_argument(parser)
+    add_out(parser, key="eval.out_dir", help="report folder, <out>/<benchmark>/ and metrics.json (eval.out_dir; "
+                                             "default: runs/evaluate; the pipeline's: eval.out_dir)")
+    add_shared(parser, "protocol", "no-mlflow")
 
 
 def option_overrides(args) -> list[str]:
@@ -57,6 +58,8 @@ def option_overrides(args) -> list[str]:
         extra.append(f"eval.baseline={args.baseline}")
     if getattr(args, "subset", False):
         extra.append("eval.allow_partial=true")
+    if getattr(args, "out", None):
+        extra.append(f"eval.out_dir={args.out}")
     return extra
 
 

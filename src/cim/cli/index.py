@@ -8,26 +8,25 @@ from __future__ import annotations
 import argparse
 import json
 
-from cim.cli import load
+from cim.cli import add_flag, add_out, add_shared, load
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cim.config import choices
 
-    parser.add_argument("--manifest", default=None, help="corpus manifest jsonl (default: index.manifest)")
-    parser.add_argument("--out", default=None, help="index folder (default: index.out_dir)")
+    add_flag(parser, "manifest", default=None, help="corpus manifest jsonl (default: index.manifest)")
+    add_out(parser, default=None, help="index folder (default: index.out_dir)")
     parser.add_argument("--sources", default=None,
                         help="source images jsonl (id, image, split) to embed by id (default: index.sources, "
                              "skipped with a note when that default file does not exist)")
     parser.add_argument("--no-sources", action="store_true", help="do not embed source images")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--no-mlflow", action="store_true", help="do not record the run in MLflow")
     parser.add_argument("--engine", choices=choices("index.engine"), default=None,
                         help="local: one process (default, index.engine); ray: Ray Data, decoding in CPU tasks "
                              "and embedding in an actor pool, one actor per GPU (docs/index.md)")
     parser.add_argument("--address", default=None,
                         help="with --engine ray: an existing Ray cluster (auto, ray://head:10001; "
                              "index.ray_address); default: start a local one")
+    add_shared(parser, "no-mlflow", "no-progress")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cim.cli import add_out
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cim.plugins import DATASET_FORMATS
@@ -12,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=DATASET_FORMATS.names(), help="release format")
     parser.add_argument("--annotations", help="the release's annotation file")
     parser.add_argument("--images", help="folder holding the images")
-    parser.add_argument("--out", required=True, help="manifest to write (jsonl)")
+    add_out(parser, required=True, help="manifest to write (jsonl)")
     parser.add_argument("--on-missing", choices=("skip", "fail"), default="skip",
                         help="images named but not found: skip them (counted, listed in OUT.missing.txt; "
                              "default) or fail without writing")

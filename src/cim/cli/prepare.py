@@ -5,15 +5,14 @@ import argparse
 import json
 import sys
 
-from cim.cli import load
+from cim.cli import add_out, add_shared, load
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", help="output directory (default: world.out_dir)")
+    add_out(parser, help="output directory (default: world.out_dir)")
     parser.add_argument("--force", action="store_true",
                         help="regenerate even if world.json shows the same world is already there")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    parser.add_argument("--no-mlflow", action="store_true", help="do not record the run in MLflow")
+    add_shared(parser, "no-mlflow", "no-progress")
 
 
 def run(args: argparse.Namespace) -> int:

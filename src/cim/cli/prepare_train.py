@@ -4,20 +4,20 @@ from __future__ import annotations
 import argparse
 import json
 
-from cim.cli import add_protocol_argument, load
+from cim.cli import add_flag, add_out, add_shared, load
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--manifest", default=None, help="training manifest jsonl (default train.manifest)")
+    add_flag(parser, "manifest", default=None, help="training manifest jsonl (default train.manifest)")
     parser.add_argument("--val-manifest", default=None,
                         help="validation manifest (default train.val_manifest; empty: hold out train.val_size rows)")
-    parser.add_argument("--out-dir", default=None, help="output folder (default train.data_dir)")
-    add_protocol_argument(parser)
+    add_out(parser, default=None, help="output folder (default train.data_dir)")
+    add_shared(parser, "protocol")
 
 
 def run(args: argparse.Namespace) -> int:
     from cim.stages.prepare_train import prepare_train
 
-    info = prepare_train(load(args), manifest=args.manifest, val_manifest=args.val_manifest, out_dir=args.out_dir)
+    info = prepare_train(load(args), manifest=args.manifest, val_manifest=args.val_manifest, out_dir=args.out)
     print(json.dumps(info, indent=2))
     return 0

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 
-from cim.cli import load
+from cim.cli import add_out, load
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--out", help="folder of the comparison files (default: pipeline.out_dir)")
+    add_out(parser, help="the folder `cim compare --out` wrote, read (default: pipeline.out_dir)")
 
 
 def run(args) -> int:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from cim.cli import add_protocol_argument, load
+from cim.cli import add_out, add_shared, load
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "--seed (into <pipeline.checkpoint_dir>/NAME-sSEED)")
     parser.add_argument("--seed", type=int, default=None,
                         help="with --variant: the GRPO seed (default: the first of pipeline.seeds)")
-    add_protocol_argument(parser)
+    add_out(parser, help="the run's checkpoint folder (local: train.local.out_dir; verl: train.verl.checkpoint_dir); "
+                         "not with --variant, whose folder is <pipeline.checkpoint_dir>/NAME")
+    add_shared(parser, "protocol", "no-mlflow", "no-progress")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,6 +48,13 @@ def run(args: argparse.Namespace) -> int:
     extra = [f"train.backend={args.backend}"] if args.backend else []
     extra += [f"train.verl.preset={args.preset}"] if args.preset else []
     extra += [f"train.verl.setting={args.setting}"] if args.setting else []
+    if args.out and args.variant:
+        from cim.errors import ConfigError
+
+        raise ConfigError("--out is for a run of its own; a pipeline run (--variant) trains into "
+                          "<pipeline.checkpoint_dir>/NAME")
+    extra += [f"train.local.out_dir={args.out}", f"train.verl.checkpoint_dir={args.out}",
+              f"train.trl.out_dir={args.out}"] if args.out else []
     cfg = load(args, *extra)
     if args.preset and cfg.train.backend == "trl":   # --preset names the model of the backend that trains
         from cim.config import with_overrides
@@ -58,11 +67,14 @@ def run(args: argparse.Namespace) -> int:
         seed = cfg.pipeline.seeds[0] if args.seed is None else args.seed
         variant_config(cfg, args.variant, seed)   # a name that is no row: one line, before any work
         if args.variant == cfg.pipeline.sft:
-            train_sft(cfg, checkpoint_dir(cfg, args.variant))
+            train_sft(cfg, checkpoint_dir(cfg, args.variant), progress=not args.no_progress,
+                      track=not args.no_mlflow)
         else:
             train_variant(cfg, args.variant, seed, checkpoint_dir(cfg, cfg.pipeline.sft),
-                          checkpoint_dir(cfg, run_of(cfg, args.variant, seed)))
+                          checkpoint_dir(cfg, run_of(cfg, args.variant, seed)), progress=not args.no_progress,
+                          track=not args.no_mlflow)
         return 0
     from cim.stages.train import train
 
-    return int(train(cfg, dry_run=args.dry_run)["returncode"])
+    return int(train(cfg, dry_run=args.dry_run, progress=not args.no_progress,
+                     track=not args.no_mlflow)["returncode"])

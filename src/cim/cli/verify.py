@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 
-from cim.cli import add_protocol_argument, load
+from cim.cli import add_flag, add_out, add_shared, load
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--captions", help="jsonl with image_id, caption, level, quality "
+    add_flag(parser, "captions", help="jsonl with image_id, caption, level, quality "
                         "(default: <world.out_dir>/bench_captions.jsonl)")
-    parser.add_argument("--index", help="index directory (default: index.out_dir)")
-    parser.add_argument("--out", help="report directory (default: verify.out_dir)")
-    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
-    add_protocol_argument(parser)
+    add_flag(parser, "index", help="index directory (default: index.out_dir)")
+    add_out(parser, key="verify.out_dir", help="report directory (default: runs/verify; the pipeline's: "
+                                               "verify.out_dir)")
+    add_shared(parser, "protocol", "no-mlflow", "no-progress")
 
 
 def run(args) -> int:
@@ -21,7 +21,7 @@ def run(args) -> int:
     from cim.stages.verify import verify
 
     summary = verify(load(args), captions=args.captions, index_dir=args.index, out_dir=args.out,
-                     track=not args.no_mlflow, progress=True)
+                     track=not args.no_mlflow, progress=not args.no_progress)
     print(json.dumps({m: {"spearman": round(summary[m]["spearman_pooled"], 3),
                           "mean_by_level": {k: round(v, 3) for k, v in summary[m]["mean_by_level"].items()}}
                       for m in METRICS}, indent=1))

@@ -184,7 +184,9 @@ def _safe(name: str) -> str:
 
 # ------------------------------------------------------------------------------------ captioner comparison
 COMPARISON_JSON, COMPARISON_TABLE, COMPARISON_PLOT = "captioners.json", "captioners.md", "captioners.png"
-COMPARISON_METRICS = "metrics.json"   # <pipeline.out_dir>/metrics.json: captioner -> metric -> number (DVC)
+COMPARISON_METRICS = "metrics.json"   # <pipeline.out_dir>/metrics.json: captioner -> headline metric (DVC metrics)
+COMPARISON_DETAILS = "details.json"   # every column, n_seeds, deltas, intervals (not a DVC metric: too wide a table)
+HEADLINE = ("capture", "cim")   # the columns `dvc metrics show` / `dvc exp show` list per captioner (the paper's two)
 COMPARISON_PLOT_DATA = "plot.json"    # rows {captioner, metric, value, low, high} (dvc plots, template bar_ci)
 
 
@@ -261,10 +263,10 @@ def comparison_plot(table: dict, path: Path) -> Path:
     return path
 
 
-def comparison_metrics(table: dict) -> dict:
-    """The comparison shaped for DVC (``metrics:``): ``{captioner: {metric: mean, "n_seeds": n,
-    "delta": {metric: d}, "ci95": {metric: {"low", "high"}}}}`` -- nested mappings DVC flattens to
-    ``cim.capture``, ``cim.delta.capture``, ``cim.ci95.capture.low`` (it drops lists)."""
+def comparison_details(table: dict) -> dict:
+    """The whole comparison as nested mappings: ``{captioner: {metric: mean, "n_seeds": n, "delta": {metric: d},
+    "ci95": {metric: {"low", "high"}}}}`` (DVC would flatten it to ``cim.delta.capture``, ``cim.ci95.capture.low``:
+    ``dvc metrics show reports/results/details.json`` lists it on request)."""
     out = {}
     for r in table["rows"]:
         entry: dict = {k: r[k] for k in table["columns"]}
@@ -274,6 +276,13 @@ def comparison_metrics(table: dict) -> dict:
                          for k in table["columns"] if r.get(f"{k}_ci95")}
         out[r["captioner"]] = entry
     return out
+
+
+def comparison_metrics(table: dict) -> dict:
+    """The headline for DVC (``metrics:``): ``{captioner: {metric: mean over seeds}}`` for the :data:`HEADLINE`
+    columns the table has, so ``dvc metrics show`` / ``dvc exp show`` stay a readable width (``cim.capture``);
+    the rest is in :func:`comparison_details`."""
+    return {r["captioner"]: {k: r[k] for k in HEADLINE if k in table["columns"]} for r in table["rows"]}
 
 
 def comparison_plot_data(table: dict) -> list[dict]:
@@ -290,15 +299,18 @@ def comparison_plot_data(table: dict) -> list[dict]:
 
 
 def write_comparison(table: dict, out_dir: Path) -> list[Path]:
-    """``captioners.json`` (the table), ``captioners.md``, ``captioners.png``, ``metrics.json`` (DVC metrics) and
-    ``plot.json`` (DVC plots) in ``out_dir``; nothing in them differs between two runs of the same inputs."""
+    """``captioners.json`` (the table), ``captioners.md``, ``captioners.png``, ``metrics.json`` (the headline: DVC
+    metrics), ``details.json`` (everything else, nested) and ``plot.json`` (DVC plots) in ``out_dir``; nothing in
+    them differs between two runs of the same inputs."""
     from cim.io import atomic_write_text, write_json
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / COMPARISON_JSON, table)
     write_json(out_dir / COMPARISON_METRICS, comparison_metrics(table))
+    write_json(out_dir / COMPARISON_DETAILS, comparison_details(table))
     write_json(out_dir / COMPARISON_PLOT_DATA, comparison_plot_data(table))
     atomic_write_text(out_dir / COMPARISON_TABLE, comparison_markdown(table))
-    return [out_dir / COMPARISON_JSON, out_dir / COMPARISON_METRICS, out_dir / COMPARISON_TABLE,
-            out_dir / COMPARISON_PLOT_DATA, comparison_plot(table, out_dir / COMPARISON_PLOT)]
+    return [out_dir / COMPARISON_JSON, out_dir / COMPARISON_METRICS, out_dir / COMPARISON_DETAILS,
+            out_dir / COMPARISON_TABLE, out_dir / COMPARISON_PLOT_DATA,
+            comparison_plot(table, out_dir / COMPARISON_PLOT)]

@@ -60,10 +60,9 @@ def check(url: str, token_env: str = "", timeout_s: float = 5.0) -> Optional[dic
 
 def start(params: str, overrides: Sequence[str], host: str, port: int, *, token_env: str = "",
           startup_timeout_s: float = 300.0, log_path: Optional[str] = None) -> ServiceHandle:
-    """``cim serve`` (``python -m cim.cli serve``) in a child process; returns once ``/health`` answers (bounded
-    wait)."""
-    cmd = [sys.executable, "-m", "cim.cli", "serve", "--params", params, "--host", host, "--port", str(port),
-           *overrides]
+    """The reward service (``python -m cim.service``: what ``cim serve`` runs) in a child process; returns once
+    ``/health`` answers (bounded wait)."""
+    cmd = [sys.executable, "-m", "cim.service", "--params", params, "--host", host, "--port", str(port), *overrides]
     out = open(log_path, "ab") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if log_path else None, env=os.environ.copy())
     url = f"http://{host}:{port}"

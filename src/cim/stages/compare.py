@@ -6,7 +6,7 @@ one). Each file is scored with the benchmark's method metrics through the metric
 METEOR, the CIM reward, ground-truth recall, caption length, and any metric a plugin registers), all on the
 same images; the table (:func:`cim.pipeline.table.comparison`) holds each row's mean over seeds, a 95%
 interval and its delta against the baseline row with a paired bootstrap interval. Files:
-``captioners.json`` / ``.md`` / ``.png`` and ``metrics.json`` for DVC (:func:`cim.eval.results.
+``captioners.json`` / ``.md`` / ``.png``, ``metrics.json`` / ``details.json`` for DVC (:func:`cim.eval.results.
 write_comparison`); MLflow: :func:`cim.stages.publish.publish`.
 """
 from __future__ import annotations

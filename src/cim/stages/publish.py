@@ -7,9 +7,13 @@ on every ``dvc repro`` (``always_changed``) and on every ``compare``: it reads t
 
 - one run ``compare[<benchmark>]`` (a child of the execution's parent run) tagged ``cim.results_sha256`` (the
   comparison file's content hash: the key that makes publishing idempotent), with the table's files;
-- one child run per captioner, ``compare[<benchmark>/<row>]``, with every column's mean over seeds, its 95%
-  interval (``_ci95_low`` / ``_ci95_high``), the delta against the baseline and its interval, ``n_seeds``:
-  the same metric keys in every run, so MLflow's compare view sets the captioners side by side;
+- one child run per captioner, ``compare[<benchmark>/<row>]``: params saying what the row is (``captioner``,
+  ``method``, ``seeds``, ``n_seeds``, ``protocol``, the ``reward.*`` and encoders it trained with, ``benchmark``,
+  ``baseline``); the headline metrics unprefixed (``capture``, ``cim``: :data:`cim.eval.results.HEADLINE`), the
+  rest grouped by prefix, which MLflow's UI shows as sections: ``mean/<column>`` (the other columns' means over
+  seeds), ``delta/<column>`` (against the baseline), ``ci95_low/`` / ``ci95_high/`` (the mean's 95% interval),
+  ``delta_ci95_low/`` / ``delta_ci95_high/`` (the delta's). The same keys in every run (NaN where no draw
+  defined an interval), so MLflow's compare view sets the captioners side by side;
 - on each captioner's logged model (MLflow 3's model page; found by the checkpoint hash its captions record),
   that seed's metrics with the benchmark as the dataset (``log_metrics(..., model_id=, dataset=)``).
 
@@ -42,7 +46,8 @@ def _already(cfg, key: str, parent: str | None) -> str | None:
 def publish(cfg, out_dir: str | Path | None = None, *, files: Sequence[Path] | None = None) -> dict:
     """Log the comparison in ``out_dir`` (default ``pipeline.out_dir``) once per pipeline execution (see the
     module doc); returns ``{"published": bool, "run_id", "results_sha256", "models": n}``."""
-    from cim.eval.results import COMPARISON_JSON, COMPARISON_METRICS, COMPARISON_PLOT, COMPARISON_TABLE
+    from cim.eval.results import (COMPARISON_DETAILS, COMPARISON_JSON, COMPARISON_METRICS, COMPARISON_PLOT,
+                                  COMPARISON_TABLE)
     from cim.tracking import pipeline_parent
 
     out = Path(out_dir or cfg.pipeline.out_dir)
@@ -55,19 +60,45 @@ def publish(cfg, out_dir: str | Path | None = None, *, files: Sequence[Path] | N
     done = _already(cfg, key, parent)
     if done is not None:
         return {"published": False, "run_id": done, "results_sha256": key, "models": 0}
-    files = list(files or [out / f for f in (COMPARISON_JSON, COMPARISON_METRICS, COMPARISON_TABLE, COMPARISON_PLOT)])
+    files = list(files or [out / f for f in (COMPARISON_JSON, COMPARISON_METRICS, COMPARISON_DETAILS, COMPARISON_TABLE,
+                                              COMPARISON_PLOT)])
     run_id, models = _log(cfg, table, key, [f for f in files if Path(f).is_file()])
     return {"published": True, "run_id": run_id, "results_sha256": key, "models": models}
 
 
 def _row_metrics(row: dict, columns: Sequence[str]) -> dict[str, float]:
-    out: dict[str, float] = {"n_seeds": float(row["n_seeds"])}
-    for k in columns:
-        out[k] = row[k]
-        out[f"delta_{k}"] = row[f"delta_{k}"]
-        for name in (f"{k}_ci95", f"delta_{k}_ci95"):   # NaN where no draw defined it: the same keys in every run
-            out[f"{name}_low"], out[f"{name}_high"] = row.get(name) or (float("nan"), float("nan"))
+    """A row's numbers as MLflow metric keys (the module doc): the headline first, the rest by prefix."""
+    from cim.eval.results import HEADLINE
+
+    out: dict[str, float] = {k: row[k] for k in HEADLINE if k in columns}
+    out.update({f"mean/{k}": row[k] for k in columns if k not in HEADLINE})
+    out.update({f"delta/{k}": row[f"delta_{k}"] for k in columns})
+    for k in columns:                   # NaN where no draw defined it: the same keys in every run
+        for name, ci in (("ci95", row.get(f"{k}_ci95")), ("delta_ci95", row.get(f"delta_{k}_ci95"))):
+            out[f"{name}_low/{k}"], out[f"{name}_high/{k}"] = ci or (float("nan"), float("nan"))
     return {k: float(v) for k, v in out.items()}
+
+
+def _row_params(cfg, table: dict, row: dict) -> dict[str, str]:
+    """What the row is: its captioner, seeds, protocol, and the reward and encoders it was trained with (from
+    the pipeline's config; a row the config does not name gets the table's facts only)."""
+    from cim.pipeline.variants import runs, variant_config, variants
+
+    name = row["captioner"]
+    out = {"captioner": name, "n_seeds": str(row["n_seeds"]), "benchmark": table["benchmark"],
+           "baseline": table["baseline"], "n_boot": str(table.get("n_boot", "")),
+           "protocol": str(cfg.get("protocol") or "none")}
+    if name not in variants(cfg):
+        return out
+    sft = name == cfg.pipeline.sft
+    vcfg = variant_config(cfg, name)
+    out.update({"method": "SFT" if sft else "SFT + GRPO", "runs": ",".join(runs(cfg)[name]),
+                "seeds": "-" if sft else ",".join(str(s) for s in cfg.pipeline.seeds),
+                "encoders.text": str(vcfg.encoders.text.model or vcfg.encoders.text.name),
+                "encoders.image": str(vcfg.encoders.image.model or vcfg.encoders.image.name)})
+    if not sft:                         # the SFT start trains without the retrieval reward
+        out.update({f"reward.{k}": str(vcfg.reward[k]) for k in ("mode", "beta", "top_k", "decay")})
+    return out
 
 
 def _log(cfg, table: dict, key: str, files: list) -> tuple[str, int]:
@@ -85,6 +116,7 @@ def _log(cfg, table: dict, key: str, files: list) -> tuple[str, int]:
             with mlflow.start_run(run_name=f"compare[{bench}/{row['captioner']}]", nested=True,
                                   tags={"stage": "compare", "captioner": row["captioner"], "benchmark": bench,
                                         "baseline": table["baseline"], RESULTS_TAG: key}):
+                mlflow.log_params(_row_params(cfg, table, row))
                 mlflow.log_metrics(_row_metrics(row, table["columns"]))
         models = _model_metrics(cfg, table)
         return run.info.run_id, models

@@ -12,22 +12,34 @@ from pathlib import Path
 __all__ = ["train", "train_sft", "train_variant"]
 
 
-def train(cfg, *, dry_run: bool = False, progress: bool = True) -> dict:
+def train(cfg, *, dry_run: bool = False, progress: bool = True, track: bool = True) -> dict:
     """``train.backend``: ``verl`` launches ``main_ppo`` inside an MLflow parent run with the reward service up
     (``{"returncode", "run_id", "checkpoints", ...}``; ``dry_run`` prints the command); ``local`` trains the CPU
-    captioner (:func:`cim.train.local.run.run_local`: its MLflow run, checkpoints, resume)."""
+    captioner (:func:`cim.train.local.run.run_local`: its MLflow run, checkpoints, resume). ``track=False``: no
+    MLflow (the local backend only: verl trains inside an MLflow parent run its logger attaches to)."""
     from cim.config import check_names
 
     check_names(cfg, "encoders.text.name", "encoders.image.name")
     if cfg.train.backend == "verl":
+        if not track:
+            from cim.errors import ConfigError
+
+            raise ConfigError("--no-mlflow is for --backend local: verl trains inside an MLflow run (its logger "
+                              "attaches to it); use trainer.logger overrides to change verl's own loggers")
         return {"backend": "verl", **_train_verl(cfg, dry_run=dry_run)}
     if cfg.train.backend == "trl":
         from cim.train.trl.run import run_trl
 
+        if not track and not dry_run:
+            from cim.errors import ConfigError
+
+            raise ConfigError("--no-mlflow is for --backend local: the trl backend's curves and model live in its "
+                              "MLflow run")
+
         return {"backend": "trl", **run_trl(cfg, dry_run=dry_run)}
     from cim.train.local.run import run_local
 
-    return {"backend": "local", "returncode": run_local(cfg, dry_run=dry_run, progress=progress)}
+    return {"backend": "local", "returncode": run_local(cfg, dry_run=dry_run, progress=progress, track=track)}
 
 
 def _train_verl(cfg, dry_run: bool = False) -> dict:
@@ -99,7 +111,8 @@ def _report_dir(cfg, name: str, report_dir) -> str:
     return str(report_dir if report_dir is not None else Path(cfg.pipeline.report_dir) / name)
 
 
-def train_sft(cfg, out_dir: str | Path, report_dir: str | Path | None = None, progress: bool = True) -> Path:
+def train_sft(cfg, out_dir: str | Path, report_dir: str | Path | None = None, progress: bool = True,
+              track: bool = True) -> Path:
     """The comparison's SFT start (no GRPO) in ``out_dir``: ``sft_final/``, ``tokenizer.json``, reports;
     returns ``out_dir``. A killed run resumes from its newest checkpoint."""
     from cim.config import with_overrides
@@ -110,12 +123,12 @@ def train_sft(cfg, out_dir: str | Path, report_dir: str | Path | None = None, pr
     run_cfg = with_overrides(cfg, {"train.local.out_dir": str(out_dir), "train.local.sft_dir": "",
                                    "train.local.grpo_steps": 0,
                                    "train.local.report_dir": _report_dir(cfg, name, report_dir)})
-    run_local(run_cfg, progress=progress, run_name=run_name(cfg, "train", name))
+    run_local(run_cfg, progress=progress, run_name=run_name(cfg, "train", name), track=track)
     return Path(out_dir)
 
 
 def train_variant(cfg, name: str, seed: int, sft_dir: str | Path, out_dir: str | Path,
-                  report_dir: str | Path | None = None, progress: bool = True) -> Path:
+                  report_dir: str | Path | None = None, progress: bool = True, track: bool = True) -> Path:
     """GRPO from the SFT start in ``sft_dir`` with the variant's overrides (``pipeline.variants``) and GRPO seed
     ``seed``, into ``out_dir``; returns it. The SFT start's own name returns ``sft_dir`` (nothing to train)."""
     from cim.config import with_overrides
@@ -127,5 +140,5 @@ def train_variant(cfg, name: str, seed: int, sft_dir: str | Path, out_dir: str |
     run_cfg = with_overrides(variant_config(cfg, name, seed), {
         "train.local.out_dir": str(out_dir), "train.local.sft_dir": str(sft_dir),
         "train.local.report_dir": _report_dir(cfg, run_of(cfg, name, seed), report_dir)})
-    run_local(run_cfg, progress=progress, run_name=run_name(cfg, "train", name, seed))
+    run_local(run_cfg, progress=progress, run_name=run_name(cfg, "train", name, seed), track=track)
     return Path(out_dir)

@@ -48,9 +48,12 @@ def _run_to_continue(cfg, state, key: str):
     return newest, died[1:]
 
 
-def run_local(cfg, dry_run: bool = False, scorer=None, progress: bool = True, run_name: str | None = None) -> int:
+def run_local(cfg, dry_run: bool = False, scorer=None, progress: bool = True, run_name: str | None = None,
+              track: bool = True) -> int:
     """`cim train --backend local` (the Prefect flow and the DVC stage call this). ``run_name``: the MLflow
-    run's name (``train[mode=grc]``; default ``train``). The final captioner is logged as an MLflow model."""
+    run's name (``train[mode=grc]``; default ``train``). The final captioner is logged as an MLflow model.
+    ``track=False`` (``--no-mlflow``): no MLflow at all; the checkpoints and reports are written the same and a
+    killed run still resumes from its newest checkpoint."""
     from cim.determinism import deterministic
     from cim.tracking import client, mark_killed, start_run
     from cim.train.local.trainer import LocalTrainer
@@ -62,6 +65,11 @@ def run_local(cfg, dry_run: bool = False, scorer=None, progress: bool = True, ru
     with deterministic(int(cfg.seed), int(lc.threads)):
         trainer = LocalTrainer(cfg, scorer=scorer, progress=progress)
     state = trainer.latest_state()
+    if not track:
+        summary = trainer.run(state)
+        write_reports(cfg, trainer, summary)
+        print(json.dumps(summary, indent=2, default=str))
+        return 0
     key = checkpoint_key(trainer.out)
     resume, stale = _run_to_continue(cfg, state, key)
     if stale:

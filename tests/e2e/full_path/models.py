@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-from cim.smoke.tokenizers import QWEN3_TEMPLATE, QWEN_VL_TEMPLATE, qwen_tokenizer, t5_tokenizer
+from e2e.full_path.tokenizers import QWEN3_TEMPLATE, QWEN_VL_TEMPLATE, qwen_tokenizer, t5_tokenizer
 
 __all__ = ["policy", "factual_parser", "judge", "open_clip_config", "OPEN_CLIP_NAME", "IMAGE_PIXELS"]
 

@@ -1,8 +1,8 @@
 """The full-scale path, step by step, on the full-tiny profile (``configs/profiles/full-tiny.yaml``).
 
-Each step checks what it hands the next one; the first that fails stops the chain (:mod:`cim.smoke.runner`).
+Each step checks what it hands the next one; the first that fails stops the chain (:mod:`e2e.full_path.runner`).
 Commands run through the ``cim`` CLI in the out folder; the verl steps run verl's own classes in this
-process and in Ray actors (:mod:`cim.smoke.rollout`, :mod:`cim.smoke.grpo`).
+process and in Ray actors (:mod:`e2e.full_path.rollout`, :mod:`e2e.full_path.grpo`).
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from cim.smoke.runner import Context, Step, StepFailed, cim_command
-from cim.smoke.trl_leg import trl_train
+from e2e.full_path.runner import Context, Step, StepFailed, cim_command
+from e2e.full_path.trl_leg import trl_train
 
 PROFILE = Path(__file__).resolve().parents[3] / "configs" / "profiles" / "full-tiny.yaml"
 # what every caption gets a number for; the fine-grained scores are None when every sample is skipped (the released
@@ -46,7 +46,7 @@ def free_port() -> int:
 # ---------------------------------------------------------------------------------------------------- steps
 def build(ctx: Context) -> dict:
     """Tiny random models of the real architectures and the data, offline."""
-    from cim.smoke import data, models
+    from e2e.full_path import data, models
 
     out = ctx.out
     shutil.copyfile(ctx.state["profile"], out / "params.yaml")
@@ -118,7 +118,7 @@ def prepare_train(ctx: Context) -> dict:
 
 def verl_config(ctx: Context) -> dict:
     """`cim train --backend verl --dry-run`'s overrides composed with verl's ppo_trainer.yaml, validated."""
-    from cim.smoke.rollout import compose, verl_overrides
+    from e2e.full_path.rollout import compose, verl_overrides
 
     port = ctx.state["port"]
     out = ctx.cim("train", "--backend", "verl", "--dry-run", f"train.service.port={port}")
@@ -140,7 +140,7 @@ def verl_config(ctx: Context) -> dict:
 
 def verl_data(ctx: Context) -> dict:
     """verl's RLHFDataset + collate_fn on the parquet with the policy's processor."""
-    from cim.smoke.rollout import dataset_batch
+    from e2e.full_path.rollout import dataset_batch
 
     cfg = ctx.state["verl_cfg"]
     ds, rows, batch, processor = dataset_batch(cfg, ctx.out / "cache" / "rl_dataset")
@@ -204,7 +204,7 @@ def rollout(ctx: Context) -> dict:
     import torch
 
     from cim.service.client import RewardClient
-    from cim.smoke.rollout import rollouts
+    from e2e.full_path.rollout import rollouts
 
     cfg = ctx.state["verl_cfg"]
     env = {k: os.environ[k] for k in ("PYTHONPATH", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM",
@@ -250,7 +250,7 @@ def rollout(ctx: Context) -> dict:
 
 def grpo_update(ctx: Context) -> dict:
     """One GRPO step: verl's compute_advantage, policy loss, KL, the actor's optimizer."""
-    from cim.smoke.grpo import grpo_step, load_policy
+    from e2e.full_path.grpo import grpo_step, load_policy
 
     cfg = ctx.state["verl_cfg"]
     model = load_policy(cfg.actor_rollout_ref.model.path)
@@ -272,7 +272,7 @@ def checkpoint(ctx: Context) -> dict:
     from verl.utils import hf_processor
 
     cfg = ctx.state["verl_cfg"]
-    from cim.smoke.grpo import save_actor_checkpoint
+    from e2e.full_path.grpo import save_actor_checkpoint
 
     actor = Path(cfg.trainer.default_local_dir) / "global_step_1" / "actor"
     save_actor_checkpoint(ctx.state["model"], hf_processor(cfg.actor_rollout_ref.model.path), actor)
@@ -285,7 +285,7 @@ def checkpoint(ctx: Context) -> dict:
         rc = subprocess.call(cmd, cwd=ctx.out, stdout=f, stderr=subprocess.STDOUT, env=os.environ.copy())
     expect(rc == 0, f"verl.model_merger exited {rc} (log: {ctx.log_path()})")
     files = sorted(p.name for p in target.iterdir())
-    from cim.smoke.grpo import load_policy
+    from e2e.full_path.grpo import load_policy
 
     merged = load_policy(str(target)).state_dict()            # as a consumer loads it (key mapping included)
     state = ctx.state["model"].state_dict()
@@ -326,7 +326,7 @@ def caption_trained(ctx: Context) -> dict:
 def evaluate(ctx: Context) -> dict:
     """`cim evaluate`: CAPTURE (FACTUAL), fine-grained, Relations QA (LM judge), BLEU, METEOR, CIM."""
     ctx.cim("evaluate", "--benchmark", "full-tiny", "--captions", "reports/captions/cim/captions.jsonl",
-            "--method", "cim")
+            "--method", "cim", "--out", "reports/eval")
     res = json.loads((ctx.out / "reports/eval/full-tiny/cim/results.json").read_text())
     expect(not res.get("errors"), f"metrics failed: {res.get('errors')}")
     metrics, counts = res.get("metrics", {}), res.get("counts", {})
@@ -369,6 +369,9 @@ def compare(ctx: Context) -> dict:
             "fine_grained_columns": [m for m in FINE_GRAINED if m in cim_row]}
 
 
+# The chain, in order: each Step(name, seam, fn) becomes one entry of summary.json's "steps" (name, status,
+# seconds, outputs). A new leg (another training backend, say) is one more function and one more Step here, at
+# the place its inputs exist; tests/test_smoke_full.py checks every step of this list passes, in this order.
 STEPS = [
     Step("build", "tiny random models of the real architectures + SC-Captioner-format data", build),
     Step("manifest", "release files -> gallery + training manifest (cim manifest)", manifest),

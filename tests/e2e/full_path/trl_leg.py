@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cim.smoke.runner import Context, StepFailed
+from e2e.full_path.runner import Context, StepFailed
 
 STEPS = 2
 
