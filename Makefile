@@ -28,8 +28,12 @@ setup: $(VENV)/.installed
 run: setup
 	CIM_PIPELINE_ID=$${CIM_PIPELINE_ID:-repro-$$(date +%Y%m%d-%H%M%S)} dvc repro
 
+# two xdist workers: a module runs whole on one worker, the longest chains first (tests/conftest.py);
+# `make test PYTEST_XDIST=` runs the suite in one process
+PYTEST_XDIST ?= -n 2 --dist loadgroup --no-loadscope-reorder
+
 test: setup
-	$(BIN)/pytest -q --durations=20
+	$(BIN)/pytest -q $(PYTEST_XDIST) --durations=20
 
 bench: setup
 	$(BIN)/python perf/reward_throughput.py

@@ -19,7 +19,7 @@ from cim.config import load_config
 
 @task(retries=1, retry_delay_seconds=5)        # a retry resumes: finished variants are reused
 def ablate_axis(params: str, overrides: list[str], axis: str, values: list[str] | None, train: bool,
-                out_dir: str, work_dir: str) -> dict:
+                out_dir: str | None, work_dir: str | None) -> dict:
     from cim.stages.ablate import ablate
 
     return ablate(params, overrides, axis, values, out_dir=out_dir, work_dir=work_dir, train=train)
@@ -28,8 +28,9 @@ def ablate_axis(params: str, overrides: list[str], axis: str, values: list[str] 
 @flow(name="cim-ablations", log_prints=True)
 def ablations(params: str = "params.yaml", overrides: list[str] | None = None,
               axes: list[str] | None = None, values: list[str] | None = None, train: bool = False,
-              out_dir: str = "reports/ablations", work_dir: str = "data/ablations") -> dict:
-    """``values``: the variants of a single axis (as `cim ablate --values`; encoders: [texts, images])."""
+              out_dir: str | None = None, work_dir: str | None = None) -> dict:
+    """``values``: the variants of a single axis (as `cim ablate --values`; encoders: [texts, images]);
+    ``out_dir``, ``work_dir``: ``ablate.*``'s by default."""
     from cim.ablate.axes import AXES
 
     overrides = list(overrides or [])

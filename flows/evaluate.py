@@ -31,7 +31,9 @@ def evaluate_benchmarks(params: str, overrides: list[str], log_mlflow: bool) -> 
 @flow(name="cim-evaluate", log_prints=True, persist_result=True)
 def evaluate(params: str = "params.yaml", overrides: list[str] | None = None, log_mlflow: bool = True,
              protocol: str | None = None, workspace: bool = False, mlflow_ui: str = "http://127.0.0.1:5000") -> dict:
-    overrides = ([f"protocol={protocol}"] if protocol else []) + list(overrides or [])
+    from cim.protocols import with_protocol
+
+    overrides = with_protocol(protocol, overrides)
     folder = run_dir(workspace)
     overrides += run_overrides(load_config(params, overrides), folder, ["eval"])   # fails fast on a bad key
     cfg = load_config(params, overrides)

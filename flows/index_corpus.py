@@ -35,7 +35,9 @@ def index_corpus(params: str = "params.yaml", overrides: list[str] | None = None
                  manifest: str | None = None, sources: str | None = None,
                  skip_prepare: bool = False, skip_verify: bool = False, protocol: str | None = None,
                  workspace: bool = False, mlflow_ui: str = "http://127.0.0.1:5000") -> dict:
-    overrides = ([f"protocol={protocol}"] if protocol else []) + list(overrides or [])
+    from cim.protocols import with_protocol
+
+    overrides = with_protocol(protocol, overrides)
     generate = not skip_prepare and manifest is None
     folder = run_dir(workspace)
     overrides += run_overrides(config(params, overrides), folder,   # fails fast on a bad key

@@ -76,9 +76,10 @@ def cim_pipeline(params: str = "params.yaml", overrides: list[str] | None = None
     `mlflow ui` serves the store, for the artifact's link."""
     from cim.eval.results import comparison_markdown
     from cim.pipeline.variants import captions_path, checkpoint_dir, run_of
+    from cim.protocols import with_protocol
     from cim.tracking import pipeline_parent
 
-    overrides = ([f"protocol={protocol}"] if protocol else []) + list(overrides or [])
+    overrides = with_protocol(protocol, overrides)
     folder = run_dir(workspace)
     overrides += run_overrides(config(params, overrides), folder,     # fails fast on a bad key
                                ["world", "index", "verify", "audit", "train", "eval", "pipeline"])

@@ -89,7 +89,9 @@ def train_grpo(params: str = "params.yaml", overrides: list[str] | None = None, 
                protocol: str | None = None, workspace: bool = False,
                mlflow_ui: str = "http://127.0.0.1:5000") -> dict:
     """``workspace``: write checkpoints and reports into the DVC workspace (default: runs/<flow-run>/)."""
-    overrides = ([f"protocol={protocol}"] if protocol else []) + list(overrides or [])
+    from cim.protocols import with_protocol
+
+    overrides = with_protocol(protocol, overrides)
     if backend:
         overrides.append(f"train.backend={backend}")
     if preset:

@@ -57,7 +57,7 @@ class ReleasedReward:
         source = self.images[source_row].float()                                          # in the gallery
         g = grc(retrieved)
         q = qir(source, retrieved, decay=RELEASED_DECAY)
-        return float(cim_reward(g, q, beta=RELEASED_BETA))                                # a bare float
+        return float(cim_reward(g, q, beta=RELEASED_BETA, mode="both"))                              # a bare float
 
     def score_serially(self, captions: Sequence[str], source_rows: Sequence[int]) -> list[float]:
         return [self(c, int(r)) for c, r in zip(captions, source_rows)]

@@ -71,7 +71,7 @@ def evaluate(rows: list[dict], top: np.ndarray, corpus_img: np.ndarray, src_img:
     beats each other level, for GRC, QIR and their sum (beta = 1)."""
     retrieved = torch.from_numpy(corpus_img[top])                 # (B, K, D)
     g = grc(retrieved).numpy()
-    q = qir(torch.from_numpy(src_img), retrieved).numpy()
+    q = qir(torch.from_numpy(src_img), retrieved, decay=0.5).numpy()   # the paper's 1/2^(r-1)
     metrics = {"grc": g, "qir": q, "sum": g + q}
     quality = np.array([r["quality"] for r in rows])
     levels = sorted({(r["quality"], r["level"]) for r in rows}, reverse=True)

@@ -5,6 +5,7 @@ Built once per test session (about 10-20 s on 2 cores) and shared by every test 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,18 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Stages log to MLflow: keep the test session's runs out of the working tree's mlruns/.
-if "MLFLOW_TRACKING_URI" not in os.environ:
-    import tempfile
-
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tempfile.mkdtemp(prefix='cim-mlflow-')}/mlflow.db"
+# Stages log to MLflow: keep the test session's runs out of the working tree's mlruns/. One store per process:
+# xdist's workers inherit the controller's environment, so a store this file chose is replaced in each worker.
+if os.environ.get("MLFLOW_TRACKING_URI", "") in ("", os.environ.get("CIM_TESTS_MLFLOW_URI")):
+    os.environ["MLFLOW_TRACKING_URI"] = os.environ["CIM_TESTS_MLFLOW_URI"] = \
+        f"sqlite:///{tempfile.mkdtemp(prefix='cim-mlflow-')}/mlflow.db"
+# pytest-xdist (`make test`: -n 2 --dist loadgroup): each worker is its own process with its own session fixtures
+# (tmp_path_factory, support.train_world's temp folder and the MLflow store above are per process); Prefect's
+# ephemeral server keeps a SQLite database under PREFECT_HOME, so each worker gets its own.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER:
+    base = os.environ.get("PREFECT_HOME") or os.path.join(tempfile.gettempdir(), "cim-prefect-tests")
+    os.environ["PREFECT_HOME"] = os.path.join(base, WORKER)
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -26,9 +34,54 @@ TINY_OVERRIDES = [
 ]
 
 
+# Under xdist a test module runs whole on one worker (its module fixtures are built once), except the modules of
+# a named group here, which run together on one worker, one after the other: they must not overlap. (The
+# scheduler below does the grouping from the test ids: xdist's own `xdist_group` marks do not reach the
+# scheduler under pytest 9.2, which no longer lets xdist rename a test.)
+GROUPS = {
+    # local Ray clusters (index engine, verl's agent loop, the full-scale chain): one at a time on 2 cores
+    "tests/index/test_index_ray.py": "ray", "tests/train/test_verl_agent_loop.py": "ray",
+    "tests/e2e/test_smoke_full.py": "ray",
+}
+# Scheduled first, longest first (`--durations` on 2 cores), so the two workers start on the long chains and the
+# short modules fill in around them; everything else follows in collection order.
+LONGEST_FIRST = [
+    # the slow chains (--durations of a serial `make test` on 2 cores: 291 s, 268 s, 158 s + the Ray tests, ...)
+    "tests/e2e/test_prefect_pipeline.py", "ray", "tests/pipeline/test_pipeline.py",
+    "tests/e2e/test_pipeline_loop.py", "tests/train/test_train_local.py", "tests/flows/test_stage_parity.py",
+    "tests/perf/test_perf_scripts.py",
+    # the longest modules of `-m "not slow"` (their sums under `-n 2`): `cim` subprocesses, the METEOR jar, audits
+    "tests/cli/test_errors.py", "tests/eval/test_coverage.py", "tests/audit/test_audit.py",
+    "tests/ablate/test_ablate.py", "tests/eval/test_eval_text_metrics.py", "tests/core/test_plugins.py",
+    "tests/reward/test_scorer.py", "tests/service/test_service_replicas.py", "tests/index/test_index.py",
+]
+
+
+def _group(nodeid: str) -> str:
+    module = nodeid.split("::")[0]
+    return GROUPS.get(module, module)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadgroup`: one work unit per module, or per named group of modules (GROUPS)."""
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleGroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid)
+
+    return ModuleGroupScheduling(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
     import torch
 
+    if WORKER and config.getvalue("loadgroup"):       # the same order on every worker: the units' order
+        rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+        items.sort(key=lambda item: rank.get(_group(item.nodeid), len(rank)))   # stable: module order kept
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs a CUDA device")

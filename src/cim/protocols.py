@@ -25,7 +25,7 @@ from typing import Any
 from cim.errors import ConfigError
 from cim.io import named_yaml, yaml_names
 
-__all__ = ["PROTOCOL_DIR", "Protocol", "names", "load_protocol", "describe", "label", "tags"]
+__all__ = ["PROTOCOL_DIR", "Protocol", "names", "load_protocol", "describe", "label", "tags", "with_protocol"]
 
 PROTOCOL_DIR = Path(__file__).resolve().parents[2] / "configs" / "protocols"
 _KEYS = {"name", "description", "params", "verl", "sources"}
@@ -108,3 +108,9 @@ def tags(cfg) -> dict[str, str]:
         out["protocol.sha256"] = d["sha256"]
         out["protocol.deviations"] = ",".join(sorted(d["deviations"])) or "none"
     return out
+
+
+def with_protocol(name: str | None, overrides=()) -> list[str]:
+    """``overrides`` with ``protocol=NAME`` first when a protocol is named (``--protocol``, a flow's
+    ``protocol``): the protocol sits under the command line's own overrides, which still win."""
+    return ([f"protocol={name}"] if name else []) + list(overrides or [])

@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 from cim.errors import ConfigError
 
-__all__ = ["Variant", "AXES", "DEFAULTS", "TEXT_PRESETS", "IMAGE_PRESETS", "variants"]
+__all__ = ["Variant", "AXES", "TEXT_PRESETS", "IMAGE_PRESETS", "defaults", "variants"]
 
 
 @dataclass(frozen=True)
@@ -42,13 +42,14 @@ IMAGE_PRESETS: dict[str, dict] = {
     "dinov3": {"name": "dinov3", "model": "facebook/dinov3-vitl16-pretrain-lvd1689m", "pretrained": "hub"},
 }
 
-# what `cim ablate AXIS` runs without options (the embedded default: what runs on a CPU, offline)
-DEFAULTS: dict[str, list[str]] = {
-    "components": ["grc", "qir", "both"],
-    "scale": ["0", "0.1", "0.3", "1"],
-    "encoders": ["minilm,mpnet", "lite0,lite2"],
-    "beta": ["0.25", "0.5", "1", "2", "4"],
-}
+
+def defaults(cfg, axis: str) -> list[str]:
+    """What `cim ablate AXIS` runs without options: the config's ``ablate`` section (the schema's defaults are
+    the embedded ones, what runs on a CPU, offline); encoders: ``[texts, images]``, each comma-separated."""
+    a = cfg.ablate
+    if axis == "encoders":
+        return [",".join(a.text), ",".join(a.image)]
+    return [f"{v:g}" if isinstance(v, float) else str(v) for v in getattr(a, axis)]
 
 
 def _numbers(values: Sequence[str], what: str) -> list[float]:
@@ -109,10 +110,14 @@ AXES: dict[str, Callable[[object, Sequence[str]], list[Variant]]] = {
 
 
 def variants(cfg, axis: str, values: Sequence[str] | None = None) -> list[Variant]:
-    """The variants of ``axis`` (``values`` default: :data:`DEFAULTS`)."""
+    """The variants of ``axis``; ``values`` (for encoders, either of its two lists) left out or empty:
+    :func:`defaults`'s."""
     if axis not in AXES:
         raise ConfigError(f"unknown ablation axis {axis!r}; one of {', '.join(AXES)}")
-    found = AXES[axis](cfg, list(values) if values else DEFAULTS[axis])
+    given, default = list(values or []), defaults(cfg, axis)
+    if axis == "encoders" and given:
+        given = [v or d for v, d in zip(given, default)] + given[2:]
+    found = AXES[axis](cfg, given if any(given) else default)
     if not found:
         raise ConfigError(f"{axis}: no variants")
     return found

@@ -41,7 +41,7 @@ def _list(words: list[str], joiner: str = "and") -> str:
     return words[0] if len(words) == 1 else f" {joiner} ".join([", ".join(words[:-1]), words[-1]])
 
 
-def verdict(comp: str, data: dict, mode: str = "both") -> str:
+def verdict(comp: str, data: dict, mode: str) -> str:
     """``GRC: orders detail, not precision (detail 0.87 [0.85, 0.89], precision 0.50 [0.48, 0.52])``, then the
     hacks whose copy the component scores *above* the original, and those it does not tell from it (a
     policy is not pushed away from them)."""
@@ -72,7 +72,7 @@ def verdict(comp: str, data: dict, mode: str = "both") -> str:
     return line
 
 
-def verdicts(components: dict, mode: str = "both") -> dict[str, str]:
+def verdicts(components: dict, mode: str) -> dict[str, str]:
     return {comp: verdict(comp, components[comp], mode) for comp in COMPONENTS if comp in components}
 
 

@@ -223,8 +223,7 @@ def audit_settings(scorer, options: AuditConfig, source: str, counts: dict, n_pa
         "source": source, **{f"captions_{k}" if k == "available" else f"sources_{k}": v for k, v in counts.items()},
         **describe(options), "donor_rows": pool_size, "pairs": n_pairs, "failed": failed,
         "spacy": spacy_version, "corpus_rows": len(scorer.index.ids),
-        "reward": {"top_k": scorer.top_k, "decay": scorer.decay, "beta": scorer.beta, "mode": scorer.mode,
-                   "exclude_source": scorer.exclude_source, "tie_tolerance": scorer.tie_tolerance},
+        "reward": scorer.settings(),
         "encoders": {"text": (enc.get("text") or {}).get("model"), "image": (enc.get("image") or {}).get("model"),
                      "center_images": bool((meta.get("centering") or {}).get("enabled"))},
     }

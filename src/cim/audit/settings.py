@@ -5,15 +5,14 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from cim.config import AuditConfig, to_dict
+from cim.config.schema import AUDIT_AXES
 from cim.errors import ConfigError
 
 __all__ = ["AuditConfig", "AXES", "KINDS", "DETAIL", "PRECISION", "HACKS", "resolve", "describe"]
 
-# pair kinds per axis, in report order (docs/audit.md has an example of each)
-DETAIL = ("sentences", "clauses", "modifiers")
-PRECISION = ("colour", "object", "relation", "swap")
-HACKS = ("repeat", "stuff", "keywords", "shuffle", "praise", "concat", "hallucinate")
-AXES: dict[str, tuple[str, ...]] = {"detail": DETAIL, "precision": PRECISION, "hacks": HACKS}
+# pair kinds per axis, in report order: the schema's (audit.kinds defaults to every one of them)
+AXES: dict[str, tuple[str, ...]] = AUDIT_AXES
+DETAIL, PRECISION, HACKS = AXES["detail"], AXES["precision"], AXES["hacks"]
 KINDS: dict[str, str] = {k: axis for axis, kinds in AXES.items() for k in kinds}   # kind -> axis
 
 def resolve(cfg, **overrides) -> AuditConfig:

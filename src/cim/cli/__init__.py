@@ -261,8 +261,9 @@ def _get(cfg, key: str):
 def overrides_of(args: argparse.Namespace, *extra: str) -> list[str]:
     """The command's overrides: ``--protocol`` first (explicit overrides still win), then the trailing
     ``key=value`` ones, then ``extra`` (what the command's own options set)."""
-    name = getattr(args, "protocol", None)
-    return ([f"protocol={name}"] if name else []) + list(args.overrides or []) + list(extra)
+    from cim.protocols import with_protocol
+
+    return with_protocol(getattr(args, "protocol", None), args.overrides) + list(extra)
 
 
 def load(args: argparse.Namespace, *extra: str):

@@ -9,29 +9,27 @@ from __future__ import annotations
 
 import json
 
-from cim.ablate.axes import AXES, DEFAULTS, IMAGE_PRESETS, TEXT_PRESETS
-from cim.cli import INTERACTIVE_DIR, add_flag, add_out, add_shared
+from cim.ablate.axes import AXES, IMAGE_PRESETS, TEXT_PRESETS
+from cim.cli import add_flag, add_out, add_shared
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("axis", choices=list(AXES), help="components | scale | encoders | beta")
-    parser.add_argument("--values", help="comma-separated variants: components: modes "
-                        f"(default {','.join(DEFAULTS['components'])}); beta: values (default "
-                        f"{','.join(DEFAULTS['beta'])}); scale: shares of the corpus rows besides the training "
-                        f"images' (default {','.join(DEFAULTS['scale'])})")
-    parser.add_argument("--text", default=DEFAULTS["encoders"][0],
-                        help=f"encoders: text encoders, presets {', '.join(TEXT_PRESETS)} or a sentence-transformers "
-                        "model (default %(default)s)")
-    parser.add_argument("--image", default=DEFAULTS["encoders"][1],
-                        help=f"encoders: image encoders, presets {', '.join(IMAGE_PRESETS)} (default %(default)s; "
-                        "vit-h-14 and dinov3 need their weights in the local Hugging Face cache)")
+    parser.add_argument("--values", help="comma-separated variants: components: modes (default "
+                        "ablate.components); beta: values (default ablate.beta); scale: shares of the corpus rows "
+                        "besides the training images' (default ablate.scale)")
+    parser.add_argument("--text", help=f"encoders: text encoders, presets {', '.join(TEXT_PRESETS)} or a "
+                        "sentence-transformers model (default ablate.text)")
+    parser.add_argument("--image", help=f"encoders: image encoders, presets {', '.join(IMAGE_PRESETS)} (default "
+                        "ablate.image; vit-h-14 and dinov3 need their weights in the local Hugging Face cache)")
     parser.add_argument("--train", action="store_true",
                         help="components: also train a captioner per variant (the pipeline's training rows)")
     add_flag(parser, "captions", help="captions of known quality (default <world.out_dir>/bench_captions.jsonl)")
-    add_out(parser, default=f"{INTERACTIVE_DIR}/ablate",
-            help="report folder (default %(default)s; the committed reports: --out reports/ablations)")
-    parser.add_argument("--work", default="data/ablations",
-                        help="per-variant reports and extra indexes, kept for resuming (default %(default)s)")
+    add_out(parser, key="ablate.out_dir",
+            help="report folder (default ablate.out_dir; run by hand: runs/ablate; the committed reports: "
+                 "--out reports/ablations)")
+    parser.add_argument("--work", help="per-variant reports and extra indexes, kept for resuming (default "
+                        "ablate.work_dir)")
     add_shared(parser, "no-progress")
 
 

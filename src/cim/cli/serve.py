@@ -16,10 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-window-ms", type=float, default=None, help="how long a batch waits to fill")
     parser.add_argument("--header-timeout-s", type=float, default=None,
                         help="close a connection that has not sent its request head (or stays idle) this long "
-                             "(default 10)")
+                             "(default train.service.header_timeout_s)")
     parser.add_argument("--body-timeout-s", type=float, default=None,
                         help="answer 408 to a request whose body has not arrived this long after its head "
-                             "(default 30)")
+                             "(default train.service.body_timeout_s)")
     parser.add_argument("--token-env", default=None,
                         help="env var holding the bearer token (default train.service.token_env); "
                              "the token is never taken on the command line")

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-__all__ = ["choice", "path", "paths", "named", "Config", "WorldConfig", "TextEncoderConfig", "ImageEncoderConfig",
+__all__ = ["choice", "path", "paths", "named", "AUDIT_AXES", "Config", "WorldConfig", "TextEncoderConfig", "ImageEncoderConfig",
            "EncodersConfig", "IndexConfig", "RewardConfig", "VerifyConfig", "AuditConfig", "TrackingConfig",
            "RewardServiceConfig", "GrpoConfig", "VerlTrainConfig", "TrlTrainConfig", "LocalTrainConfig", "TrainConfig", "EvalParserConfig",
-           "EvalJudgeConfig", "EvalCaptionerConfig", "EvalConfig", "PipelineConfig"]
+           "EvalJudgeConfig", "EvalCaptionerConfig", "EvalConfig", "PipelineConfig", "AblateConfig",
+           "ManifestConfig"]
 
 
 def choice(default: str, *others: str) -> Any:
@@ -130,6 +131,13 @@ class VerifyConfig:
     out_dir: str = path("reports/verify")
 
 
+# the audit's pair kinds per axis, in report order (docs/audit.md has an example of each; cim.audit.settings)
+AUDIT_AXES: dict[str, tuple[str, ...]] = {
+    "detail": ("sentences", "clauses", "modifiers"),
+    "precision": ("colour", "object", "relation", "swap"),
+    "hacks": ("repeat", "stuff", "keywords", "shuffle", "praise", "concat", "hallucinate")}
+
+
 @dataclass
 class AuditConfig:
     """Does the reward carry signal on this corpus? (stage ``audit``, ``cim audit``; docs/audit.md)"""
@@ -143,9 +151,7 @@ class AuditConfig:
     donors: int = 3000
     seed: int = 0
     bootstrap: int = 1000          # resamples of the captions for each 95% interval
-    kinds: list[str] = field(default_factory=lambda: [   # pair kinds (cim.audit.settings.KINDS)
-        "sentences", "clauses", "modifiers", "colour", "object", "relation", "swap",
-        "repeat", "stuff", "keywords", "shuffle", "praise", "concat", "hallucinate"])
+    kinds: list[str] = field(default_factory=lambda: [k for kinds in AUDIT_AXES.values() for k in kinds])  # all
     # two scores within this of each other are a tie (identical retrieved rows give exactly equal GRC and
     # QIR; the same rows in another order move GRC by float rounding only, ~1e-7)
     tie_within: float = 1e-6
@@ -172,8 +178,13 @@ class RewardServiceConfig:
     batch_window_ms: float = 5.0  # how long a batch waits for more requests after its first one
     max_request_items: int = 4096     # per POST /score (413 above)
     max_request_mb: float = 16.0      # request body limit (413 above)
+    header_timeout_s: float = 10.0    # a connection must send its request head within this (and is closed when idle)
+    body_timeout_s: float = 30.0      # ... and its body within this (408 after; 16 MB at >= 0.5 MB/s)
     timeout_s: float = 120.0      # client: per request
     retries: int = 3              # client: retries on connection errors and 5xx
+    backoff_s: float = 0.5        # client: the pause before the first retry (doubled before each next one)
+    cooldown_s: float = 5.0       # client: a replica that failed is skipped this long
+    max_connections: int = 16     # async client (verl's reward function): open connections at most
     fallback_score: float = 0.0   # reward of a caption that is no text (empty, not UTF-8); counted, logged
     client_window_ms: float = 50.0    # verl reward function: gather concurrent calls this long
     client_max_batch: int = 4096      # verl reward function: most captions in one request
@@ -181,7 +192,7 @@ class RewardServiceConfig:
     metrics_idle_s: float = 10.0      # verl reward function: a step's GRC/QIR logged once idle this long (0: off)
     start: bool = True            # `cim train`: start the service when `url` is on loopback and down
     in_process: bool = False      # verl: every reward worker loads its own scorer instead of using the service
-    startup_timeout_s: float = 300.0
+    startup_timeout_s: float = 300.0  # how long a service (each replica) may take to answer /health
 
 
 @dataclass
@@ -375,6 +386,29 @@ class PipelineConfig:
 
 
 @dataclass
+class ManifestConfig:
+    """`cim manifest`: a corpus manifest from a dataset's release format (:mod:`cim.data.adapters`)."""
+
+    # images the annotations name but the images folder lacks: skip them (counted, listed in <out>.missing.txt)
+    # | fail without writing
+    on_missing: str = choice("skip", "fail")
+
+
+@dataclass
+class AblateConfig:
+    """`cim ablate AXIS` and the ablations flow (docs/ablations.md): each axis's variants when none are given,
+    and where the reports go. Not a parameter of any DVC stage."""
+
+    components: list[str] = field(default_factory=lambda: ["grc", "qir", "both"])   # reward.mode values
+    scale: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.3, 1.0])   # shares of the non-training rows
+    text: list[str] = field(default_factory=lambda: ["minilm", "mpnet"])   # encoders: text presets (or models)
+    image: list[str] = field(default_factory=lambda: ["lite0", "lite2"])   # encoders: image presets
+    beta: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])   # reward.beta, mode both
+    out_dir: str = path("reports/ablations")    # <axis>.json|md|png
+    work_dir: str = path("data/ablations")      # per-variant reports and extra indexes, kept for resuming
+
+
+@dataclass
 class Config:
     seed: int = 0
     protocol: str = ""            # configs/protocols/<name>.yaml (paper | official), over this file; "" = none
@@ -388,3 +422,5 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    ablate: AblateConfig = field(default_factory=AblateConfig)
+    manifest: ManifestConfig = field(default_factory=ManifestConfig)

@@ -3,7 +3,7 @@
 Every adapter reads the annotation file, finds each record's image under the given images folder and writes
 ``{"id", "image", "text", "source", ...}`` rows with :func:`cim.data.manifest.write_manifest`. Images that
 are not there are never dropped silently: they are counted and listed in the returned report and in
-``<out>.missing.txt``, and with ``on_missing="fail"`` the conversion stops (no manifest written).
+``<out>.missing.txt``, and with ``on_missing="fail"`` (``manifest.on_missing``) the conversion stops (no manifest written).
 
 Accepted shapes (one record each; keys tried in the order given):
 
@@ -261,17 +261,21 @@ def _find(candidates: list[str], images: Path) -> str | None:
 
 
 def convert(fmt: str, annotations: str | Path, images: str | Path, out: str | Path,
-            on_missing: str = "skip", split: str | None = None, train_out: str | Path | None = None) -> AdapterReport:
+            on_missing: str | None = None, split: str | None = None, train_out: str | Path | None = None) -> AdapterReport:
     """Write the corpus manifest ``out`` from a release's annotation file and images folder.
 
-    ``on_missing``: ``skip`` (warn, list them in the report and ``<out>.missing.txt``) or ``fail``
-    (raise :class:`MissingImagesError`, write nothing). ``split`` filters DOCCI records. ``train_out``:
+    ``on_missing`` (None: ``manifest.on_missing``'s default): ``skip`` (warn, list them in the report and
+    ``<out>.missing.txt``) or ``fail`` (raise :class:`MissingImagesError`, write nothing). ``split`` filters DOCCI records. ``train_out``:
     also write the training manifest (``id, image, prompt, split: train``) of the records that carry a
     prompt (``sc-captioner-sft``), row for row with the corpus manifest.
     """
+    from cim.config import choices
+    from cim.config.schema import ManifestConfig
+
     read = DATASET_FORMATS.get(fmt)
-    if on_missing not in ("skip", "fail"):
-        raise ValueError(f"on_missing must be skip or fail, got {on_missing!r}")
+    on_missing = ManifestConfig().on_missing if on_missing is None else on_missing
+    if on_missing not in choices("manifest.on_missing"):
+        raise ValueError(f"on_missing must be {' or '.join(choices('manifest.on_missing'))}, got {on_missing!r}")
     annotations, images, out = Path(annotations), Path(images), Path(out)
     if not annotations.is_file():
         raise FileNotFoundError(f"annotation file not found: {annotations}")

@@ -5,7 +5,7 @@ evaluation left per-sample statistics for every column (:meth:`cim.eval.metrics.
 ``(parts, finish)``, so a column over any weighting of the samples is ``finish(weights @ parts)``: a mean, a
 ratio of sums or a corpus BLEU/METEOR alike).
 
-One bootstrap draw (``n_boot`` of them, seeded):
+One bootstrap draw (``n_boot`` of them, seeded; ``pipeline.n_boot``):
 
 1. the benchmark images are drawn with replacement, **once for every row** (the same weights: the
    differences between rows are paired over images);
@@ -23,9 +23,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Stats", "draws", "point", "interval", "significant", "DEFAULT_BOOT", "LEVEL"]
+__all__ = ["Stats", "draws", "point", "interval", "significant", "LEVEL"]
 
-DEFAULT_BOOT = 1000
 LEVEL = 0.95
 
 # one seed's statistics: {column: (parts (n_samples, d), finish)}
@@ -38,7 +37,7 @@ def point(seeds: Sequence[Stats], key: str) -> tuple[float, list[float]]:
     return float(np.nanmean(per_seed)) if per_seed else float("nan"), per_seed
 
 
-def draws(rows: Mapping[str, Sequence[Stats]], keys: Sequence[str], n_boot: int = DEFAULT_BOOT,
+def draws(rows: Mapping[str, Sequence[Stats]], keys: Sequence[str], n_boot: int,
           seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
     """``{row: {column: (n_boot,) values}}``: the bootstrap distribution of each row's value (see the module
     doc). Every row's seeds must hold statistics over the same samples, in the same order."""

@@ -209,8 +209,7 @@ def cim(ev, bench, refs, captions, res) -> None:
         res.items[i].update(cim=r["score"], cim_grc=r["grc"], cim_qir=r["qir"])
     res.counts["cim"] = {"scored": len(ok), "failed": len(out) - len(ok), "errors": errors}
     res.protocol["cim"] = {"metric": "CIM reward Υ = GRC + β·QIR (paper Eqs. 1-3), mean over captions",
-                           "top_k": scorer.top_k, "decay": scorer.decay, "beta": scorer.beta, "mode": scorer.mode,
-                           "exclude_source": scorer.exclude_source,
+                           **scorer.settings(),
                            "encoders": scorer.index.meta.get("encoders"), "index_rows": len(scorer.index.ids)}
 
 

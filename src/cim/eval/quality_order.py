@@ -16,6 +16,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from cim.io import atomic_open, atomic_write_text
+from cim.reward.settings import reward_settings
 
 METRICS = ("score", "grc", "qir")
 
@@ -81,9 +82,7 @@ def settings(cfg, scorer=None) -> dict:
     """What produced a verify report (not a measurement: ``settings.json``, never ``metrics.json``)."""
     from cim.protocols import describe
 
-    r = cfg.reward
-    out = {"reward": {"top_k": r.top_k, "decay": r.decay, "beta": r.beta, "mode": r.mode,
-                      "exclude_source": r.exclude_source},
+    out = {"reward": reward_settings(cfg.reward),
            "protocol": describe(cfg),
            "encoders": {"text": cfg.encoders.text.model, "image": cfg.encoders.image.model,
                         "center_images": cfg.index.center_images}}

@@ -19,7 +19,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 from cim.errors import ConfigError
-from cim.eval.intervals import DEFAULT_BOOT, LEVEL, draws, interval, point
+from cim.eval.intervals import LEVEL, draws, interval, point
 from cim.eval.metrics import Metric, finite, table_columns
 
 __all__ = ["comparison"]
@@ -38,7 +38,7 @@ def _seed_stats(results: Sequence, metrics: Sequence[Metric], ids: Sequence[str]
 
 
 def comparison(results: Mapping[str, Sequence], benchmark: str, baseline: str, metrics: Sequence[Metric],
-               ids: Sequence[str], *, n_boot: int = DEFAULT_BOOT, seed: int = 0) -> dict:
+               ids: Sequence[str], *, n_boot: int, seed: int = 0) -> dict:
     """The table (see the module doc) over the samples ``ids`` (each result's ``items`` hold them)."""
     if baseline not in results:
         raise ConfigError(f"baseline {baseline!r} is not one of the captioners: {', '.join(results)}")

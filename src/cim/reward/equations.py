@@ -3,7 +3,9 @@
 Shapes: ``retrieved`` is ``(..., K, D)`` image embeddings of the top-K corpus hits in rank order;
 ``source`` is ``(..., D)``. Inputs are L2-normalised here again, so callers may pass raw embeddings.
 Nothing of ours is imported: this file is the single place the maths lives. torch is imported when a
-function first runs. ``reward.mode``'s choices are the schema's (``cim.config.choices("reward.mode")``; a test
+function first runs. No reward setting has a default here: callers pass ``reward.decay``, ``reward.beta`` and
+``reward.mode`` (their defaults are the schema's, :class:`cim.config.schema.RewardConfig`). ``reward.mode``'s
+choices are the schema's (``cim.config.choices("reward.mode")``; a test
 checks each is computed here).
 """
 from __future__ import annotations
@@ -25,14 +27,14 @@ def grc(retrieved: torch.Tensor) -> torch.Tensor:
     return unit.mean(dim=-2).norm(dim=-1)
 
 
-def rank_weights(k: int, decay: float = 0.5, device=None) -> torch.Tensor:
+def rank_weights(k: int, decay: float, device=None) -> torch.Tensor:
     """lambda(r) = decay ** (r - 1) for r = 1..k; the paper uses 1 / 2^(r-1)."""
     import torch
 
     return decay ** torch.arange(k, dtype=torch.float32, device=device)
 
 
-def qir(source: torch.Tensor, retrieved: torch.Tensor, decay: float = 0.5) -> torch.Tensor:
+def qir(source: torch.Tensor, retrieved: torch.Tensor, decay: float) -> torch.Tensor:
     """Eq. (2): Query-gallery Image Relevance, QIR(v, c) = sum_r lambda(r) cos(v~(v), v~(x_{i_r}))."""
     import torch.nn.functional as F
 
@@ -42,8 +44,7 @@ def qir(source: torch.Tensor, retrieved: torch.Tensor, decay: float = 0.5) -> to
     return (cos * rank_weights(cos.shape[-1], decay, cos.device)).sum(dim=-1)
 
 
-def cim_reward(grc_value: torch.Tensor, qir_value: torch.Tensor, beta: float = 1.0,
-               mode: str = "both") -> torch.Tensor:
+def cim_reward(grc_value: torch.Tensor, qir_value: torch.Tensor, beta: float, mode: str) -> torch.Tensor:
     """Eq. (3): Upsilon(v, c) = GRC(c) + beta * QIR(v, c).
 
     ``mode`` is the Fig. 4 ablation: "grc" uses GRC alone, "qir" QIR alone.

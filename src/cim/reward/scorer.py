@@ -12,10 +12,12 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from cim.config.schema import RewardConfig
 from cim.errors import ConfigError
 from cim.reward.equations import cim_reward, grc, qir
 from cim.index.identity import file_digest, row_keys, source_keys
 from cim.reward.schema import RESULT_KEYS, CaptionError, RewardResult, caption_text, empty_result
+from cim.reward.settings import reward_settings
 
 # Longer captions are cut before tokenising: every encoder truncates far below this (MiniLM at 256 word
 # pieces, MPNet at 384), so the cut only saves tokenizer time on pathological inputs.
@@ -26,12 +28,13 @@ MAX_CAPTION_CHARS = 20_000
 # corpus texts that are (near-)tied, so a caption's reward would depend on its batch. The scorer therefore
 # orders hits by similarity, but similarities within ``tie_tolerance`` of their neighbour in that order form
 # one tie (chained), ordered by corpus row. The tolerance is a few times the measured noise: any larger and
-# genuinely better matches lose their rank to a lower row. A tie that reaches the last fetched candidate is
-# searched again with twice as many candidates, so no member is cut off by the search depth.
-TIE_TOLERANCE = 1e-6
+# genuinely better matches lose their rank to a lower row (the default, ``reward.tie_tolerance``, is the
+# schema's). A tie that reaches the last fetched candidate is searched again with twice as many candidates,
+# so no member is cut off by the search depth.
 TIE_MARGIN = 4
+_DEFAULT = RewardConfig()        # a Scorer's keyword defaults are the schema's (reward.*), never restated here
 
-__all__ = ["Scorer", "score_in_batches", "order_with_ties", "RESULT_KEYS", "MAX_CAPTION_CHARS", "TIE_TOLERANCE"]
+__all__ = ["Scorer", "score_in_batches", "order_with_ties", "RESULT_KEYS", "MAX_CAPTION_CHARS"]
 
 
 @dataclass
@@ -70,9 +73,9 @@ class Scorer:
     image (by content, :mod:`cim.index.identity`) is left out of its retrieval.
     """
 
-    def __init__(self, index, text_encoder, image_encoder=None, *, top_k: int = 5, decay: float = 0.5,
-                 beta: float = 1.0, mode: str = "both", exclude_source: bool = True,
-                 tie_tolerance: float = TIE_TOLERANCE):
+    def __init__(self, index, text_encoder, image_encoder=None, *, top_k: int = _DEFAULT.top_k,
+                 decay: float = _DEFAULT.decay, beta: float = _DEFAULT.beta, mode: str = _DEFAULT.mode,
+                 exclude_source: bool = _DEFAULT.exclude_source, tie_tolerance: float = _DEFAULT.tie_tolerance):
         self.row_keys = row_keys(index)
         self.dropped_max = int(np.bincount(self.row_keys).max()) if exclude_source and len(self.row_keys) else 0
         need = top_k + self.dropped_max
@@ -90,6 +93,10 @@ class Scorer:
         self.calls = 0  # number of batched scoring calls (observable batching)
         self.searches = 0  # index searches (more than calls only when a tie reached the search depth)
 
+    def settings(self) -> dict:
+        """What this scorer scores with (:func:`cim.reward.settings.reward_settings`): every report's ``reward``."""
+        return reward_settings(self)
+
     @classmethod
     def from_config(cls, cfg, index_dir: str | None = None, device: str | None = None,
                     text_encoder=None) -> "Scorer":
@@ -100,10 +107,8 @@ class Scorer:
         text_encoder = text_encoder or build_text_encoder(cfg.encoders.text)
         index = CorpusIndex.load(index_dir or cfg.index.out_dir, expect={"text": text_encoder.describe()},
                                  device=device or cfg.index.device, search_backend=cfg.index.search_backend)
-        r = cfg.reward
-        return cls(index, text_encoder, lambda: build_image_encoder(cfg.encoders.image), top_k=r.top_k,
-                   decay=r.decay, beta=r.beta, mode=r.mode, exclude_source=r.exclude_source,
-                   tie_tolerance=r.tie_tolerance)
+        return cls(index, text_encoder, lambda: build_image_encoder(cfg.encoders.image),
+                   **reward_settings(cfg.reward))
 
     # -- public -------------------------------------------------------------------------------------
     def score(self, items: Sequence[dict]) -> list[RewardResult]:

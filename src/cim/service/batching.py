@@ -84,7 +84,7 @@ class MicroBatcher:
     module docstring). The batcher belongs to the event loop it was first used on.
     """
 
-    def __init__(self, fn: BatchFn, max_batch: int = 1024, window_s: float = 0.005):
+    def __init__(self, fn: BatchFn, max_batch: int, window_s: float):
         if max_batch < 1:
             raise ValueError("max_batch must be >= 1")
         self.fn, self.max_batch, self.window_s = fn, int(max_batch), float(window_s)

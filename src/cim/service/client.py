@@ -7,12 +7,14 @@ better), and check that the answer has one result per item, each with every key 
 
 Time is bounded twice: ``timeout_s`` per attempt and ``deadline_s`` for the whole call (all chunks, attempts
 and backoff sleeps): each attempt gets what is left of the deadline, and no retry starts after it. The worst
-case of one ``score`` call is therefore ``deadline_s`` (default 120 s), not ``timeout_s x (retries + 1)``.
+case of one ``score`` call is therefore ``deadline_s``, not ``timeout_s x (retries + 1)``. Every default of
+both clients is ``train.service``'s (:class:`cim.config.schema.RewardServiceConfig`).
 
 Replicas: ``url`` may list several services (``"http://a:3545,http://b:3545"``, replicas of `cim serve` over
 the same index). Requests go round-robin over the replicas that are up; a replica that fails (connection
 error, 5xx) is skipped for ``cooldown_s`` and the attempt is retried on the next; a long list is split so
-every replica gets a part. ``wait_ready`` waits for every replica (docs/training.md, "Replicas").
+every replica gets a part. ``wait_ready`` waits for every replica (docs/training.md, "Replicas"), as does
+:func:`cim.service.process.start` for the one it started: both through :func:`wait_healthy`.
 """
 from __future__ import annotations
 
@@ -20,13 +22,19 @@ import asyncio
 import logging
 import os
 import time
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
+from cim.config.schema import RewardServiceConfig
 from cim.reward.schema import RewardResult, missing_keys
 
 log = logging.getLogger(__name__)
 
-DEADLINE_S = 120.0
+_DEFAULT = RewardServiceConfig()   # the clients' keyword defaults (train.service.*), never restated here
+# idle connections are dropped before the service's header/idle timeout (train.service.header_timeout_s)
+# would close them under a request
+_KEEPALIVE_S = _DEFAULT.header_timeout_s / 2
+_POLL_S = 0.5                      # wait_healthy: between two rounds of /health
+HEALTH_S = 5.0                     # one /health attempt while waiting for a service (or checking one is up)
 
 
 def read_token(token_env: str) -> Optional[str]:
@@ -136,7 +144,7 @@ class Replicas:
     """Round-robin over replicas, skipping one that failed in the last ``cooldown_s`` (all down: the one
     that failed longest ago is tried, so a recovered replica is found again)."""
 
-    def __init__(self, urls: Sequence[str], cooldown_s: float = 5.0):
+    def __init__(self, urls: Sequence[str], cooldown_s: float = _DEFAULT.cooldown_s):
         self.urls, self.cooldown_s = list(urls), float(cooldown_s)
         self._next = 0
         self._down: dict[str, float] = {}
@@ -162,21 +170,47 @@ class Replicas:
         return sum(now - self._down.get(u, -1e18) >= self.cooldown_s for u in self.urls)
 
 
+def wait_healthy(ask: Callable[[str], dict], urls: Sequence[str], timeout_s: float, interval_s: float = _POLL_S,
+                 alive: Optional[Callable[[], None]] = None) -> list[dict]:
+    """The one "wait until healthy" (both clients' ``wait_ready``, :func:`cim.service.process.start`): round
+    after round, ``interval_s`` apart, ask each URL not yet ready for its ``/health`` (``ask(url)``: the health,
+    or :class:`ServiceError`) until every one has answered; returns their healths in ``urls``' order. Each URL
+    is asked at least once; once ``timeout_s`` has passed a :class:`ServiceError` names those not ready.
+    ``alive`` runs before each round and raises to stop waiting (a child process that exited)."""
+    end = time.monotonic() + timeout_s
+    ready: dict[str, dict] = {}
+    while True:
+        if alive is not None:
+            alive()
+        for url in urls:
+            if url not in ready:
+                try:
+                    ready[url] = ask(url)
+                except ServiceError:
+                    pass
+        if len(ready) == len(urls):
+            return [ready[u] for u in urls]
+        if time.monotonic() >= end:
+            missing = [u for u in urls if u not in ready]
+            raise ServiceError(f"reward service at {', '.join(missing)} not ready after {timeout_s:.0f} s")
+        time.sleep(interval_s)
+
+
 class RewardClient:
     """Synchronous client: ``RewardClient(url).score([{"caption": ..., "image_id": ...}])``."""
 
-    def __init__(self, url: str | Sequence[str], token: Optional[str] = None, timeout_s: float = 120.0,
-                 retries: int = 3, max_request_items: int = 4096, backoff_s: float = 0.5,
-                 deadline_s: float = DEADLINE_S, cooldown_s: float = 5.0):
+    def __init__(self, url: str | Sequence[str], token: Optional[str] = None,
+                 timeout_s: float = _DEFAULT.timeout_s, retries: int = _DEFAULT.retries,
+                 max_request_items: int = _DEFAULT.max_request_items, backoff_s: float = _DEFAULT.backoff_s,
+                 deadline_s: float = _DEFAULT.deadline_s, cooldown_s: float = _DEFAULT.cooldown_s):
         import httpx
 
         self.replicas = Replicas(split_urls(url), cooldown_s)
         self.url = ",".join(self.replicas.urls)
         self.retries, self.max_request_items, self.backoff_s = retries, max_request_items, backoff_s
         self.timeout_s, self.deadline_s = float(timeout_s), float(deadline_s)
-        # idle connections are dropped before the service's header/idle timeout (10 s) would close them
         self._http = httpx.Client(timeout=timeout_s, headers=_headers(token),
-                                  limits=httpx.Limits(keepalive_expiry=5.0))
+                                  limits=httpx.Limits(keepalive_expiry=_KEEPALIVE_S))
 
     def _request(self, method: str, path: str, deadline: Optional[_Deadline] = None,
                  base_url: Optional[str] = None, retries: Optional[int] = None, **kwargs) -> Any:
@@ -204,6 +238,10 @@ class RewardClient:
     def health(self) -> dict:
         return self._request("GET", "/health")
 
+    def health_of(self, url: str) -> dict:
+        """``/health`` of the replica ``url``, asked once (no retry, no other replica)."""
+        return self._request("GET", "/health", base_url=url, retries=0)
+
     def score(self, items: Sequence[dict]) -> list[RewardResult]:
         deadline = _Deadline(self.deadline_s)
         out: list[RewardResult] = []
@@ -212,24 +250,11 @@ class RewardClient:
             out.extend(_check(answer.get("results") if isinstance(answer, dict) else None, len(chunk)))
         return out
 
-    def wait_ready(self, timeout_s: float = 60.0, interval_s: float = 0.5) -> dict:
-        """Poll every replica's ``/health`` until all answer (bounded); returns the first replica's health
-        with ``replicas`` (each one's) added; raises :class:`ServiceError` naming those not ready."""
-        deadline = time.monotonic() + timeout_s
-        ready: dict[str, dict] = {}
-        while True:
-            for url in self.replicas.urls:
-                if url not in ready:
-                    try:
-                        ready[url] = self._request("GET", "/health", base_url=url, retries=0)
-                    except ServiceError:
-                        pass
-            if len(ready) == len(self.replicas.urls):
-                return {**ready[self.replicas.urls[0]], "replicas": [ready[u] for u in self.replicas.urls]}
-            if time.monotonic() >= deadline:
-                missing = [u for u in self.replicas.urls if u not in ready]
-                raise ServiceError(f"reward service at {', '.join(missing)} not ready after {timeout_s:.0f} s")
-            time.sleep(interval_s)
+    def wait_ready(self, timeout_s: float = _DEFAULT.startup_timeout_s, interval_s: float = _POLL_S) -> dict:
+        """Every replica's ``/health`` once all answer (:func:`wait_healthy`): the first replica's health with
+        ``replicas`` (each one's) added."""
+        ready = wait_healthy(self.health_of, self.replicas.urls, timeout_s, interval_s)
+        return {**ready[0], "replicas": ready}
 
     def close(self) -> None:
         self._http.close()
@@ -244,9 +269,11 @@ class RewardClient:
 class AsyncRewardClient:
     """Asyncio client; one ``aiohttp.ClientSession`` per event loop, opened on first use."""
 
-    def __init__(self, url: str | Sequence[str], token: Optional[str] = None, timeout_s: float = 120.0,
-                 retries: int = 3, max_request_items: int = 4096, backoff_s: float = 0.5, max_connections: int = 16,
-                 deadline_s: float = DEADLINE_S, cooldown_s: float = 5.0):
+    def __init__(self, url: str | Sequence[str], token: Optional[str] = None,
+                 timeout_s: float = _DEFAULT.timeout_s, retries: int = _DEFAULT.retries,
+                 max_request_items: int = _DEFAULT.max_request_items, backoff_s: float = _DEFAULT.backoff_s,
+                 max_connections: int = _DEFAULT.max_connections, deadline_s: float = _DEFAULT.deadline_s,
+                 cooldown_s: float = _DEFAULT.cooldown_s):
         self.replicas = Replicas(split_urls(url), cooldown_s)
         self.url = ",".join(self.replicas.urls)
         self.token, self.timeout_s, self.retries = token, float(timeout_s), retries
@@ -259,10 +286,9 @@ class AsyncRewardClient:
 
         loop = asyncio.get_running_loop()
         if self._session is None or self._session.closed or self._session._loop is not loop:
-            # idle connections are dropped before the service's header/idle timeout (10 s) would close them
             self._session = aiohttp.ClientSession(
                 headers=_headers(self.token), timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                connector=aiohttp.TCPConnector(limit=self.max_connections, keepalive_timeout=5.0))
+                connector=aiohttp.TCPConnector(limit=self.max_connections, keepalive_timeout=_KEEPALIVE_S))
         return self._session
 
     async def _request(self, method: str, path: str, deadline: Optional[_Deadline] = None,
@@ -292,23 +318,15 @@ class AsyncRewardClient:
     async def health(self) -> dict:
         return await self._request("GET", "/health")
 
-    async def wait_ready(self, timeout_s: float = 300.0, interval_s: float = 0.5) -> list[dict]:
-        """Every replica's ``/health`` once all answer (bounded); :class:`ServiceError` names those not ready."""
-        end = time.monotonic() + timeout_s
-        ready: dict[str, dict] = {}
-        while True:
-            for url in self.replicas.urls:
-                if url not in ready:
-                    try:
-                        ready[url] = await self._request("GET", "/health", _Deadline(min(5.0, timeout_s)), url)
-                    except ServiceError:
-                        pass
-            if len(ready) == len(self.replicas.urls):
-                return [ready[u] for u in self.replicas.urls]
-            if time.monotonic() >= end:
-                missing = [u for u in self.replicas.urls if u not in ready]
-                raise ServiceError(f"reward service at {', '.join(missing)} not ready after {timeout_s:.0f} s")
-            await asyncio.sleep(interval_s)
+    async def wait_ready(self, timeout_s: float = _DEFAULT.startup_timeout_s,
+                         interval_s: float = _POLL_S) -> list[dict]:
+        """Every replica's ``/health`` once all answer: :func:`wait_healthy`, on a worker thread (the event
+        loop goes on), asking each replica with a synchronous client of this one's token."""
+        def wait() -> list[dict]:
+            with RewardClient(self.replicas.urls, token=self.token, timeout_s=HEALTH_S, retries=0) as client:
+                return wait_healthy(client.health_of, self.replicas.urls, timeout_s, interval_s)
+
+        return await asyncio.to_thread(wait)
 
     async def score(self, items: Sequence[dict]) -> list[RewardResult]:
         deadline = _Deadline(self.deadline_s)

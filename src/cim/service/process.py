@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 from urllib.parse import urlparse
 
-from cim.service.client import RewardClient, ServiceError, read_token
+from cim.service.client import HEALTH_S, RewardClient, ServiceError, read_token, wait_healthy
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +36,21 @@ class ServiceHandle:
     health: Optional[dict] = None
     others: tuple = ()                           # the other replicas' handles (a URL list), stopped with this one
 
-    def stop(self, timeout_s: float = 30.0) -> None:
+    def stop(self, wait_s: float = 30.0) -> None:
+        """SIGINT, then SIGKILL when the process has not exited within ``wait_s``."""
         for other in self.others:
-            other.stop(timeout_s)
+            other.stop(wait_s)
         if self.process is None or self.process.poll() is not None:
             return
         self.process.send_signal(signal.SIGINT)
         try:
-            self.process.wait(timeout=timeout_s)
+            self.process.wait(timeout=wait_s)
         except subprocess.TimeoutExpired:
             self.process.kill()
-            self.process.wait(timeout=timeout_s)
+            self.process.wait(timeout=wait_s)
 
 
-def check(url: str, token_env: str = "", timeout_s: float = 5.0) -> Optional[dict]:
+def check(url: str, token_env: str = "", timeout_s: float = HEALTH_S) -> Optional[dict]:
     """``/health`` of the service at ``url``, or None when nothing answers."""
     with RewardClient(url, token=read_token(token_env), timeout_s=timeout_s, retries=0) as client:
         try:
@@ -58,8 +59,8 @@ def check(url: str, token_env: str = "", timeout_s: float = 5.0) -> Optional[dic
             return None
 
 
-def start(params: str, overrides: Sequence[str], host: str, port: int, *, token_env: str = "",
-          startup_timeout_s: float = 300.0, log_path: Optional[str] = None) -> ServiceHandle:
+def start(params: str, overrides: Sequence[str], host: str, port: int, *, token_env: str,
+          startup_timeout_s: float, log_path: Optional[str] = None) -> ServiceHandle:
     """The reward service (``python -m cim.service``: what ``cim serve`` runs) in a child process; returns once
     ``/health`` answers (bounded wait)."""
     cmd = [sys.executable, "-m", "cim.service", "--params", params, "--host", host, "--port", str(port), *overrides]
@@ -67,25 +68,19 @@ def start(params: str, overrides: Sequence[str], host: str, port: int, *, token_
     proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if log_path else None, env=os.environ.copy())
     url = f"http://{host}:{port}"
     handle = ServiceHandle(url, proc)
-    client = RewardClient(url, token=read_token(token_env), timeout_s=5.0, retries=0)
-    try:
-        import time
 
-        deadline = time.monotonic() + startup_timeout_s
-        while True:
-            if proc.poll() is not None:
-                raise ServiceError(f"reward service exited with code {proc.returncode} while starting"
-                                   + (f" (log: {log_path})" if log_path else ""))
-            try:
-                handle.health = client.health()
-                return handle
-            except ServiceError:
-                if time.monotonic() > deadline:
-                    handle.stop()
-                    raise ServiceError(f"reward service not ready after {startup_timeout_s:.0f} s") from None
-                time.sleep(0.5)
-    finally:
-        client.close()
+    def alive() -> None:
+        if proc.poll() is not None:
+            raise ServiceError(f"reward service exited with code {proc.returncode} while starting"
+                               + (f" (log: {log_path})" if log_path else ""))
+
+    try:
+        with RewardClient(url, token=read_token(token_env), timeout_s=HEALTH_S, retries=0) as client:
+            handle.health = wait_healthy(client.health_of, [url], startup_timeout_s, alive=alive)[0]
+    except BaseException:
+        handle.stop()
+        raise
+    return handle
 
 
 def service_url(cfg) -> str:

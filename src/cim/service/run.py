@@ -28,7 +28,7 @@ def serve(cfg, *, host: str | None = None, port: int | None = None, index_dir: s
     from cim.reward.scorer import Scorer
     from cim.service.client import read_token
     from cim.service.process import is_loopback_host
-    from cim.service.server import BODY_TIMEOUT_S, HEADER_TIMEOUT_S, RewardService, build_app, serve_forever
+    from cim.service.server import RewardService, build_app, serve_forever
 
     check_names(cfg, "encoders.text.name", "encoders.image.name")
     s = cfg.train.service
@@ -46,8 +46,9 @@ def serve(cfg, *, host: str | None = None, port: int | None = None, index_dir: s
           f"index={info['index_checksum']} auth={'bearer' if token else 'none'}", file=sys.stderr, flush=True)
     app = build_app(service, token=token, max_request_bytes=int(s.max_request_mb * (1 << 20)),
                     max_request_items=s.max_request_items,
-                    body_timeout_s=BODY_TIMEOUT_S if body_timeout_s is None else body_timeout_s)
-    serve_forever(app, host, port, header_timeout_s=HEADER_TIMEOUT_S if header_timeout_s is None else header_timeout_s)
+                    body_timeout_s=s.body_timeout_s if body_timeout_s is None else body_timeout_s)
+    serve_forever(app, host, port,
+                  header_timeout_s=s.header_timeout_s if header_timeout_s is None else header_timeout_s)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

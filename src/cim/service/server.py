@@ -35,14 +35,14 @@ from typing import Any, Optional
 
 from aiohttp import web
 
+from cim.config.schema import RewardServiceConfig
 from cim.reward.schema import RESULT_KEYS, empty_result
 from cim.service.batching import MicroBatcher, UnitFailed
 
 log = logging.getLogger(__name__)
 
 SERVICE_KEY = web.AppKey("cim_service", object)
-HEADER_TIMEOUT_S = 10.0     # a connection must send its request head within this (and is closed when idle)
-BODY_TIMEOUT_S = 30.0       # ... and its body within this (16 MB at >= 0.5 MB/s)
+_DEFAULT = RewardServiceConfig()   # the keyword defaults here are train.service's, never restated
 
 
 def _finite(value: Any) -> Any:
@@ -78,14 +78,15 @@ def scorer_info(scorer) -> dict:
         "corpus_size": len(ids) if ids is not None else None,
         "index_checksum": checksum,
         "index_kind": meta.get("kind"),
-        "reward": {k: getattr(scorer, k, None) for k in ("top_k", "decay", "beta", "mode", "exclude_source")},
+        "reward": scorer.settings(),
     }
 
 
 class RewardService:
     """Holds the scorer, its worker thread and the batcher; knows nothing about HTTP."""
 
-    def __init__(self, scorer, max_batch: int = 2560, window_s: float = 0.005, info: Optional[dict] = None):
+    def __init__(self, scorer, max_batch: int = _DEFAULT.max_batch, window_s: float = _DEFAULT.batch_window_ms / 1e3,
+                 info: Optional[dict] = None):
         self.scorer = scorer
         self.info = info if info is not None else scorer_info(scorer)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cim-scorer")
@@ -182,8 +183,10 @@ def _scoring_failed(exc: Exception) -> web.HTTPException:
     return _json_error(web.HTTPInternalServerError, f"scoring failed: {type(cause).__name__}: {str(cause)[:300]}")
 
 
-def build_app(service: RewardService, token: Optional[str] = None, max_request_bytes: int = 16 << 20,
-              max_request_items: int = 4096, body_timeout_s: float = BODY_TIMEOUT_S) -> web.Application:
+def build_app(service: RewardService, token: Optional[str] = None,
+              max_request_bytes: int = int(_DEFAULT.max_request_mb * (1 << 20)),
+              max_request_items: int = _DEFAULT.max_request_items,
+              body_timeout_s: float = _DEFAULT.body_timeout_s) -> web.Application:
     expected = f"Bearer {token}".encode() if token else None
 
     @web.middleware
@@ -242,7 +245,7 @@ class ServerHandle:
     """A service running in this process on its own event loop thread (tests, benchmarks, notebooks)."""
 
     def __init__(self, app: web.Application, host: str = "127.0.0.1", port: int = 0,
-                 header_timeout_s: float = HEADER_TIMEOUT_S):
+                 header_timeout_s: float = _DEFAULT.header_timeout_s):
         import threading
 
         self.app, self.host = app, host
@@ -289,7 +292,7 @@ class ServerHandle:
         self.close()
 
 
-def serve_forever(app: web.Application, host: str, port: int, header_timeout_s: float = HEADER_TIMEOUT_S) -> None:
+def serve_forever(app: web.Application, host: str, port: int, header_timeout_s: float = _DEFAULT.header_timeout_s) -> None:
     """Blocking: what ``cim serve`` runs. ``header_timeout_s`` is aiohttp's keep-alive timeout, which runs from
     the moment a connection opens (or its last answer) until a complete request head has arrived: a client
     trickling its headers is cut off then, as is a connection left idle."""

@@ -56,25 +56,24 @@ def _variant_key(vcfg, shared: Shared, index, captions: Path) -> str:
 def _measure(vcfg, shared: Shared, index, captions: Path, vdir: Path, progress: bool) -> tuple[dict, bool]:
     """(the verify summary, whether it was reused from an earlier run of this variant)."""
     from cim.reward.scorer import Scorer
+    from cim.reward.settings import reward_settings
     from cim.stages.verify import verify
 
     key = _variant_key(vcfg, shared, index, captions)
     done = vdir / "key.json"
     if done.is_file() and json.loads(done.read_text()).get("key") == key and (vdir / "metrics.json").is_file():
         return json.loads((vdir / "metrics.json").read_text()), True
-    r = vcfg.reward
-    scorer = Scorer(index, shared.text_encoder(vcfg), None, top_k=r.top_k, decay=r.decay, beta=r.beta, mode=r.mode,
-                    exclude_source=r.exclude_source, tie_tolerance=r.tie_tolerance)
+    scorer = Scorer(index, shared.text_encoder(vcfg), None, **reward_settings(vcfg.reward))
     summary = verify(vcfg, captions=captions, out_dir=vdir, track=False, progress=progress, scorer=scorer)
     atomic_write_json(done, {"key": key})          # last: the folder counts as done only now
     return summary, False
 
 
 def ablate(params: str | None, overrides: Sequence[str], axis: str, values: Sequence[str] | None = None, *,
-                 out_dir: str | Path = "reports/ablations", work_dir: str | Path = "data/ablations",
+                 out_dir: str | Path | None = None, work_dir: str | Path | None = None,
                  captions: str | Path | None = None, train: bool = False, progress: bool = True) -> dict:
-    """Run ``axis`` over its variants (``values``: :data:`cim.ablate.axes.DEFAULTS`), write
-    ``<out_dir>/<axis>.json|md|png`` and return the report. ``overrides`` apply to the base config and so to
+    """Run ``axis`` over its variants (``values``: :func:`cim.ablate.axes.defaults`), write
+    ``<out_dir>/<axis>.json|md|png`` and return the report (``out_dir``, ``work_dir``: ``ablate.*``'s by default). ``overrides`` apply to the base config and so to
     every variant (the variant's own overrides come last)."""
     import mlflow
     from tqdm.auto import tqdm
@@ -84,6 +83,7 @@ def ablate(params: str | None, overrides: Sequence[str], axis: str, values: Sequ
     from cim.tracking import client, parent_run, start_run
 
     cfg = load_config(params, overrides)
+    out_dir, work_dir = out_dir or cfg.ablate.out_dir, work_dir or cfg.ablate.work_dir
     found = axis_variants(cfg, axis, values)
     cfgs = [load_config(params, [*overrides, *v.overrides]) for v in found]
     captions = Path(captions or Path(cfg.world.out_dir) / "bench_captions.jsonl")

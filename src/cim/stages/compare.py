@@ -39,7 +39,6 @@ def compare(cfg, captions: Mapping[str, str | Path | Sequence[str | Path]], benc
     from cim.determinism import deterministic
     from cim.eval.captioners import read_captions
     from cim.eval.evaluate import Evaluator
-    from cim.eval.intervals import DEFAULT_BOOT
     from cim.eval.metrics import metric
     from cim.eval.results import write_comparison
     from cim.pipeline.table import comparison
@@ -74,7 +73,7 @@ def compare(cfg, captions: Mapping[str, str | Path | Sequence[str | Path]], benc
                     log(f"compare {benchmark}/{res.method}: {m} failed: {error}")
                 results[name].append(res)
     table = comparison(results, benchmark, baseline, [metric(m) for m in names], ids,
-                       n_boot=n_boot or DEFAULT_BOOT, seed=int(cfg.seed))
+                       n_boot=cfg.pipeline.n_boot if n_boot is None else n_boot, seed=int(cfg.seed))
     for row in table["rows"]:
         row["coverage"] = {"benchmark": len(bench.samples), "scored": len(ids),
                            "failed": sum(len(failed) for _, failed in read[row["captioner"]]),

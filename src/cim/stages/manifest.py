@@ -8,7 +8,7 @@ from typing import Sequence
 __all__ = ["manifest", "concat"]
 
 
-def manifest(fmt: str, annotations: str | Path, images: str | Path, out: str | Path, *, on_missing: str = "skip",
+def manifest(fmt: str, annotations: str | Path, images: str | Path, out: str | Path, *, on_missing: str | None = None,
              split: str | None = None, train_out: str | Path | None = None):
     """Convert ``annotations`` (release format ``fmt``, a name of :data:`cim.plugins.DATASET_FORMATS`) with its
     ``images`` folder into the manifest ``out``; returns the :class:`~cim.data.adapters.AdapterReport`."""

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from cim.io import atomic_write_json
+from cim.reward.settings import reward_settings
 from cim.train.local.checkpoints import SFT_FINAL, grpo_name
 from cim.train.local.curves import optimised_reward, plot_curves
 from cim.train.local.history import LOGGED_TAG
@@ -31,7 +32,7 @@ def plan(cfg) -> dict:
     return {"backend": "local", "lm": lc.lm, "sft": {"data": lc.sft_data, "steps": lc.sft_steps},
             "grpo": {"steps": lc.grpo_steps, "prompts_per_step": lc.prompts_per_step,
                      "group_size": g.group_size, "lr": lc.lr, "kl": [g.kl_type, g.kl_coef]},
-            "reward": {"mode": cfg.reward.mode, "top_k": cfg.reward.top_k, "beta": cfg.reward.beta},
+            "reward": reward_settings(cfg.reward),
             "out_dir": lc.out_dir}
 
 

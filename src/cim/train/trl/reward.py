@@ -48,9 +48,9 @@ class CimReward:
 
     __name__ = "cim"
 
-    def __init__(self, url: str, *, token_env: str = "", timeout_s: float = 120.0, retries: int = 3,
-                 deadline_s: float = 120.0, fallback_score: float = 0.0, on_failure: str = "raise",
-                 neutral_score: float = 0.0, trace: Optional[str | Path] = None):
+    def __init__(self, url: str, *, token_env: str, timeout_s: float, retries: int, deadline_s: float,
+                 fallback_score: float, on_failure: str, neutral_score: float, trace: Optional[str | Path] = None):
+        """Every setting from the config (:meth:`from_config`): the schema holds their defaults."""
         self.client = RewardClient(url, token=read_token(token_env) if token_env else None, timeout_s=timeout_s,
                                    retries=retries, deadline_s=deadline_s)
         self.fallback, self.on_failure, self.neutral = float(fallback_score), on_failure, float(neutral_score)

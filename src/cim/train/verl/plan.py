@@ -13,6 +13,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from cim.reward.settings import reward_settings
+
 log = logging.getLogger(__name__)
 
 __all__ = ["verl_plan", "snapshot_params", "val_files", "overlong_report", "checkpoints", "reward_line"]
@@ -76,11 +78,9 @@ def verl_plan(cfg, params_snapshot: str) -> dict:
         cmd = ray_submit_command(v.ray_address, overrides, env=env)
     else:
         cmd = main_ppo_command(overrides)
-    r = cfg.reward
     return {"command": cmd, "overrides": overrides, "data_dir": str(data),
             "checkpoint_dir": str(Path(v.checkpoint_dir).resolve()), "service_url": url,
-            "reward": {"top_k": r.top_k, "exclude_source": r.exclude_source, "beta": r.beta, "decay": r.decay,
-                       "mode": r.mode},
+            "reward": reward_settings(cfg.reward),
             "model": _model_of(overrides), "max_prompt_length": prompt_length(cfg, preset),
             "trust_remote_code": bool((preset.get("overrides") or {}).get("actor_rollout_ref.model.trust_remote_code")),
             "protocol": describe(cfg)}

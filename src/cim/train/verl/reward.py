@@ -35,7 +35,8 @@ schema's default without one): :data:`KWARGS` maps each to its config key -- ``s
 ``on_failure``, ``neutral_score``, ``window_ms``, ``max_batch``, ``timeout_s`` (per attempt), ``retries``,
 ``deadline_s`` (the whole call to the service, retries included), ``ready_s`` (before its first batch a
 worker waits this long for every replica of ``service_url``, a comma-separated list, to answer ``/health``;
-with ``retries=0`` it asks once), ``metrics_idle_s`` (a step's metrics are logged once no sample of it arrived
+with ``retries=0`` it asks once), ``backoff_s``, ``cooldown_s``, ``max_connections`` (the client's),
+``metrics_idle_s`` (a step's metrics are logged once no sample of it arrived
 for this long; 0 turns the logging off). ``params`` is the params file itself (also the in-process scorer's).
 """
 from __future__ import annotations
@@ -63,7 +64,9 @@ KWARGS = {"service_url": "train.service.url", "token_env": "train.service.token_
           "neutral_score": "reward.neutral_score", "window_ms": "train.service.client_window_ms",
           "max_batch": "train.service.client_max_batch", "timeout_s": "train.service.timeout_s",
           "retries": "train.service.retries", "deadline_s": "train.service.deadline_s",
-          "metrics_idle_s": "train.service.metrics_idle_s", "ready_s": "train.service.startup_timeout_s"}
+          "metrics_idle_s": "train.service.metrics_idle_s", "ready_s": "train.service.startup_timeout_s",
+          "backoff_s": "train.service.backoff_s", "cooldown_s": "train.service.cooldown_s",
+          "max_connections": "train.service.max_connections"}
 
 # process-wide counters (a reward worker is one process); read with stats()
 _STATS = {"calls": 0, "failed": 0, "caption_failed": 0, "reward_system_failed": 0, "batches": 0}
@@ -112,9 +115,10 @@ def _settings(kwargs: dict) -> dict:
             defaults = _params_defaults(str(out["params"]))
             out.update({key: defaults[key] for key in KWARGS if out[key] is None})
         for key in ("fallback_score", "neutral_score", "window_ms", "timeout_s", "deadline_s", "metrics_idle_s",
-                    "ready_s"):
+                    "ready_s", "backoff_s", "cooldown_s"):
             out[key] = float(out[key])
-        out["max_batch"], out["retries"] = int(out["max_batch"]), int(out["retries"])
+        for key in ("max_batch", "retries", "max_connections"):
+            out[key] = int(out[key])
     except Exception as exc:  # noqa: BLE001 - a bad value or an unreadable params file
         raise RewardSystemError(f"CIM reward settings are invalid: {exc}") from None
     if out["on_failure"] not in choices("reward.on_failure"):
@@ -159,7 +163,9 @@ class _Backend:
 
             self.client: Optional[Any] = AsyncRewardClient(
                 url, token=read_token(str(settings["token_env"] or "")), timeout_s=float(settings["timeout_s"]),
-                retries=int(settings["retries"]), deadline_s=float(settings["deadline_s"]))
+                retries=int(settings["retries"]), deadline_s=float(settings["deadline_s"]),
+                backoff_s=float(settings["backoff_s"]), cooldown_s=float(settings["cooldown_s"]),
+                max_connections=int(settings["max_connections"]))
             self.executor = None
             self._ready: Optional[asyncio.Task] = None
         else:
