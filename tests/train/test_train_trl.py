@@ -18,7 +18,7 @@ import pytest
 from support.train_world import config, index_dir, world
 
 ROOT = Path(__file__).resolve().parents[2]
-STEPS, GROUP, PROMPTS = 8, 4, 1   # docs/training.md: a 24-step run's numbers
+STEPS, GROUP, PROMPTS = 24, 4, 1   # the docs/training.md run (reward curve measured, not asserted)
 
 
 def _tiny_policy(out: Path, texts) -> Path:
@@ -122,7 +122,7 @@ def trained(tmp_path_factory):
                  "train.backend=trl", f"train.trl.model_path={policy}", f"train.trl.out_dir={out / 'trl'}",
                  f"train.grpo.group_size={GROUP}", f"train.trl.prompts_per_step={PROMPTS}",
                  f"train.trl.max_steps={STEPS}", "train.trl.max_completion_length=16", "train.trl.lr=1e-3",
-                 "train.trl.save_steps=4", "train.trl.trace_rewards=true", f"train.service.port={_free_port()}",
+                 "train.trl.save_steps=12", "train.trl.trace_rewards=true", f"train.service.port={_free_port()}",
                  f"tracking.uri=sqlite:///{out / 'mlflow.db'}", f"tracking.artifact_dir={out / 'artifacts'}")
     prepare_train(cfg)
     result = train(cfg)
@@ -180,7 +180,7 @@ def test_grpo_trains_the_tiny_vlm_with_the_cim_reward(trained):
     assert run.data.tags["backend"] == "trl" and result["model_uri"].startswith("models:/")
     assert c.get_logged_model(result["model_uri"].split("/")[-1]).source_run_id == result["run_id"]
     curve = [h["rewards/cim/mean"] for h in steps]
-    first, last = sum(curve[:4]) / 4, sum(curve[-4:]) / 4
+    first, last = sum(curve[:8]) / 8, sum(curve[-8:]) / 8
     print(f"\nTRL GRPO, {STEPS} steps x {PROMPTS * GROUP} rollouts: reward per step "
-          f"{[round(x, 3) for x in curve]}; first 4 mean {first:.3f}, last 4 mean {last:.3f}; "
+          f"{[round(x, 3) for x in curve]}; first 8 mean {first:.3f}, last 8 mean {last:.3f}; "
           f"{len(changed)}/{len(before)} tensors changed; captions {captions[:2]}")
