@@ -1,4 +1,4 @@
-"""Prefect flow: training data -> reward service -> GRPO (verl on a GPU cluster, or the local CPU backend) -> MLflow.
+"""Prefect flow: training data -> reward service -> GRPO (verl on a GPU cluster, TRL on one GPU, or the local CPU backend) -> MLflow.
 
 Thin orchestration over the same stage functions as ``cim prepare-train`` and ``cim train`` (cim.stages); the
 MLflow parent run is opened by the training call (verl attaches to it through ``MLFLOW_RUN_ID``). Runs with no Prefect
@@ -8,6 +8,7 @@ server (a temporary local API is started), or as the ``cim-train-grpo`` deployme
     python flows/train_grpo.py                                          # train.backend from params.yaml
     python flows/train_grpo.py --backend verl --preset qwen2_5_vl_7b     # reward service started on loopback
     python flows/train_grpo.py --backend verl --protocol official --dry-run   # print the verl command only
+    python flows/train_grpo.py --backend trl --preset qwen2_5_vl_7b train.trl.lora=true   # one GPU, TRL
 """
 from __future__ import annotations
 
@@ -45,13 +46,15 @@ def reward_service(params: str, overrides: list[str]) -> dict:
 
 @task
 def train_verl(params: str, overrides: list[str], dry_run: bool) -> dict:
-    """The ``train`` stage with ``train.backend=verl``."""
+    """The ``train`` stage with ``train.backend=verl`` or ``trl`` (TRL resumes from its last checkpoint when
+    the flow is run again)."""
     from cim.stages.train import train
 
     result = train(config(params, overrides), dry_run=dry_run)
     if result["returncode"] != 0:
-        raise RuntimeError(f"verl exited with code {result['returncode']} (MLflow run {result['run_id']})")
-    return {k: v for k, v in result.items() if k != "plan"}
+        raise RuntimeError(f"{result['backend']} exited with code {result['returncode']} "
+                           f"(MLflow run {result.get('run_id')})")
+    return {k: v for k, v in result.items() if k not in ("plan", "log_history")}
 
 
 @task(retries=1)
@@ -92,7 +95,7 @@ def train_grpo(params: str = "params.yaml", overrides: list[str] | None = None, 
     if backend:
         overrides.append(f"train.backend={backend}")
     if preset:
-        overrides.append(f"train.verl.preset={preset}")
+        overrides.append(f"train.{'trl' if backend == 'trl' else 'verl'}.preset={preset}")
     if setting:
         overrides.append(f"train.verl.setting={setting}")
     folder = run_dir(workspace)
@@ -103,7 +106,7 @@ def train_grpo(params: str = "params.yaml", overrides: list[str] | None = None, 
         if not dry_run:
             result["data"] = cached(prepare_training_data, params, overrides, cfg.train.manifest,
                                     cfg.train.val_manifest)
-        if cfg.train.backend == "verl":
+        if cfg.train.backend in ("verl", "trl"):
             if not cfg.train.service.in_process and not dry_run:
                 result["service"] = reward_service(params, overrides)
             result["train"] = train_verl(params, overrides, dry_run)

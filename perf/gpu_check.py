@@ -12,6 +12,7 @@ speed measurement) and sized as the paper's setup:
   like MPNet, 1024-d float16 image table like ViT-H) held in a :class:`cim.index.CorpusIndex` on the
   device (exact search: ``cim.index.search.exact_topk_torch``), with its latency split into encode / search /
   the rest;
+- a short TRL GRPO run (``--trl-steps``, perf/trl_step.py): the TRL backend's device path, seconds per step;
 - the released design's serial time for the same step (perf/released_design.py: one caption per call,
   full-gallery matmul + topk, K = 3): a sample of serial calls is timed and the per-call median is
   extrapolated to the step's caption count (reported as extrapolated).
@@ -248,6 +249,8 @@ def main(argv=None) -> None:
     ap.add_argument("--cpu-threads", type=int, default=1,
                     help="--device cpu: torch threads (1: on a shared machine more threads spin and slow it)")
     ap.add_argument("--skip-images", action="store_true")
+    ap.add_argument("--trl-steps", type=int, default=3,
+                    help="a short TRL GRPO run of the tiny Qwen2.5-VL (perf/trl_step.py); 0 skips it")
     ap.add_argument("--out", help="write the JSON here too")
     args = ap.parse_args(argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -279,6 +282,12 @@ def main(argv=None) -> None:
                         "met": latency <= TARGETS["step_2560_s"]},
         "speedup_vs_released_serial": {"target": TARGETS["speedup_vs_released_serial"], "value": speedup,
                                        "met": speedup >= TARGETS["speedup_vs_released_serial"]}}
+    if args.trl_steps > 0:
+        from trl_step import trl_steps
+
+        result["trl_step"] = trl_steps(args.device, args.trl_steps)
+    else:
+        result["trl_step"] = {"skipped": "--trl-steps 0"}
     if args.device.startswith("cuda"):
         result["machine"]["gpu_peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated(args.device))
     result["machine"]["uptime_after"] = uptime()

@@ -4,7 +4,7 @@ A protocol is data, ``configs/protocols/<name>.yaml``::
 
     name: official
     description: ...
-    params:  {reward.top_k: 3, train.verl.kl_coef: 0.001, ...}   # dotted config keys -> values
+    params:  {reward.top_k: 3, train.grpo.kl_coef: 0.001, ...}   # dotted config keys -> values
     verl:    {actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu: 8}   # raw verl keys (after the preset)
     sources: {reward.top_k: "released training scripts", ...}     # where each value is stated
 

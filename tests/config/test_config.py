@@ -92,7 +92,7 @@ def test_names_of_parts_are_checked_against_their_registries():
 def test_closed_choices_are_declared_once_on_the_schema():
     from cim.config import choices
 
-    assert choices("reward.mode") == ("both", "grc", "qir") and choices("train.backend") == ("local", "verl")
+    assert choices("reward.mode") == ("both", "grc", "qir") and choices("train.backend") == ("local", "verl", "trl")
     with pytest.raises(ConfigError, match="index.kind='flat' is not one of exact, ivf, hnsw"):
         load_config(None, ["index.kind=flat"])
     with pytest.raises(KeyError):

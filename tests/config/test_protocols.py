@@ -94,7 +94,7 @@ def test_an_override_wins_over_the_protocol_and_is_recorded_as_a_deviation(tmp_p
     from cim.protocols import describe, label, tags
 
     cfg = load_config(None, ["protocol=official", "reward.top_k=5"])
-    assert cfg.reward.top_k == 5 and cfg.train.verl.kl_coef == 0.001
+    assert cfg.reward.top_k == 5 and cfg.train.grpo.kl_coef == 0.001
     d = describe(cfg)
     assert d["name"] == "official" and d["deviations"] == {"reward.top_k": {"protocol": 3, "used": 5}}
     assert label(cfg) == "official (deviations: reward.top_k=5)"
@@ -110,7 +110,7 @@ def test_an_override_wins_over_the_protocol_and_is_recorded_as_a_deviation(tmp_p
 def test_the_two_protocols_differ_where_the_release_differs_from_the_paper():
     paper, official = load_config(None, ["protocol=paper"]), load_config(None, ["protocol=official"])
     assert (paper.reward.top_k, official.reward.top_k) == (5, 3)
-    assert (paper.train.verl.kl_coef, official.train.verl.kl_coef) == (0.01, 0.001)
+    assert (paper.train.grpo.kl_coef, official.train.grpo.kl_coef) == (0.01, 0.001)
     assert (paper.train.verl.max_response_length, official.train.verl.max_response_length) == (512, 1024)
     assert (paper.train.verl.save_freq, official.train.verl.save_freq) == (50, 6)
     assert official.eval.prompt.startswith("Caption this image as accurately as possible")

@@ -129,7 +129,8 @@ def test_pipeline_deployment_on_a_real_server_and_worker(tmp_path):
              "    print(json.dumps(sorted(f'{fs[d.flow_id]}/{d.name}' for d in ds)))\nasyncio.run(m())"],
             env=env, capture_output=True, text=True, check=True, timeout=60).stdout)
         assert {"cim-pipeline/cim-pipeline", "cim-index-corpus/cim-index-corpus", "cim-evaluate/cim-evaluate",
-                "cim-train-grpo/cim-train-grpo-local", "cim-train-grpo/cim-train-grpo-verl"} <= set(names)
+                "cim-train-grpo/cim-train-grpo-local", "cim-train-grpo/cim-train-grpo-verl",
+                "cim-train-grpo/cim-train-grpo-trl"} <= set(names)
 
         procs.append(subprocess.Popen([prefect, "worker", "start", "--pool", "cim-cpu", "--limit", "1"],
                                       cwd=checkout, env=env, stdout=open(logs / "worker.log", "w"),

@@ -172,3 +172,11 @@ def test_captions_evaluation_and_comparison(chain):
     assert cmp_["delta"]["cim"] == pytest.approx(table["cim"]["cim"] - table["base"]["cim"])
     for metric in ("capture", "cim"):                      # compare scores with the same code as evaluate
         assert table["cim"][metric] == pytest.approx(ev["metrics"][metric])
+
+
+@pytest.mark.slow
+def test_the_trl_leg_trains_and_its_final_folder_captions_the_benchmark(chain):
+    _, summary, _ = chain
+    trl = _outputs(summary, "trl-train")
+    assert trl["steps"] == 2 and all(math.isfinite(x) for x in trl["loss"])
+    assert all(r is not None for r in trl["reward_per_step"]) and trl["images"] > 0

@@ -28,11 +28,12 @@ def test_gpu_check_runs_at_toy_sizes_on_the_cpu(tmp_path):
     out = tmp_path / "gpu_check.json"
     result = _run("gpu_check.py", "--device", "cpu", "--rows", "10000", "--images", "8", "--clip-model", "ViT-B-32",
                   "--captions", "8", "16", "--caption-words", "16", "--serial-sample", "4", "--repeats", "1",
-                  "--out", str(out))
+                  "--trl-steps", "1", "--out", str(out))
     assert json.loads(out.read_text()) == result
     assert result["image_encoder"]["images_per_s"] > 0 and result["image_encoder"]["dtype"] == "bfloat16"
     assert result["text_encoder"]["layers"] == 12 and result["text_encoder"]["hidden"] == 768
     assert result["gallery"]["rows"] == 10000 and result["gallery"]["bytes"]["image_fp16"] == 10000 * 1024 * 2
+    assert result["trl_step"]["steps"] == 1 and result["trl_step"]["losses_finite"]
     steps = result["scorer"]["steps"]
     assert set(steps) == {"8", "16"} and all(s["latency_s"] > 0 for s in steps.values())
     released = result["released_serial"]

@@ -41,7 +41,7 @@ def _overrides(out, *extra):
     w = root() / "world"
     return [f"train.local.out_dir={out}", f"train.local.report_dir={out}-reports", "train.local.sft_steps=30",
             "train.local.sft_batch=8", "train.local.d_model=32", "train.local.n_layers=1", "train.local.n_heads=2",
-            "train.local.prompts_per_step=3", "train.local.group_size=3", "train.local.max_new_tokens=12",
+            "train.local.prompts_per_step=3", "train.grpo.group_size=3", "train.local.max_new_tokens=12",
             "train.local.save_every=1", "train.local.eval_every=2", "train.local.n_eval=4",
             f"train.local.eval_manifest={w / 'train.jsonl'}", "train.local.threads=1", *extra]
 

@@ -70,7 +70,7 @@ def test_overrides_compose_and_validate_for_every_preset(setting):
 
 
 def test_kl_choice():
-    loss = compose_ppo(our_overrides("train.verl.kl=loss", "train.verl.kl_coef=0.02"))
+    loss = compose_ppo(our_overrides("train.verl.kl=loss", "train.grpo.kl_coef=0.02"))
     assert loss.actor_rollout_ref.actor.use_kl_loss and loss.actor_rollout_ref.actor.kl_loss_coef == 0.02
     assert not loss.algorithm.use_kl_in_reward
     reward = compose_ppo(our_overrides("train.verl.kl=reward"))

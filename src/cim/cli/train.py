@@ -1,4 +1,5 @@
-"""`cim train`: GRPO with the CIM reward -- ``--backend verl`` (GPU cluster) or ``--backend local`` (CPU).
+"""`cim train`: GRPO with the CIM reward -- ``--backend verl`` (GPU cluster), ``--backend trl`` (TRL's
+GRPOTrainer on one GPU, :mod:`cim.train.trl`; ``--preset`` then names its model) or ``--backend local`` (CPU).
 
 verl: builds ``python -m verl.trainer.main_ppo <overrides>`` (:mod:`cim.train.verl.launch`), counts the
 training rows verl's overlong-prompt filter will drop, starts the shared reward service (or finds it
@@ -20,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.add_argument("--backend", choices=choices("train.backend"), default=None,
                         help="trainer backend (default train.backend)")
-    parser.add_argument("--preset", default=None, help="verl: model preset, configs/train/<name>.yaml")
+    parser.add_argument("--preset", default=None, help="verl / trl: model preset, configs/train/<name>.yaml")
     parser.add_argument("--setting", choices=choices("train.verl.setting"), default=None,
                         help="verl: start from the base model or an SFT checkpoint (train.verl.sft_checkpoint)")
     parser.add_argument("--dry-run", action="store_true", help="print the command (verl) or plan (local) and exit")
@@ -52,8 +53,13 @@ def run(args: argparse.Namespace) -> int:
 
         raise ConfigError("--out is for a run of its own; a pipeline run (--variant) trains into "
                           "<pipeline.checkpoint_dir>/NAME")
-    extra += [f"train.local.out_dir={args.out}", f"train.verl.checkpoint_dir={args.out}"] if args.out else []
+    extra += [f"train.local.out_dir={args.out}", f"train.verl.checkpoint_dir={args.out}",
+              f"train.trl.out_dir={args.out}"] if args.out else []
     cfg = load(args, *extra)
+    if args.preset and cfg.train.backend == "trl":   # --preset names the model of the backend that trains
+        from cim.config import with_overrides
+
+        cfg = with_overrides(cfg, {"train.trl.preset": args.preset})
     if args.variant and cfg.train.backend == "local" and not args.dry_run:
         from cim.pipeline.variants import checkpoint_dir, run_of, variant_config
         from cim.stages.train import train_sft, train_variant

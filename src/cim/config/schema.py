@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 __all__ = ["choice", "path", "paths", "named", "AUDIT_AXES", "Config", "WorldConfig", "TextEncoderConfig", "ImageEncoderConfig",
            "EncodersConfig", "IndexConfig", "RewardConfig", "VerifyConfig", "AuditConfig", "TrackingConfig",
-           "RewardServiceConfig", "VerlTrainConfig", "LocalTrainConfig", "TrainConfig", "EvalParserConfig",
+           "RewardServiceConfig", "GrpoConfig", "VerlTrainConfig", "TrlTrainConfig", "LocalTrainConfig", "TrainConfig", "EvalParserConfig",
            "EvalJudgeConfig", "EvalCaptionerConfig", "EvalConfig", "PipelineConfig", "AblateConfig",
            "ManifestConfig"]
 
@@ -196,6 +196,17 @@ class RewardServiceConfig:
 
 
 @dataclass
+class GrpoConfig:
+    """GRPO's own settings, read by every backend (local, verl, trl). Learning rates, batch sizes and lengths
+    stay per backend: they differ with the model's size and the hardware."""
+
+    group_size: int = 5             # G captions per image (verl: actor_rollout_ref.rollout.n)
+    kl_coef: float = 0.01           # weight of the KL to the reference policy
+    kl_type: str = "low_var_kl"     # verl's kl_penalty estimator (k1 | k2 / mse | low_var_kl / k3 | abs | ...)
+    temperature: float = 1.0        # sampling temperature of the rollouts (and of their log-probs)
+
+
+@dataclass
 class VerlTrainConfig:
     """`cim train --backend verl`: the paper's GRPO settings (§4.1) as verl 0.9.1 overrides."""
 
@@ -203,18 +214,14 @@ class VerlTrainConfig:
     setting: str = choice("base", "sft")   # the paper's two settings
     model_path: str = path(or_name=True)   # overrides the preset's model (hub name or local path)
     sft_checkpoint: str = path(or_name=True)   # setting=sft: the SFT model to start from
-    rollout_n: int = 5              # G captions per image
     train_batch_size: int = 256     # prompts per step
-    ppo_mini_batch_size: int = 64   # prompts per update (verl multiplies by rollout_n)
+    ppo_mini_batch_size: int = 64   # prompts per update (verl multiplies by train.grpo.group_size)
     optimizer: str = "Adam"
     lr: float = 1.0e-6
     weight_decay: float = 0.0
     total_epochs: int = 2
     kl: str = choice("loss", "reward", "none")   # actor.use_kl_loss | algorithm.use_kl_in_reward | none
-    kl_coef: float = 0.01
-    kl_type: str = "low_var_kl"
     entropy_coeff: float = 0.0
-    temperature: float = 1.0
     max_prompt_length: int = 1024
     max_response_length: int = 512
     rollout_engine: str = "vllm"
@@ -227,6 +234,36 @@ class VerlTrainConfig:
     checkpoint_dir: str = path("checkpoints/verl")
     ray_address: str = ""           # set: `ray job submit --address ...` instead of a local run
     extra: list[str] = field(default_factory=list)   # raw verl overrides, applied last
+
+
+@dataclass
+class TrlTrainConfig:
+    """`cim train --backend trl`: TRL's GRPOTrainer on one Hugging Face VLM (docs/training.md, "TRL")."""
+
+    preset: str = "qwen2_5_vl_7b"   # configs/train/<preset>.yaml's model (Qwen2-VL, Qwen2.5-VL, LLaVA presets)
+    model_path: str = path(or_name=True)   # overrides the preset's model (hub name or local folder)
+    out_dir: str = path("checkpoints/trl")   # trainer/checkpoint-N (resume), final/ (the HF model folder)
+    lora: bool = False              # LoRA adapters (peft), merged into final/; false: full fine-tuning
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lr: float = 1.0e-6
+    prompts_per_step: int = 4       # images per optimizer micro-step (x train.grpo.group_size completions)
+    gradient_accumulation_steps: int = 1
+    num_train_epochs: float = 2.0
+    max_steps: int = -1             # > 0: stop after this many optimizer steps (overrides the epochs)
+    max_completion_length: int = 512
+    loss_type: str = choice("dapo", "grpo", "dr_grpo", "bnpo")   # dapo: token-mean over the batch, as verl's
+    epsilon: float = 0.2            # PPO clip range
+    dtype: str = choice("auto", "bfloat16", "float32")   # auto: bfloat16 on a GPU that has it, else float32
+    gradient_checkpointing: bool = False
+    use_vllm: bool = False          # vLLM rollouts (needs vllm installed)
+    vllm_mode: str = choice("colocate", "server")
+    vllm_gpu_memory_utilization: float = 0.3
+    save_steps: int = 50
+    save_total_limit: int = 2
+    logging_steps: int = 1
+    trace_rewards: bool = False     # write every scored rollout (image id, image hash, caption, score) to out_dir
 
 
 @dataclass
@@ -250,14 +287,10 @@ class LocalTrainConfig:
     sft_batch: int = 32
     grpo_steps: int = 100
     grpo_seed: int = 0              # seeds the GRPO phase (sampling, image draws); the SFT phase follows `seed`
-    prompts_per_step: int = 8       # images per GRPO step (x group_size captions)
-    group_size: int = 5
+    prompts_per_step: int = 8       # images per GRPO step (x train.grpo.group_size captions)
     lr: float = 1.0e-4
-    kl_coef: float = 0.01
-    kl_type: str = "low_var_kl"
     clip_ratio: float = 0.2
     max_new_tokens: int = 64
-    temperature: float = 1.0
     save_every: int = 20
     eval_every: int = 20
     n_eval: int = 64
@@ -268,7 +301,7 @@ class LocalTrainConfig:
 class TrainConfig:
     """GRPO with the CIM reward (stages ``prepare-train`` and ``train``)."""
 
-    backend: str = choice("local", "verl")
+    backend: str = choice("local", "verl", "trl")
     manifest: str = path("data/world/train.jsonl")   # training images: jsonl {"id", "image", ...}
     val_manifest: str = path()      # "" = hold out `val_size` rows of the training manifest
     val_size: int = 32
@@ -276,8 +309,10 @@ class TrainConfig:
     prompt: str = "Describe this image in detail."
     run_name: str = "grpo"
     service: RewardServiceConfig = field(default_factory=RewardServiceConfig)
+    grpo: GrpoConfig = field(default_factory=GrpoConfig)
     verl: VerlTrainConfig = field(default_factory=VerlTrainConfig)
     local: LocalTrainConfig = field(default_factory=LocalTrainConfig)
+    trl: TrlTrainConfig = field(default_factory=TrlTrainConfig)
 
 
 @dataclass

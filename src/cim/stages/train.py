@@ -1,4 +1,5 @@
-"""The ``train`` stage: GRPO with the CIM reward, through verl on GPUs (:mod:`cim.train.verl`) or the local
+"""The ``train`` stage: GRPO with the CIM reward, through verl on GPUs (:mod:`cim.train.verl`), TRL on one GPU
+(:mod:`cim.train.trl`) or the local
 CPU backend (:mod:`cim.train.local`), and the captioner comparison's rows: the SFT start (:func:`train_sft`)
 and a GRPO variant from it (:func:`train_variant`)."""
 from __future__ import annotations
@@ -26,6 +27,16 @@ def train(cfg, *, dry_run: bool = False, progress: bool = True, track: bool = Tr
             raise ConfigError("--no-mlflow is for --backend local: verl trains inside an MLflow run (its logger "
                               "attaches to it); use trainer.logger overrides to change verl's own loggers")
         return {"backend": "verl", **_train_verl(cfg, dry_run=dry_run)}
+    if cfg.train.backend == "trl":
+        from cim.train.trl.run import run_trl
+
+        if not track and not dry_run:
+            from cim.errors import ConfigError
+
+            raise ConfigError("--no-mlflow is for --backend local: the trl backend's curves and model live in its "
+                              "MLflow run")
+
+        return {"backend": "trl", **run_trl(cfg, dry_run=dry_run)}
     from cim.train.local.run import run_local
 
     return {"backend": "local", "returncode": run_local(cfg, dry_run=dry_run, progress=progress, track=track)}

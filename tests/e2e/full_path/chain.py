@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from e2e.full_path.runner import Context, Step, StepFailed, cim_command
+from e2e.full_path.trl_leg import trl_train
 
 PROFILE = Path(__file__).resolve().parents[3] / "configs" / "profiles" / "full-tiny.yaml"
 # what every caption gets a number for; the fine-grained scores are None when every sample is skipped (the released
@@ -386,4 +387,5 @@ STEPS = [
     Step("caption-trained", "merged checkpoint -> captions (cim caption --captioner hf)", caption_trained),
     Step("evaluate", "captions -> CAPTURE/FACTUAL, fine-grained, Relations QA (LM), BLEU, METEOR, CIM", evaluate),
     Step("compare", "trained vs untrained table (cim compare)", compare),
+    Step("trl-train", "cim train --backend trl (TRL GRPOTrainer, own cim serve) -> final/ -> cim caption", trl_train),
 ]

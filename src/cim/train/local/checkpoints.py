@@ -80,6 +80,7 @@ def config_fingerprint(cfg) -> dict:
     from cim.config import to_dict
 
     lc = to_dict(cfg.train.local)
+    lc.update(to_dict(cfg.train.grpo))   # train.grpo's keys were train.local's: old checkpoints stay resumable
     for k in RESUMABLE_SETTINGS:
         lc.pop(k, None)
     return {"local": lc, "reward": to_dict(cfg.reward), "index": cfg.index.out_dir, "seed": cfg.seed}

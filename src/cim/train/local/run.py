@@ -28,10 +28,10 @@ def checkpoint_key(out: Path) -> str:
 
 
 def plan(cfg) -> dict:
-    lc = cfg.train.local
+    lc, g = cfg.train.local, cfg.train.grpo
     return {"backend": "local", "lm": lc.lm, "sft": {"data": lc.sft_data, "steps": lc.sft_steps},
             "grpo": {"steps": lc.grpo_steps, "prompts_per_step": lc.prompts_per_step,
-                     "group_size": lc.group_size, "lr": lc.lr, "kl": [lc.kl_type, lc.kl_coef]},
+                     "group_size": g.group_size, "lr": lc.lr, "kl": [g.kl_type, g.kl_coef]},
             "reward": reward_settings(cfg.reward),
             "out_dir": lc.out_dir}
 

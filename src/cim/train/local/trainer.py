@@ -1,7 +1,7 @@
 """The local trainer: SFT warm-up, then GRPO with the CIM reward and verl's own maths; checkpoints; resume.
 
 1. SFT: teacher forcing on (caption, image features) pairs (:func:`cim.train.local.examples.sft_pairs`).
-2. GRPO on the training images: ``group_size`` sampled captions per image, rewarded by the
+2. GRPO on the training images: ``train.grpo.group_size`` sampled captions per image, rewarded by the
    :class:`cim.reward.scorer.Scorer` (one batched call per step); verl's ``core_algos`` for the group
    advantage (``compute_grpo_outcome_advantage``), the clipped policy loss (``vanilla``), the KL penalty
    (``kl_penalty``) and the aggregation (``agg_loss``, token-mean). Reference policy = the SFT model; Adam
@@ -234,8 +234,8 @@ class LocalTrainer:
 
         lc = self.lc
         actor_cfg = ActorConfig(strategy="fsdp", clip_ratio=lc.clip_ratio, ppo_mini_batch_size=lc.prompts_per_step,
-                                ppo_micro_batch_size_per_gpu=lc.prompts_per_step * lc.group_size,
-                                rollout_n=lc.group_size, loss_agg_mode="token-mean")
+                                ppo_micro_batch_size_per_gpu=lc.prompts_per_step * self.cfg.train.grpo.group_size,
+                                rollout_n=self.cfg.train.grpo.group_size, loss_agg_mode="token-mean")
         policy_loss = core_algos.get_policy_loss_fn("vanilla")
         with self._bar(lc.grpo_steps, start_step, "GRPO") as bar:
             for step in range(start_step, lc.grpo_steps):
@@ -255,14 +255,14 @@ class LocalTrainer:
         """One GRPO step: sample groups, score them in one call, verl's advantage and losses, one update."""
         lc = self.lc
         picks = [self.rng.randrange(len(self.train_rows)) for _ in range(lc.prompts_per_step)]
-        idx = [p for p in picks for _ in range(lc.group_size)]
+        idx = [p for p in picks for _ in range(self.cfg.train.grpo.group_size)]
         feats = self.train_feats[idx]
         ids = [self.train_rows[i]["id"] for i in idx]
-        uids = np.array([f"{step}-{k}" for k in range(lc.prompts_per_step) for _ in range(lc.group_size)],
+        uids = np.array([f"{step}-{k}" for k in range(lc.prompts_per_step) for _ in range(self.cfg.train.grpo.group_size)],
                         dtype=object)
         self.policy.eval()
         resp, mask = self.policy.sample(feats, self.tok.bos_id, self.tok.eos_id, self.tok.pad_id,
-                                        lc.max_new_tokens, lc.temperature, generator=self.gen)
+                                        lc.max_new_tokens, self.cfg.train.grpo.temperature, generator=self.gen)
         self.policy.train()
         caps = [self.tok.decode(r.tolist()) for r in resp]
         scored = self._score(caps, ids)
@@ -275,13 +275,13 @@ class LocalTrainer:
         token_rewards[torch.arange(len(idx)), last] = rewards
         advantages, _ = core_algos.compute_grpo_outcome_advantage(token_rewards, mask, uids)
         with torch.no_grad():
-            old_lp = self.policy.log_probs(feats, resp, self.tok.bos_id, lc.temperature)
-            ref_lp = ref.log_probs(feats, resp, self.tok.bos_id, lc.temperature)
-        lp = self.policy.log_probs(feats, resp, self.tok.bos_id, lc.temperature)
+            old_lp = self.policy.log_probs(feats, resp, self.tok.bos_id, self.cfg.train.grpo.temperature)
+            ref_lp = ref.log_probs(feats, resp, self.tok.bos_id, self.cfg.train.grpo.temperature)
+        lp = self.policy.log_probs(feats, resp, self.tok.bos_id, self.cfg.train.grpo.temperature)
         pg_loss, pg_metrics = policy_loss(old_lp, lp, advantages, mask, "token-mean", actor_cfg)
-        kl = core_algos.kl_penalty(lp, ref_lp, lc.kl_type)
+        kl = core_algos.kl_penalty(lp, ref_lp, self.cfg.train.grpo.kl_type)
         kl_loss = core_algos.agg_loss(kl, mask, "token-mean")
-        loss = pg_loss + lc.kl_coef * kl_loss
+        loss = pg_loss + self.cfg.train.grpo.kl_coef * kl_loss
         optim.zero_grad()
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)

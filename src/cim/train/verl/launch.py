@@ -56,7 +56,7 @@ def build_overrides(cfg, *, train_files: str, val_files: str, params_snapshot: s
                     service_url: Optional[str] = None, preset: Optional[dict] = None,
                     experiment_name: Optional[str] = None) -> list[str]:
     """The verl overrides for one run (a list of ``key=value`` strings, in order; later ones win)."""
-    v, s = cfg.train.verl, cfg.train.service
+    v, s, g = cfg.train.verl, cfg.train.service, cfg.train.grpo
     preset = preset if preset is not None else load_preset(v.preset)
     setting = (preset.get("settings") or {}).get(v.setting) or {}
     if v.setting == "sft":
@@ -85,8 +85,8 @@ def build_overrides(cfg, *, train_files: str, val_files: str, params_snapshot: s
         "actor_rollout_ref.actor.use_kl_loss": v.kl == "loss",
         "algorithm.use_kl_in_reward": v.kl == "reward",
         "actor_rollout_ref.rollout.name": v.rollout_engine,
-        "actor_rollout_ref.rollout.n": v.rollout_n,
-        "actor_rollout_ref.rollout.temperature": v.temperature,
+        "actor_rollout_ref.rollout.n": g.group_size,
+        "actor_rollout_ref.rollout.temperature": g.temperature,
         "reward.reward_manager.name": "naive",
         "reward.num_workers": v.reward_workers,
         "reward.custom_reward_function.path": REWARD_FN,
@@ -111,11 +111,11 @@ def build_overrides(cfg, *, train_files: str, val_files: str, params_snapshot: s
         "trainer.default_local_dir": str(Path(v.checkpoint_dir).resolve()),
     }
     if v.kl == "loss":
-        ov["actor_rollout_ref.actor.kl_loss_coef"] = v.kl_coef
-        ov["actor_rollout_ref.actor.kl_loss_type"] = v.kl_type
+        ov["actor_rollout_ref.actor.kl_loss_coef"] = g.kl_coef
+        ov["actor_rollout_ref.actor.kl_loss_type"] = g.kl_type
     elif v.kl == "reward":
-        ov["algorithm.kl_ctrl.kl_coef"] = v.kl_coef
-        ov["algorithm.kl_penalty"] = v.kl_type
+        ov["algorithm.kl_ctrl.kl_coef"] = g.kl_coef
+        ov["algorithm.kl_penalty"] = g.kl_type
     for block in (preset.get("overrides") or {}, setting.get("overrides") or {}, _protocol_verl(cfg)):
         for key, value in block.items():
             ov[key] = value
