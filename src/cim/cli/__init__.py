@@ -99,9 +99,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_command(name: str, argv: list[str]) -> int:
     """Parse ``argv`` for command ``name``, settle the params file, run the command; errors propagate."""
+    from cim.quiet import third_party
+
+    third_party(loud=debug_enabled(argv))     # before any library loads: no third-party bars or chatter
     module_name, help_text = COMMANDS[name]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"cim {name}", description=help_text)
+    parser = argparse.ArgumentParser(prog=f"cim {name}", description=help_text.replace("%%", "%"))
     module.add_arguments(parser)       # first: a command's own positional (`cim ablate AXIS`) precedes the overrides
     _add_common(parser)
     args = parser.parse_intermixed_args(argv)

@@ -37,7 +37,7 @@ def compare(cfg, captions: Mapping[str, str | Path | Sequence[str | Path]], benc
     row is scored on the images all files caption."""
     from cim.config import check_names
     from cim.determinism import deterministic
-    from cim.eval.captioners import read_captions
+    from cim.captions import match_images, read_captions
     from cim.eval.evaluate import Evaluator
     from cim.eval.intervals import DEFAULT_BOOT
     from cim.eval.metrics import metric
@@ -58,7 +58,9 @@ def compare(cfg, captions: Mapping[str, str | Path | Sequence[str | Path]], benc
     ev = Evaluator(cfg, log=log)
     bench = ev.load(benchmark)
     names = [m for m in (list(cfg.eval.metrics) or list(bench.spec.metrics)) if metric(m).scope == "method"]
-    read = {name: [read_captions(p) for p in paths] for name, paths in files.items()}
+    images = {s.id: (str(s.image) if s.image else None) for s in bench.samples}
+    read = {name: [_on_benchmark(p, read_captions(p), images, bench.name, match_images) for p in paths]
+            for name, paths in files.items()}
     ids = [s.id for s in bench.samples]
     if cfg.eval.allow_partial:           # the images every file captions: every row counts the same ones
         ids = [i for i in ids if all(i in caps for seeds in read.values() for caps, _ in seeds)]
@@ -86,6 +88,15 @@ def compare(cfg, captions: Mapping[str, str | Path | Sequence[str | Path]], benc
 
         publish(cfg, Path(out_dir), files=written)
     return table
+
+
+def _on_benchmark(path, read, images, bench: str, match_images):
+    """A file's ``(captions, failed)`` keyed by benchmark image id (a file whose images are none of the
+    benchmark's is an error naming a few of each)."""
+    captions, failed = read
+    keys = match_images(path, [*captions, *failed], images, f"benchmark {bench}")
+    return ({keys[k]: v for k, v in captions.items() if k in keys},
+            {keys[k]: v for k, v in failed.items() if k in keys})
 
 
 def _skipped(seeds, n: int) -> dict[str, list[int]]:
