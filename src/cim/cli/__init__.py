@@ -108,6 +108,8 @@ def run_command(name: str, argv: list[str]) -> int:
     module.add_arguments(parser)       # first: a command's own positional (`cim ablate AXIS`) precedes the overrides
     _add_common(parser)
     args = parser.parse_intermixed_args(argv)
+    if hasattr(module, "check_arguments"):      # a command's own argument errors, before the overrides' checks
+        module.check_arguments(args)
     args.params = settle_params(name, args.params, args.overrides)
     return int(module.run(args) or 0)
 

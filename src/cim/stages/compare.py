@@ -51,10 +51,13 @@ def compare(cfg, captions: Mapping[str, str | Path | Sequence[str | Path]], benc
         raise ConfigError("compare needs at least one captioner's captions")
     if baseline not in files:
         raise ConfigError(f"baseline {baseline!r} is not one of the captioners: {', '.join(files)}")
+    pipeline = _from_pipeline(cfg, files)
     for name, paths in files.items():
         for path in paths:
             if not path.is_file():
-                raise InputError(f"captions of {name!r} not found at {path}: run `cim caption --captioner {name}` first")
+                advice = (f"caption it first (`dvc repro caption` or `cim caption --captioner {path.parent.name}`)"
+                          if pipeline else "check the path (`cim caption --out FILE` writes one)")
+                raise InputError(f"captions of {name!r} not found at {path}: {advice}")
     ev = Evaluator(cfg, log=log)
     bench = ev.load(benchmark)
     names = [m for m in (list(cfg.eval.metrics) or list(bench.spec.metrics)) if metric(m).scope == "method"]
@@ -82,12 +85,25 @@ def compare(cfg, captions: Mapping[str, str | Path | Sequence[str | Path]], benc
                            "failed": sum(len(failed) for _, failed in read[row["captioner"]]),
                            "skipped": _skipped(results[row["captioner"]], len(ids))}
     table["files"] = {name: [p.as_posix() for p in paths] for name, paths in files.items()}
+    if pipeline:              # what the table's footnote may say of the seeds (true of the pipeline's runs only)
+        table["seeds"] = "GRPO runs from the one SFT start"
     written = write_comparison(table, Path(out_dir))
     if track:
         from cim.stages.publish import publish
 
         publish(cfg, Path(out_dir), files=written)
     return table
+
+
+def _from_pipeline(cfg, files: Mapping[str, Sequence[Path]]) -> bool:
+    """Whether ``files`` are the pipeline's own runs' captions (not files a user named)."""
+    from cim.pipeline.variants import captions_path, runs
+
+    try:
+        mine = {row: [captions_path(cfg, run) for run in row_runs] for row, row_runs in runs(cfg).items()}
+    except Exception:  # noqa: BLE001  (a config without a pipeline: the files are the user's)
+        return False
+    return {k: [Path(p) for p in v] for k, v in files.items()} == mine
 
 
 def _on_benchmark(path, read, images, bench: str, match_images):
