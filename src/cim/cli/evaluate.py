@@ -24,7 +24,8 @@ from cim.cli import add_protocol_argument, load
 def add_arguments(parser) -> None:
     parser.add_argument("--benchmark", action="append", dest="benchmarks", metavar="NAME",
                         help="benchmark name (configs/benchmarks/NAME.yaml); repeatable (default: eval.benchmarks)")
-    parser.add_argument("--captions", help="score captions from this file (jsonl id/caption or JSON {id: caption})")
+    parser.add_argument("--captions", help="score captions from this file (docs/captions.md: jsonl image_id or "
+                                           "image + caption, or JSON {image_id: caption})")
     parser.add_argument("--method", help="table row name for these captions (default: from the captioner)")
     parser.add_argument("--baseline", help="row to take deltas against: a method name or a results.json path")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
