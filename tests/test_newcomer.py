@@ -67,7 +67,7 @@ def test_the_audit_warns_on_a_reversed_sub_kind_and_a_hack_at_chance():
     out = warnings(comps, {"reward": {"mode": "both", "exclude_source": True}})
     assert len(out) == 2
     assert "reversed on detail: sentences (rate 0.42 [0.38, 0.46]" in out[0] and "leaving that content out" in out[0]
-    assert "at chance on the 'stuff' hack" in out[1] and "costs no reward" in out[1]
+    assert "at chance on the hack 'stuff' (rate 0.50 [0.48, 0.51]): " in out[1] and "costs a policy no reward" in out[1]
     report = {"components": comps, "n": 10, "verdicts": {}, "warnings": out, "settings": {
         "source": "corpus", "pairs": 100, "corpus_rows": 300, "reward": {"mode": "both", "top_k": 5, "beta": 1.0,
         "exclude_source": True}, "encoders": {"text": "t", "image": "i"}}}

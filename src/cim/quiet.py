@@ -30,6 +30,10 @@ def third_party(loud: bool = False) -> None:
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")     # hub downloads and transformers' "Loading weights"
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    if os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1" and "transformers" in sys.modules:   # read at import:
+        from transformers.utils import logging as hf_logging                                  # already too late
+
+        hf_logging.disable_progress_bar()
 
 
 @contextlib.contextmanager

@@ -97,13 +97,17 @@ def warnings(components: dict, settings: dict) -> list[str]:
                 out.append(f"the reward is reversed on {axis}: {kind} (rate {_num(cell)}, mean margin "
                            f"{cell['margin']:+.3f}): it scores the copy above the caption, so a policy trained "
                            f"on it gains reward by {harm}")
+    blind = []
     for kind, cell in score.get("hacks", {}).items():
         if state(cell) == "reverses":
             out.append(f"the reward scores the '{kind}' hack above the original caption (rate {_num(cell)}, "
                        f"mean margin {cell['margin']:+.3f}): a policy trained on it gains by writing that")
         elif state(cell) == "chance":
-            out.append(f"the reward is at chance on the '{kind}' hack (rate {_num(cell)}): writing it costs no "
-                       "reward, so training does nothing to keep a policy from it")
+            blind.append(f"'{kind}' (rate {_num(cell)})")
+    if blind:
+        out.append(f"the reward is at chance on the {'hack' if len(blind) == 1 else 'hacks'} {_list(blind)}: it "
+                   "does not score such text below the caption, so writing it costs a policy no reward and "
+                   "training does nothing to keep a policy from it")
     for axis in ("detail", "precision"):
         cell = components.get("score", {}).get(axis)
         if cell is not None and cell["pairs"] < MIN_PAIRS:
