@@ -138,3 +138,15 @@ def test_evaluate_prints_no_correlation_from_too_few_bins(capsys, tmp_path):
         "classifier": "c", "bin_size": 100, "grc": nan, "qir": nan, "score": nan}}}})
     out = capsys.readouterr().out
     assert "nan" not in out and "no correlation from 1 bin(s)" in out
+
+
+def test_the_seeds_footnote_is_said_of_the_pipeline_runs_only(defaults_params, tmp_path):
+    from cim.config import load_config
+    from cim.pipeline.variants import captions_path, runs
+    from cim.stages.compare import _from_pipeline, as_seed_files
+
+    cfg = load_config(str(defaults_params), [])
+    mine = {row: [captions_path(cfg, r) for r in rs] for row, rs in runs(cfg).items()}
+    moved = {row: [tmp_path / "runs" / "old" / p for p in paths] for row, paths in mine.items()}   # a flow's cache
+    assert _from_pipeline(cfg, as_seed_files(mine)) and _from_pipeline(cfg, as_seed_files(moved))
+    assert not _from_pipeline(cfg, as_seed_files({"mine": "a.jsonl", "vague": "b.jsonl"}))

@@ -96,14 +96,15 @@ def compare(cfg, captions: Mapping[str, str | Path | Sequence[str | Path]], benc
 
 
 def _from_pipeline(cfg, files: Mapping[str, Sequence[Path]]) -> bool:
-    """Whether ``files`` are the pipeline's own runs' captions (not files a user named)."""
-    from cim.pipeline.variants import captions_path, runs
+    """Whether ``files`` are the pipeline's own runs' captions, not files a user named: its rows, each seed's
+    file in its run's folder (``<captions_dir>/<run>/captions.jsonl``, wherever a flow run put that folder)."""
+    from cim.pipeline.variants import runs
 
     try:
-        mine = {row: [captions_path(cfg, run) for run in row_runs] for row, row_runs in runs(cfg).items()}
+        mine = runs(cfg)
     except Exception:  # noqa: BLE001  (a config without a pipeline: the files are the user's)
         return False
-    return {k: [Path(p) for p in v] for k, v in files.items()} == mine
+    return {row: [Path(p).parent.name for p in paths] for row, paths in files.items()} == mine
 
 
 def _on_benchmark(path, read, images, bench: str, match_images):
