@@ -27,7 +27,6 @@ caption}, provenance)``; a generating captioner writes ``<bench_dir>/<method>/ca
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
@@ -35,7 +34,7 @@ from typing import Any, Iterable, Optional, Sequence
 from cim.captions import match_images, read_captions
 from cim.errors import WeightsNotFound
 from cim.eval.results import method_dir
-from cim.io import read_jsonl, write_jsonl
+from cim.io import write_jsonl
 from cim import plugins
 from cim.registry import Registry
 
