@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from cim.reward.meaning import describe, upper_bound
+from cim.eval.meaning import describe, upper_bound
 
 GOOD = {"rate": 0.9, "ci95": [0.88, 0.92], "pairs": 500, "margin": 0.1, "ties": 0.0}
 

@@ -34,7 +34,7 @@ def score_file(cfg, input: str | Path, output: str | Path, *, index_dir: str | P
     """Score every line of ``input`` with the configured reward over the index ``index_dir`` (default
     ``index.out_dir``); writes ``output`` atomically; returns ``{"output", "scored", "errors"}`` plus
     ``first_error`` (``"line N: why"``) when a row failed, and ``meaning``: what the numbers mean
-    (:func:`cim.reward.meaning.describe`). A file that cannot be read, or none of whose rows
+    (:func:`cim.eval.meaning.describe`). A file that cannot be read, or none of whose rows
     fits the format, is an :class:`InputError` before any model loads."""
     items = list(read_lines(Path(input)))               # an unreadable file fails here, before any model
     problems = [(it["_line"], row_problem(it)) for it in items]
@@ -61,7 +61,7 @@ def score_file(cfg, input: str | Path, output: str | Path, *, index_dir: str | P
             if row["error"] and first_error is None:
                 first_error = f"line {item['_line']}: {row['error']}"
             fh.write(_json_line(row))
-    from cim.reward.meaning import describe
+    from cim.eval.meaning import describe
 
     return {"output": str(out_path), **counts, **({"first_error": first_error} if first_error else {}),
             "meaning": describe(cfg, scorer)}
