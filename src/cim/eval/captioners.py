@@ -129,13 +129,18 @@ class FileCaptioner(Captioner):
         self.captions, self.failed = read_captions(self.path)
         self.missing: list[str] = []
 
-    def methods(self, bench, prompt: str, bench_dir: Path, method: str = "", batch_size: int = 8) -> list[Method]:
-        """The file's captions matched to the benchmark's images (by id, or by ``image`` path), then one row as
-        for any captioner (written to ``<bench_dir>/<method>/captions.jsonl``; no progress bar: nothing runs)."""
+    def align(self, bench) -> None:
+        """Key the file's captions by the benchmark's image ids (a row's ``image`` path matched to a sample's);
+        a file none of whose images is the benchmark's is an :class:`~cim.errors.InputError`."""
         images = {s.id: (str(s.image) if s.image else None) for s in bench.samples}
         keys = match_images(self.path, [*self.captions, *self.failed], images, f"benchmark {bench.name}")
         self.captions = {keys[k]: v for k, v in self.captions.items() if k in keys}
         self.failed = {keys[k]: v for k, v in self.failed.items() if k in keys}
+
+    def methods(self, bench, prompt: str, bench_dir: Path, method: str = "", batch_size: int = 8) -> list[Method]:
+        """The file's captions matched to the benchmark's images (by id, or by ``image`` path), then one row as
+        for any captioner (written to ``<bench_dir>/<method>/captions.jsonl``; no progress bar: nothing runs)."""
+        self.align(bench)
         method = method or self.name
         out = method_dir(bench_dir, method) / "captions.jsonl"
         rows, counts = generate_captions(self, bench.samples, prompt, out, batch_size=max(1, batch_size),

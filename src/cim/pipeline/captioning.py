@@ -67,6 +67,8 @@ def caption_rows(cfg, cap, bench, prompt: str, progress: bool) -> tuple[list[dic
     from cim.eval.captioners import generate_captions
 
     if getattr(cap, "name", "") != "levels":
+        if hasattr(cap, "align"):             # captions from a file: its images must be the benchmark's
+            cap.align(bench)
         return generate_captions(cap, bench.samples, prompt, batch_size=max(1, cfg.eval.captioner.batch_size),
                                  progress=progress)
     with tempfile.TemporaryDirectory() as tmp:        # graded captions: one row per level, pick eval.method
