@@ -312,7 +312,8 @@ def test_verdict_lines():
     bad = {"rate": 0.3, "ci95": [0.25, 0.35], "margin": -0.1}
     line = verdict("grc", {"detail": good, "precision": flat, "hacks": {"repeat": bad, "praise": flat, "concat": good}},
                    "both")
-    assert line.endswith("; scores these hacks above the caption: repeat; at chance on the hacks praise")
+    assert line.endswith("; scores these hacks above the caption: repeat; at chance on the hacks praise "
+                         "(writing them costs no GRC)")
 
 
 def test_a_component_at_chance_on_an_axis_the_mode_relies_on_is_a_warning():

@@ -28,7 +28,7 @@ LAYERS = [
     {"tracking"},                           # MLflow conventions
     {"config"},                             # the schema of params.yaml
     {"presets", "protocols", "plugins"},    # named YAML data; every registry and its built-in modules
-    {"relations", "io", "registry", "lazy", "cim"},
+    {"relations", "io", "registry", "lazy", "cim", "captions", "quiet"},
     {"determinism", "errors"},
 ]
 LAYER = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}

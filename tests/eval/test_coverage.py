@@ -45,7 +45,7 @@ def _one_line(proc, command):
 
 
 def test_a_partial_captions_file_is_an_error_unless_a_subset_is_asked_for(bench, tmp_path):
-    caps = _captions(tmp_path / "partial.jsonl", [{"id": k, "caption": REFS[k]} for k in ("a", "b")])
+    caps = _captions(tmp_path / "partial.jsonl", [{"image_id": k, "caption": REFS[k]} for k in ("a", "b")])
     base = ["evaluate", "--benchmark", str(bench), "--captions", str(caps), "--method", "mine", "--no-mlflow",
             f"eval.out_dir={tmp_path / 'out'}"]
     line = _one_line(cim(*base, cwd=tmp_path), "evaluate")
@@ -65,9 +65,9 @@ def test_a_partial_captions_file_is_an_error_unless_a_subset_is_asked_for(bench,
 
 
 def test_failed_rows_count_as_not_captioned_in_compare(bench, tmp_path):
-    good = _captions(tmp_path / "good.jsonl", [{"id": k, "caption": v} for k, v in REFS.items()])
-    failed = _captions(tmp_path / "failed.jsonl", [{"id": k, "caption": v} for k, v in REFS.items() if k != "d"]
-                       + [{"id": "d", "caption": "", "error": "CUDA out of memory"}])
+    good = _captions(tmp_path / "good.jsonl", [{"image_id": k, "caption": v} for k, v in REFS.items()])
+    failed = _captions(tmp_path / "failed.jsonl", [{"image_id": k, "caption": v} for k, v in REFS.items() if k != "d"]
+                       + [{"image_id": "d", "caption": "", "error": "CUDA out of memory"}])
     args = ["compare", "--benchmark", str(bench), "--captions", f"ref={good}", "--captions", f"mine={failed}",
             "--baseline", "ref", "--out", str(tmp_path / "res"), "--no-mlflow", "pipeline.n_boot=100"]
     line = _one_line(cim(*args, cwd=tmp_path), "compare")

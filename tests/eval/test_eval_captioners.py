@@ -12,18 +12,18 @@ from cim.errors import WeightsNotFound
 
 def test_file_captioner_jsonl_and_json(tmp_path):
     f = tmp_path / "caps.jsonl"
-    f.write_text('{"id": "a", "caption": "A cat."}\n{"image_id": "b", "caption": ""}\n')
+    f.write_text('{"image_id": "a", "caption": "A cat."}\n{"id": "label", "image_id": "b", "caption": ""}\n')
     cap = build_captioner("file", str(f))
     rows, counts = generate_captions(cap, [("a", None), ("b", None), ("c", None)], "Describe.", tmp_path / "out.jsonl")
     assert [r["caption"] for r in rows] == ["A cat.", "", ""]
     assert counts == {"images": 3, "captioned": 1, "missing_images": 0, "not_in_file": 1, "failed": 0, "empty": 1}
     written = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
     assert written[0]["prompt"] == "Describe." and written[0]["captioner"] == "file:caps.jsonl"
-    assert written[2]["error"] == "id not in captions file"
+    assert written[2]["error"] == "image not in captions file" and written[2]["image_id"] == "c"
     g = tmp_path / "caps.json"
     g.write_text(json.dumps({"a": "A dog.", "b": ["A bird."]}))
     assert FileCaptioner(g).caption([ImageItem("b", None), ImageItem("a", None)], "x") == ["A bird.", "A dog."]
-    with pytest.raises(ValueError, match="needs 'id'"):
+    with pytest.raises(ValueError, match="no 'image_id'"):
         (tmp_path / "bad.jsonl").write_text('{"caption": "x"}\n')
         FileCaptioner(tmp_path / "bad.jsonl")
 

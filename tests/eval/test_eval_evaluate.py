@@ -84,8 +84,8 @@ def test_bad_input_is_counted_not_fatal(tiny_cfg, tiny_index_dir, tmp_path):
         f"name: handmade\nformat: sc-captioner\ndata_dir: {tmp_path}\n"
         "files: {references: gt.json, questions: q.json}\nmetrics: [capture, fine_grained, relations_qa, cim]\n"
         "capture_encoder: all-MiniLM-L6-v2\n")          # the embedded SBERT (CAPTURE's own is not offline)
-    (tmp_path / "caps.jsonl").write_text('{"id": "a", "caption": "A red circle sits on the grass."}\n'
-                                         '{"id": "b", "caption": ""}\n{"id": "zzz", "caption": "stray"}\n')
+    (tmp_path / "caps.jsonl").write_text('{"image_id": "a", "caption": "A red circle sits on the grass."}\n'
+                                         '{"image_id": "b", "caption": ""}\n{"image_id": "zzz", "caption": "stray"}\n')
     cfg = copy.deepcopy(tiny_cfg)
     cfg.eval.benchmarks = [str(tmp_path / "bench.yaml")]
     cfg.eval.out_dir = str(tmp_path / "out")

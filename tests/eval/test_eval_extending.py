@@ -43,8 +43,8 @@ def test_toys_end_to_end(toys, tmp_path):
     (tmp_path / "toy.yaml").write_text(f"name: toy\nformat: toy-jsonl\ndata_dir: {tmp_path}\n"
                                        "metrics: [capture, relations_qa, toy_words]\n"
                                        "capture_encoder: {name: toy-hash, model: toy}\n")   # the plugin encoder
-    (tmp_path / "caps.jsonl").write_text('{"id": "a", "caption": "A red cat on a mat."}\n'
-                                         '{"id": "b", "caption": "A big dog plays in the park today."}\n')
+    (tmp_path / "caps.jsonl").write_text('{"image_id": "a", "caption": "A red cat on a mat."}\n'
+                                         '{"image_id": "b", "caption": "A big dog plays in the park today."}\n')
     cfg = load_config(None, [f"eval.benchmarks=[{tmp_path / 'toy.yaml'}]", f"eval.out_dir={tmp_path / 'out'}",
                              "encoders.text.name=toy-hash", "eval.judge.name=toy-mention",
                              "eval.captioner.name=file", f"eval.captioner.model={tmp_path / 'caps.jsonl'}",

@@ -324,7 +324,8 @@ def test_cim_score_one_row_per_input_line(tiny_index_dir, tiny_world, tmp_path, 
     assert "UTF-8" in rows[6]["error"] and rows[6]["caption"] == "\ud800 x"       # echoed as the input had it
     assert sum(r["error"] is None for r in rows) == 13
     assert all(list(r)[-len(RESULT_KEYS):] == list(RESULT_KEYS) for r in rows)
-    assert json.loads(capsys.readouterr().err.strip().splitlines()[-1])["errors"] == 3
+    counts = next(ln for ln in capsys.readouterr().err.splitlines() if ln.startswith('{"output"'))
+    assert json.loads(counts)["errors"] == 3
 
 
 def test_repeated_captions_are_encoded_once(tiny_scorer, tiny_world):

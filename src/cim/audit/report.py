@@ -68,7 +68,7 @@ def verdict(comp: str, data: dict, mode: str) -> str:
         line += f"; scores these hacks above the caption: {', '.join(fooled)}"
     blind = [k for k, cell in data.get("hacks", {}).items() if state(cell) == "chance"]
     if blind:
-        line += f"; at chance on the hacks {', '.join(blind)}"
+        line += f"; at chance on the hacks {', '.join(blind)} (writing them costs no {NAMES[comp]})"
     return line
 
 
@@ -90,10 +90,24 @@ def warnings(components: dict, settings: dict) -> list[str]:
                 role = "" if comp == "score" else f" (the paper gives {NAMES[comp]} the {axis} role)"
                 out.append(f"reward.mode={mode} relies on {NAMES[comp]} for {axis}{role}, but it is "
                            f"{_STATE_WORDS[st]} on {axis} here: rate {_num(cell)}")
-    for kind, cell in components.get("score", {}).get("hacks", {}).items():
+    score = components.get("score", {})
+    for axis, harm in (("detail", "leaving that content out"), ("precision", "writing that false content")):
+        for kind, cell in (score.get(axis) or {}).get("kinds", {}).items():
+            if state(cell) == "reverses":
+                out.append(f"the reward is reversed on {axis}: {kind} (rate {_num(cell)}, mean margin "
+                           f"{cell['margin']:+.3f}): it scores the copy above the caption, so a policy trained "
+                           f"on it gains reward by {harm}")
+    blind = []
+    for kind, cell in score.get("hacks", {}).items():
         if state(cell) == "reverses":
             out.append(f"the reward scores the '{kind}' hack above the original caption (rate {_num(cell)}, "
                        f"mean margin {cell['margin']:+.3f}): a policy trained on it gains by writing that")
+        elif state(cell) == "chance":
+            blind.append(f"'{kind}' (rate {_num(cell)})")
+    if blind:
+        out.append(f"the reward is at chance on the {'hack' if len(blind) == 1 else 'hacks'} {_list(blind)}: it "
+                   "does not score such text below the caption, so writing it costs a policy no reward and "
+                   "training does nothing to keep a policy from it")
     for axis in ("detail", "precision"):
         cell = components.get("score", {}).get(axis)
         if cell is not None and cell["pairs"] < MIN_PAIRS:
@@ -138,6 +152,9 @@ def markdown(report: dict) -> str:
         f"{settings['corpus_rows']} rows with reward.mode={r['mode']}, K={r['top_k']}, β={r['beta']}, "
         f"exclude_source={r['exclude_source']}; text encoder {enc['text']}, image encoder {enc['image']}"
         f"{' (centred)' if enc.get('center_images') else ''}.", "",
+        "**Υ** is the reward, Υ = GRC + β·QIR over the K corpus images the caption retrieves: **GRC** (Gallery "
+        "Representation Consistency) is how alike those K images are; **QIR** (Query-gallery Image Relevance) "
+        "how alike they are to the caption's own image, rank-weighted (docs/reward.md).", "",
         "**rate**: how often the original scores above its copy (a tie counts half; 0.5 is chance), with a 95% "
         "interval from a bootstrap over captions; **margin**: the mean score difference original − copy; "
         "**ties**: the share of pairs scored equal. Detail pairs remove content (nothing false is added), "

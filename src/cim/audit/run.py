@@ -139,13 +139,19 @@ def select_corpus(index, manifest: str | Path, sample: int, donors: int, seed: i
 
 
 def select_captions(index, captions, sample: int, seed: int) -> tuple[list[Original], dict]:
-    """The audited rows of a captions file (jsonl: ``caption`` and ``image_id`` or ``image``, optional
-    ``id``) or list of such dicts: ``sample`` of them in a seeded order (0: all)."""
+    """The audited rows of a caption file (the caption-file format, :mod:`cim.captions`: ``caption`` and
+    ``image_id`` or ``image``, optional ``id`` label) or list of such dicts: ``sample`` of them in a seeded
+    order (0: all)."""
+    from cim.captions import read_lines, row_problem
     from cim.index.identity import source_keys
 
     if isinstance(captions, (str, Path)):
-        path = Path(captions)
-        rows = list(_rows_at(path, range(_count_rows(path)), ("caption",)).values())
+        rows = []
+        for row in read_lines(captions):
+            if "_error" in row and not row["_error"].endswith("is blank"):
+                raise InputError(f"{captions}: {row['_error']}")
+            if "_error" not in row:
+                rows.append(row)
     else:
         rows = [dict(r) for r in captions]
     if not rows:
@@ -156,8 +162,12 @@ def select_captions(index, captions, sample: int, seed: int) -> tuple[list[Origi
     for pos in order[:k]:
         row = rows[int(pos)]
         key = str(row.get("id", f"line{int(pos) + 1}"))
+        where = f"captions line {row['_line']}" if "_line" in row else f"captions row {int(pos) + 1}"
+        problem = row_problem(row)
+        if problem is not None:
+            raise InputError(f"{where}: {problem}")
         if not isinstance(row.get("caption"), str) or not row["caption"].strip():
-            raise InputError(f"captions row {int(pos) + 1}: no caption")
+            raise InputError(f"{where}: no caption")
         if row.get("image_id") is not None:
             sid = str(row["image_id"])
             group = int(source_keys(index, [sid], [None])[0])
@@ -168,8 +178,6 @@ def select_captions(index, captions, sample: int, seed: int) -> tuple[list[Origi
             originals.append(Original(key, row["caption"], None, image,
                                       SourceKey(_digest_group(index, image), os.path.normpath(image))))
             counts["by_path"] += 1
-        else:
-            raise InputError(f"captions row {int(pos) + 1}: needs image_id or image")
     return originals, {"available": len(rows), **counts}
 
 
@@ -196,14 +204,16 @@ def score_pairs(scorer, originals: Sequence[Original], pairs: Sequence[Sequence[
     results and, per caption, its pairs' results."""
     from cim.reward.scorer import score_in_batches
 
-    items = []
+    items, shares = [], []
     for o, ps in zip(originals, pairs):
         items.append(o.item(o.text))
         items += [o.item(p.text) for p in ps]
+        shares += [1 / (1 + len(ps))] * (1 + len(ps))     # the bar counts captions audited, not texts scored
     # scored in order of length (then text): batches of like lengths pad little, and equal texts (repeated
     # corpus captions, their equal copies) share a batch, where the scorer encodes each distinct text once
     order = sorted(range(len(items)), key=lambda i: (len(items[i]["caption"]), items[i]["caption"], i))
-    ordered = score_in_batches(scorer, [items[i] for i in order], batch_size, progress=progress, desc="audit")
+    ordered = score_in_batches(scorer, [items[i] for i in order], batch_size, progress=progress,
+                               desc="audit (captions, with their copies)", shares=[shares[i] for i in order])
     results: list = [None] * len(items)
     for i, res in zip(order, ordered):
         results[i] = res

@@ -183,8 +183,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def run_command(name: str, argv: list[str]) -> int:
     """Parse ``argv`` for command ``name``, settle the params file, run the command; errors propagate."""
+    from cim.quiet import third_party
+
+    third_party(loud=debug_enabled(argv))     # before any library loads: no third-party bars or chatter
     module, parser = command_parser(name)
     args = parse(parser, argv)
+    if hasattr(module, "check_arguments"):      # a command's own argument errors, before the overrides' checks
+        module.check_arguments(args)
     args.params = settle_params(name, args.params, args.overrides)
     settle_out(name, args)
     return int(module.run(args) or 0)
@@ -194,7 +199,7 @@ def command_parser(name: str):
     """Command ``name``'s module and its parser: the command's own options, then :func:`add_common`."""
     module_name, help_text = COMMANDS[name]
     module = importlib.import_module(module_name)
-    parser = argparse.ArgumentParser(prog=f"cim {name}", description=help_text)
+    parser = argparse.ArgumentParser(prog=f"cim {name}", description=help_text.replace("%%", "%"))
     module.add_arguments(parser)       # first: a command's own positional (`cim ablate AXIS`) precedes the overrides
     add_common(parser)
     return module, parser

@@ -2,12 +2,13 @@
 and its delta against a baseline row with a paired bootstrap interval (marked when it excludes 0).
 
     cim compare                                   # every pipeline run's captions (pipeline.captions_dir)
-    cim compare --captions sft=a.jsonl --captions mine=b0.jsonl --captions mine=b1.jsonl --baseline sft
+    cim compare --captions sft=a.jsonl --captions mine=b0.jsonl --captions mine=b1.jsonl   # baseline: sft
 
-A NAME given several times is one row with several seeds. Writes ``captioners.json`` (rows with ``n_seeds``,
-``<metric>_ci95``, ``delta_<metric>_ci95``), ``captioners.md``, ``captioners.png``, ``metrics.json`` and
-``details.json`` (for DVC) to ``--out`` (default ``pipeline.out_dir``) and publishes the comparison to MLflow.
-The stage: :func:`cim.stages.compare.compare`.
+Files are caption files (docs/captions.md); the first ``--captions`` row is the baseline unless ``--baseline``
+names one. A NAME given several times is one row with several seeds. Writes ``captioners.json`` (rows with
+``n_seeds``, ``<metric>_ci95``, ``delta_<metric>_ci95``), ``captioners.md``, ``captioners.png``, ``metrics.json``
+and ``details.json`` (for DVC) to ``--out`` (run by hand: ``runs/compare``; the pipeline's, committed:
+``pipeline.out_dir``). The stage: :func:`cim.stages.compare.compare`.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def add_arguments(parser) -> None:
                         help="a row's captions.jsonl (one seed); repeatable, a NAME again adds a seed (default: "
                              "every pipeline run's captions)")
     add_flag(parser, "benchmark", help="configs/benchmarks/NAME.yaml (default: pipeline.benchmark)")
-    parser.add_argument("--baseline", help="the row deltas are taken against (default: pipeline.baseline)")
+    parser.add_argument("--baseline", help="the row deltas are taken against (default: the first --captions row; "
+                        "without --captions, pipeline.baseline)")
     add_out(parser, key="pipeline.out_dir", help="folder of the table files (default: runs/compare; the "
                                                  "pipeline's, committed: pipeline.out_dir)")
     parser.add_argument("--subset", action="store_true",
@@ -28,23 +30,36 @@ def add_arguments(parser) -> None:
     add_shared(parser, "protocol", "no-mlflow")
 
 
-def run(args) -> int:
+def named_files(args) -> dict[str, list[str]]:
+    """``{row: [file per seed]}`` from the ``--captions NAME=FILE`` options (in order: the first row first)."""
     from cim.errors import ConfigError
+
+    captions: dict[str, list[str]] = {}
+    for item in args.captions or []:
+        name, _, path = item.partition("=")
+        if not name or not path:
+            stray = next((o for o in args.overrides if "=" not in o), None)
+            got = f"{item!r} {stray!r}" if stray else repr(item)
+            raise ConfigError(f"--captions takes NAME=FILE as one argument (e.g. --captions mine=captions.jsonl); "
+                              f"got {got}")
+        captions.setdefault(name, []).append(path)
+    return captions
+
+
+def check_arguments(args) -> None:
+    named_files(args)
+
+
+def run(args) -> int:
     from cim.eval.results import comparison_markdown
     from cim.pipeline.variants import captions_path, runs
     from cim.stages.compare import compare
 
+    named = named_files(args)
     cfg = load(args, *(["eval.allow_partial=true"] if args.subset else []))
-    if args.captions:
-        captions: dict[str, list[str]] = {}
-        for item in args.captions:
-            name, _, path = item.partition("=")
-            if not name or not path:
-                raise ConfigError("--captions takes NAME=FILE")
-            captions.setdefault(name, []).append(path)
-    else:
-        captions = {row: [captions_path(cfg, run) for run in row_runs] for row, row_runs in runs(cfg).items()}
-    table = compare(cfg, captions, args.benchmark or cfg.pipeline.benchmark, args.baseline or cfg.pipeline.baseline,
+    captions = named or {row: [captions_path(cfg, run) for run in row_runs] for row, row_runs in runs(cfg).items()}
+    baseline = args.baseline or (next(iter(named)) if named else cfg.pipeline.baseline)
+    table = compare(cfg, captions, args.benchmark or cfg.pipeline.benchmark, baseline,
                     args.out or cfg.pipeline.out_dir, track=not args.no_mlflow, n_boot=cfg.pipeline.n_boot)
     print(comparison_markdown(table))
     return 0

@@ -24,7 +24,8 @@ from cim.cli import add_flag, add_out, add_shared, load
 def add_arguments(parser) -> None:
     add_flag(parser, "benchmark", action="append", dest="benchmarks", metavar="NAME",
                         help="benchmark name (configs/benchmarks/NAME.yaml); repeatable (default: eval.benchmarks)")
-    add_flag(parser, "captions", help="score captions from this file (jsonl id/caption or JSON {id: caption})")
+    add_flag(parser, "captions", help="score captions from this file (docs/captions.md: jsonl image_id or image + "
+                                      "caption, or JSON {image_id: caption})")
     parser.add_argument("--method", help="table row name for these captions (default: from the captioner)")
     parser.add_argument("--baseline", help="row to take deltas against: a method name or a results.json path")
     parser.add_argument("--captioner", help="eval.captioner.name: levels | file | hf | vllm | a released checkpoint "
@@ -64,13 +65,19 @@ def option_overrides(args) -> list[str]:
 
 
 def print_summary(summary: dict) -> None:
+    from cim.eval.metrics import finite
+
     for bench, info in summary["benchmarks"].items():
         print(Path(info["table"]).read_text())
         if info.get("verification"):
             v = info["verification"]
-            print(f"{bench} verification ({v['classifier']}): Pearson r vs logit(fine acc): "
-                  + ", ".join(f"{m} {v[m]['pearson_r']:.3f}" for m in ("grc", "qir", "score")
-                              if v[m]["pearson_r"] is not None) + f" over {v['score']['n_bins']} bins")
+            rs = [f"{m} {v[m]['pearson_r']:.3f}" for m in ("grc", "qir", "score") if finite(v[m]["pearson_r"])]
+            if rs:
+                print(f"{bench} verification ({v['classifier']}): Pearson r vs logit(fine acc): " + ", ".join(rs)
+                      + f" over {v['score']['n_bins']} bins")
+            else:
+                print(f"{bench} verification: no correlation from {v['score']['n_bins']} bin(s) of {v['bin_size']} "
+                      "captions (it needs 3; evaluate more captions, e.g. several captioners)")
         if info.get("parser_recall"):
             p = info["parser_recall"]
             print(f"{bench} parser recall ({p['parser']}): objects {p['object_recall']:.3f}, attributes "

@@ -1,5 +1,6 @@
-"""`cim score --index DIR --captions FILE --out FILE`: jsonl in (caption + image_id or image), jsonl out
-(one row per input line: the input row plus ``line`` and the reward's keys; docs/reward.md)."""
+"""`cim score --index DIR --captions FILE --out FILE`: a caption file in (:mod:`cim.captions`: caption +
+image_id or image, optional id label), jsonl out (one row per input line: the input row plus ``line`` and the
+reward's keys; docs/reward.md), then one line saying what the numbers mean. Exits 2 when no row scored."""
 from __future__ import annotations
 
 import json
@@ -12,15 +13,22 @@ def add_arguments(parser) -> None:
     from cim.reward.schema import RESULT_KEYS
 
     add_flag(parser, "index", help="index directory (default: index.out_dir from params)")
-    add_flag(parser, "captions", dest="input", required=True, metavar="FILE", help="jsonl: one {caption, image_id | image} per line")
+    add_flag(parser, "captions", dest="input", required=True, metavar="FILE",
+             help="caption file: one {image_id | image, caption[, id]} per line (docs/captions.md)")
     add_out(parser, dest="output", required=True, metavar="FILE", help="jsonl written atomically, one row per input line: the "
                         "input row plus line, " + ", ".join(RESULT_KEYS))
     add_shared(parser, "no-progress")
 
 
 def run(args) -> int:
+    from cim.errors import InputError
     from cim.stages.score import score_file
 
     counts = score_file(load(args), args.input, args.output, index_dir=args.index, progress=not args.no_progress)
+    meaning = counts.pop("meaning")
+    if not counts["scored"]:          # nothing succeeded: not a success
+        raise InputError(f"{args.input}: none of its {counts['errors']} rows scored ({counts['first_error']}); "
+                         f"the rows and their errors are in {args.output}")
     print(json.dumps(counts), file=sys.stderr)
+    print(meaning, file=sys.stderr)
     return 0

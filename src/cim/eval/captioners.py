@@ -2,7 +2,8 @@
 
 ``images`` are :class:`ImageItem` (id + path), benchmark :class:`~cim.eval.benchmarks.Sample` objects,
 ``(id, path)`` pairs or bare paths (id = file stem). :func:`generate_captions` runs a captioner over a
-benchmark and writes jsonl, one row per image: ``id, image, caption, prompt, captioner, decoding, error``.
+benchmark and writes jsonl in the caption-file format (:mod:`cim.captions`), one row per image: ``image_id,
+image, caption, prompt, captioner, decoding, error``.
 A missing image or a failed generation is an ``error`` on its row (caption ``""``), counted, never a crash
 of the whole run.
 
@@ -16,8 +17,9 @@ the ``eval.captioner`` section:
   LLaVA-NeXT and InternVL in its HF format (``OpenGVLab/InternVL3-8B-hf``); a hub name (local cache only)
   or a local folder; GPU when present.
 - ``vllm``: :class:`VLLMCaptioner` — the same models through vLLM, when vLLM is installed.
-- ``file``: :class:`FileCaptioner` — "captions from a file": any external model's output (jsonl rows with
-  ``id``/``image_id`` and ``caption``, or a JSON ``{id: caption}``), so it can be scored like the rest.
+- ``file``: :class:`FileCaptioner` — "captions from a file": any external model's output in the caption-file
+  format (:mod:`cim.captions`: jsonl rows with ``image_id`` or ``image`` and ``caption``, or a JSON
+  ``{image_id: caption}``), so it can be scored like the rest.
 - the authors' released checkpoints by hub id (``kkk5/CIM-Qwen2.5-VL-7B``, ...): :mod:`cim.eval.released`.
 
 ``captioner.methods(bench, prompt, bench_dir)`` gives the evaluator its table rows: ``(method, {id:
@@ -25,14 +27,14 @@ caption}, provenance)``; a generating captioner writes ``<bench_dir>/<method>/ca
 """
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
+from cim.captions import match_images, read_captions
 from cim.errors import WeightsNotFound
 from cim.eval.results import method_dir
-from cim.io import read_jsonl, write_jsonl
+from cim.io import write_jsonl
 from cim import plugins
 from cim.registry import Registry
 
@@ -67,6 +69,7 @@ def as_items(images: Iterable[Any]) -> list[ImageItem]:
     return out
 
 
+NOT_IN_FILE = "image not in captions file"
 Method = tuple[str, dict[str, str], dict]      # (table row name, {id: caption}, where the captions came from)
 
 
@@ -86,7 +89,7 @@ class Captioner:
         method = method or self.name
         out = method_dir(bench_dir, method) / "captions.jsonl"
         rows, counts = generate_captions(self, bench.samples, prompt, out, batch_size=max(1, batch_size))
-        return [(method, {r["id"]: r["caption"] for r in rows if r["error"] is None},
+        return [(method, {r["image_id"]: r["caption"] for r in rows if r["error"] is None},
                  {"source": self.name, "file": str(out), "prompt": prompt, "describe": self.describe(),
                   "counts": counts})]
 
@@ -116,41 +119,35 @@ class GradedCaptions(Captioner):
 
 
 # ---------------------------------------------------------------------------------------------- from file
-def read_captions(path: str | Path, field: str = "caption") -> tuple[dict[str, str], dict[str, str]]:
-    """``(captions, failed)`` of a captions file: jsonl rows ``{"id" | "image_id", "caption"[, "error"]}`` (a row
-    whose ``error`` is set is a failed caption: ``failed[id] = error``, not a caption) or a JSON object
-    ``{id: caption}``."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"captions file {path} not found")
-    text = path.read_text(encoding="utf-8")
-    captions: dict[str, str] = {}
-    failed: dict[str, str] = {}
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        data = None
-    if isinstance(data, dict) and field not in data:
-        return {str(k): (v if isinstance(v, str) else v[0]) for k, v in data.items()}, failed
-    for n, row in read_jsonl(path):
-        key = row.get("id", row.get("image_id"))
-        if key is None or field not in row:
-            raise ValueError(f"{path}:{n}: a row needs 'id' (or 'image_id') and {field!r}")
-        if row.get("error"):
-            failed[str(key)] = str(row["error"])
-        else:
-            captions[str(key)] = row[field] or ""
-    return captions, failed
-
-
 class FileCaptioner(Captioner):
-    """Captions written by something else (:func:`read_captions`). An id absent from the file, or whose row
-    failed, gets no caption (its row an ``error``): the evaluation counts it as not captioned."""
+    """Captions written by something else, in the caption-file format (:func:`cim.captions.read_captions`).
+    An image absent from the file, or whose row failed, gets no caption (its row an ``error``): the evaluation
+    counts it as not captioned; a file none of whose images is the benchmark's is an error."""
 
-    def __init__(self, path: str | Path, field: str = "caption"):
+    def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.captions, self.failed = read_captions(self.path, field)
+        self.captions, self.failed = read_captions(self.path)
         self.missing: list[str] = []
+
+    def align(self, bench) -> None:
+        """Key the file's captions by the benchmark's image ids (a row's ``image`` path matched to a sample's);
+        a file none of whose images is the benchmark's is an :class:`~cim.errors.InputError`."""
+        images = {s.id: (str(s.image) if s.image else None) for s in bench.samples}
+        keys = match_images(self.path, [*self.captions, *self.failed], images, f"benchmark {bench.name}")
+        self.captions = {keys[k]: v for k, v in self.captions.items() if k in keys}
+        self.failed = {keys[k]: v for k, v in self.failed.items() if k in keys}
+
+    def methods(self, bench, prompt: str, bench_dir: Path, method: str = "", batch_size: int = 8) -> list[Method]:
+        """The file's captions matched to the benchmark's images (by id, or by ``image`` path), then one row as
+        for any captioner (written to ``<bench_dir>/<method>/captions.jsonl``; no progress bar: nothing runs)."""
+        self.align(bench)
+        method = method or self.name
+        out = method_dir(bench_dir, method) / "captions.jsonl"
+        rows, counts = generate_captions(self, bench.samples, prompt, out, batch_size=max(1, batch_size),
+                                         progress=False)
+        return [(method, {r["image_id"]: r["caption"] for r in rows if r["error"] is None},
+                 {"source": self.name, "file": str(out), "prompt": prompt, "describe": self.describe(),
+                  "counts": counts})]
 
     @property
     def name(self) -> str:
@@ -360,7 +357,7 @@ def generate_captions(captioner: Captioner, images: Sequence[Any], prompt: str, 
                 except Exception as exc:  # noqa: BLE001  (recorded on the row)
                     errors[it.id] = f"{type(exc).__name__}: {exc}"
         for it in chunk:
-            rows.append({"id": it.id, "image": str(it.path) if it.path else None,
+            rows.append({"image_id": it.id, "image": str(it.path) if it.path else None,
                          "caption": texts.get(it.id, ""), "prompt": prompt, "captioner": captioner.name,
                          "decoding": decoding, "error": errors.get(it.id)})
         bar.update(len(chunk))
@@ -368,14 +365,14 @@ def generate_captions(captioner: Captioner, images: Sequence[Any], prompt: str, 
     missing_ids = set(getattr(captioner, "missing", []))
     failed_ids = getattr(captioner, "failed", {})
     for row in rows:
-        if row["id"] in missing_ids and row["error"] is None:
-            row["error"] = "id not in captions file"
-        elif row["id"] in failed_ids and row["error"] is None:
-            row["error"] = f"failed in the captions file: {failed_ids[row['id']]}"
+        if row["image_id"] in missing_ids and row["error"] is None:
+            row["error"] = NOT_IN_FILE
+        elif row["image_id"] in failed_ids and row["error"] is None:
+            row["error"] = f"failed in the captions file: {failed_ids[row['image_id']]}"
     counts = {"images": len(rows), "captioned": sum(1 for r in rows if r["error"] is None and r["caption"].strip()),
               "missing_images": sum(1 for r in rows if r["error"] == "missing image"),
-              "not_in_file": sum(1 for r in rows if r["error"] == "id not in captions file"),
-              "failed": sum(1 for r in rows if r["error"] and r["error"] not in ("missing image", "id not in captions file")),
+              "not_in_file": sum(1 for r in rows if r["error"] == NOT_IN_FILE),
+              "failed": sum(1 for r in rows if r["error"] and r["error"] not in ("missing image", NOT_IN_FILE)),
               "empty": sum(1 for r in rows if r["error"] is None and not r["caption"].strip())}
     if out_path is not None:
         write_jsonl(rows, out_path)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
 import numpy as np
@@ -282,8 +283,11 @@ def verification(ev, bench, results, out_dir) -> Optional[dict]:
             "fine": float(np.mean([x["fine_correct"] for x in rows if x["method"] == m]))}
         for m in result["methods"]}
     write_json(out_dir / "verification.json", result)
-    plot_verification(result, out_dir / "verification.png",
-                      f"{bench.name}: bins of {bin_size} captions ({result['classifier']})")
+    png = Path(out_dir) / "verification.png"
+    if any(finite(result[m]["pearson_r"]) for m in ("grc", "qir", "score")):
+        plot_verification(result, png, f"{bench.name}: bins of {bin_size} captions ({result['classifier']})")
+    else:                 # too few bins for a correlation (one captioner's captions): no plot, not a stale one
+        png.unlink(missing_ok=True)
     return result
 
 

@@ -137,7 +137,7 @@ class ReleasedCaptioner(Captioner):
                                   self.release.base if base else self.release.name)
             path = method_dir(bench_dir, name) / "captions.jsonl"
             rows, counts = generate_captions(engine, bench.samples, prompt, path, batch_size=max(1, batch_size))
-            out.append((name, {r["id"]: r["caption"] for r in rows},
+            out.append((name, {r["image_id"]: r["caption"] for r in rows},
                         {"source": self.release.name, "file": str(path), "prompt": prompt,
                          "describe": self.describe(base), "counts": counts}))
             del engine                      # one model in memory at a time

@@ -225,7 +225,8 @@ def comparison_markdown(table: dict, summary_only: bool = True) -> str:
     skips = sorted({f"{m} skipped {'/'.join(map(str, v))} of {r['samples']} images for {r['captioner']}"
                     for r in table["rows"] for m, v in (r.get("coverage") or {}).get("skipped", {}).items()})
     out += [""] + [f"- coverage: {line} (the metric's own rule; per seed)" for line in skips]
-    out += [f"- ○ baseline row; seeds: GRPO runs from the one SFT start; intervals: {table['n_boot']} bootstrap "
+    seeds = f"seeds: {table['seeds']}; " if table.get("seeds") else ""
+    out += [f"- ○ baseline row; {seeds}intervals: {table['n_boot']} bootstrap "
             "draws of the images (paired across rows) and of each row's seeds",
             "- percentages except CIM Υ and words; GT columns: recall against the benchmark's ground-truth scene "
             "graphs (no parser), the others the parser/judge-based metrics of `cim evaluate`", ""]

@@ -89,9 +89,12 @@ def bleu_meteor(gts: Mapping[str, Sequence[str] | str], res: Mapping[str, Sequen
                         "Meteor 1.5 -l en -norm)", "level": "corpus"}}
     if not ids:
         return out
+    from cim.quiet import captured_stderr
+
     tok = PTBTokenizer()
-    g = tok.tokenize({k: [{"caption": c} for c in gts[k]] for k in ids})
-    r = tok.tokenize({k: [{"caption": res[k]}] for k in ids})
+    with captured_stderr():         # the Java tokenizer's "PTBTokenizer tokenized ... tokens per second"
+        g = tok.tokenize({k: [{"caption": c} for c in gts[k]] for k in ids})
+        r = tok.tokenize({k: [{"caption": res[k]}] for k in ids})
     scorer = BleuScorer(n=4)
     for k in ids:                                   # what pycocoevalcap's Bleu(4).compute_score feeds it
         scorer += (r[k][0], g[k])

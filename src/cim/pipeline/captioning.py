@@ -67,6 +67,8 @@ def caption_rows(cfg, cap, bench, prompt: str, progress: bool) -> tuple[list[dic
     from cim.eval.captioners import generate_captions
 
     if getattr(cap, "name", "") != "levels":
+        if hasattr(cap, "align"):             # captions from a file: its images must be the benchmark's
+            cap.align(bench)
         return generate_captions(cap, bench.samples, prompt, batch_size=max(1, cfg.eval.captioner.batch_size),
                                  progress=progress)
     with tempfile.TemporaryDirectory() as tmp:        # graded captions: one row per level, pick eval.method
@@ -74,7 +76,7 @@ def caption_rows(cfg, cap, bench, prompt: str, progress: bool) -> tuple[list[dic
     if cfg.eval.method not in rows:
         raise ConfigError(f"captioner levels has one row per level: set eval.method to one of {', '.join(rows)}")
     caps = rows[cfg.eval.method]
-    out = [{"id": s.id, "image": str(s.image) if s.image else None, "caption": caps.get(s.id, ""), "prompt": prompt,
+    out = [{"image_id": s.id, "image": str(s.image) if s.image else None, "caption": caps.get(s.id, ""), "prompt": prompt,
             "captioner": f"levels:{cfg.eval.method}", "decoding": None,
             "error": None if s.id in caps else "no graded caption"} for s in bench.samples]
     return out, {"images": len(out), "captioned": sum(1 for r in out if r["caption"])}

@@ -248,17 +248,22 @@ class Scorer:
 
 
 def score_in_batches(scorer: "Scorer", items: Sequence[dict], batch_size: int, progress: bool = False,
-                     desc: str = "scoring") -> list[RewardResult]:
+                     desc: str = "scoring", shares: Sequence[float] | None = None) -> list[RewardResult]:
     """``scorer.score`` over ``items`` in chunks of ``batch_size`` (``reward.batch_size``): one encoder call
-    and one search per chunk, results in input order. ``progress`` shows a bar over captions."""
+    and one search per chunk, results in input order. ``progress`` shows a bar over captions: one per item,
+    or, with ``shares`` (each item's share of a caption, e.g. 1/3 for an original scored with two copies),
+    over the captions those items make up."""
     if batch_size < 1:
         raise ConfigError(f"reward.batch_size must be >= 1, got {batch_size}")
     from tqdm.auto import tqdm
 
+    total = len(items) if shares is None else round(sum(shares))
     out: list[RewardResult] = []
-    with tqdm(total=len(items), desc=desc, unit="caption", disable=not progress) as bar:
+    done = 0.0
+    with tqdm(total=total, desc=desc, unit="caption", disable=not progress) as bar:
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
             out.extend(scorer.score(chunk))
-            bar.update(len(chunk))
+            done += len(chunk) if shares is None else sum(shares[start:start + batch_size])
+            bar.update(min(total, round(done)) - bar.n)
     return out

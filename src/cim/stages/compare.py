@@ -37,7 +37,7 @@ def compare(cfg, captions: Mapping[str, str | Path | Sequence[str | Path]], benc
     row is scored on the images all files caption."""
     from cim.config import check_names
     from cim.determinism import deterministic
-    from cim.eval.captioners import read_captions
+    from cim.captions import match_images, read_captions
     from cim.eval.evaluate import Evaluator
     from cim.eval.metrics import metric
     from cim.eval.results import write_comparison
@@ -50,14 +50,19 @@ def compare(cfg, captions: Mapping[str, str | Path | Sequence[str | Path]], benc
         raise ConfigError("compare needs at least one captioner's captions")
     if baseline not in files:
         raise ConfigError(f"baseline {baseline!r} is not one of the captioners: {', '.join(files)}")
+    pipeline = _from_pipeline(cfg, files)
     for name, paths in files.items():
         for path in paths:
             if not path.is_file():
-                raise InputError(f"captions of {name!r} not found at {path}: run `cim caption --captioner {name}` first")
+                advice = (f"caption it first (`dvc repro caption` or `cim caption --captioner {path.parent.name}`)"
+                          if pipeline else "check the path (`cim caption --out FILE` writes one)")
+                raise InputError(f"captions of {name!r} not found at {path}: {advice}")
     ev = Evaluator(cfg, log=log)
     bench = ev.load(benchmark)
     names = [m for m in (list(cfg.eval.metrics) or list(bench.spec.metrics)) if metric(m).scope == "method"]
-    read = {name: [read_captions(p) for p in paths] for name, paths in files.items()}
+    images = {s.id: (str(s.image) if s.image else None) for s in bench.samples}
+    read = {name: [_on_benchmark(p, read_captions(p), images, bench.name, match_images) for p in paths]
+            for name, paths in files.items()}
     ids = [s.id for s in bench.samples]
     if cfg.eval.allow_partial:           # the images every file captions: every row counts the same ones
         ids = [i for i in ids if all(i in caps for seeds in read.values() for caps, _ in seeds)]
@@ -79,12 +84,35 @@ def compare(cfg, captions: Mapping[str, str | Path | Sequence[str | Path]], benc
                            "failed": sum(len(failed) for _, failed in read[row["captioner"]]),
                            "skipped": _skipped(results[row["captioner"]], len(ids))}
     table["files"] = {name: [p.as_posix() for p in paths] for name, paths in files.items()}
+    if pipeline:              # what the table's footnote may say of the seeds (true of the pipeline's runs only)
+        table["seeds"] = "GRPO runs from the one SFT start"
     written = write_comparison(table, Path(out_dir))
     if track:
         from cim.stages.publish import publish
 
         publish(cfg, Path(out_dir), files=written)
     return table
+
+
+def _from_pipeline(cfg, files: Mapping[str, Sequence[Path]]) -> bool:
+    """Whether ``files`` are the pipeline's own runs' captions, not files a user named: its rows, each seed's
+    file in its run's folder (``<captions_dir>/<run>/captions.jsonl``, wherever a flow run put that folder)."""
+    from cim.pipeline.variants import runs
+
+    try:
+        mine = runs(cfg)
+    except Exception:  # noqa: BLE001  (a config without a pipeline: the files are the user's)
+        return False
+    return {row: [Path(p).parent.name for p in paths] for row, paths in files.items()} == mine
+
+
+def _on_benchmark(path, read, images, bench: str, match_images):
+    """A file's ``(captions, failed)`` keyed by benchmark image id (a file whose images are none of the
+    benchmark's is an error naming a few of each)."""
+    captions, failed = read
+    keys = match_images(path, [*captions, *failed], images, f"benchmark {bench}")
+    return ({keys[k]: v for k, v in captions.items() if k in keys},
+            {keys[k]: v for k, v in failed.items() if k in keys})
 
 
 def _skipped(seeds, n: int) -> dict[str, list[int]]:

@@ -1,45 +1,21 @@
-"""The ``score`` step: captions in (jsonl: ``caption`` + ``image_id`` or ``image``), rewards out.
+"""The ``score`` step: captions in (the caption-file format, :mod:`cim.captions`: ``caption`` + ``image_id`` or
+``image``, optional ``id`` label), rewards out.
 
 One output row per input line, in order: the input row plus ``line`` and the result's keys
 (:data:`cim.reward.schema.RESULT_KEYS`). A line that cannot be scored (blank, not UTF-8, not JSON, not an
-object, or a bad item) gets a row with an ``error``, so outputs align with inputs.
+object, or a bad item) gets a row with an ``error``, so outputs align with inputs. The input is read, and a file
+none of whose rows fits the format refused, before any model loads.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
-
+from cim.captions import read_lines, row_problem
+from cim.errors import InputError
 from cim.io import atomic_open
 from cim.reward.schema import empty_result
 
-__all__ = ["score_file", "read_items"]
-
-
-def read_items(path: Path) -> Iterator[dict]:
-    """Yield one dict per line; a line that is blank, not UTF-8, not JSON or not an object becomes an error
-    item (``_error``). Every item carries its 1-based ``_line``."""
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                yield {"_line": number, "_error": f"line {number} is blank"}
-                continue
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield {"_line": number, "_error": f"line {number} is not valid UTF-8 ({exc.reason})"}
-                continue
-            try:
-                item = json.loads(text)
-            except (json.JSONDecodeError, RecursionError) as exc:
-                msg = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
-                yield {"_line": number, "_error": f"line {number} is not JSON: {msg}"}
-                continue
-            if not isinstance(item, dict):
-                yield {"_line": number, "_error": f"line {number} is not a JSON object"}
-                continue
-            item["_line"] = number
-            yield item
+__all__ = ["score_file"]
 
 
 def _json_line(row: dict) -> str:
@@ -56,22 +32,36 @@ def _json_line(row: dict) -> str:
 def score_file(cfg, input: str | Path, output: str | Path, *, index_dir: str | Path | None = None,
                progress: bool = True) -> dict:
     """Score every line of ``input`` with the configured reward over the index ``index_dir`` (default
-    ``index.out_dir``); writes ``output`` atomically; returns ``{"output", "scored", "errors"}``."""
+    ``index.out_dir``); writes ``output`` atomically; returns ``{"output", "scored", "errors"}`` plus
+    ``first_error`` (``"line N: why"``) when a row failed, and ``meaning``: what the numbers mean
+    (:func:`cim.eval.meaning.describe`). A file that cannot be read, or none of whose rows
+    fits the format, is an :class:`InputError` before any model loads."""
+    items = list(read_lines(Path(input)))               # an unreadable file fails here, before any model
+    problems = [(it["_line"], row_problem(it)) for it in items]
+    if not items or all(p for _, p in problems):
+        first = f" (line {problems[0][0]}: {problems[0][1]})" if problems else " (it is empty)"
+        raise InputError(f"{input}: no row to score{first}; expected rows "
+                         "{image_id | image, caption[, id]} (docs/captions.md)")
     from cim.config import check_names
     from cim.reward.scorer import Scorer, score_in_batches
 
     check_names(cfg, "encoders.text.name", "encoders.image.name")
     scorer = Scorer.from_config(cfg, index_dir=str(index_dir) if index_dir else None)
     out_path = Path(output)
-    items = list(read_items(Path(input)))
     scored = iter(score_in_batches(scorer, [it for it in items if "_error" not in it], cfg.reward.batch_size,
                                    progress=progress))
     counts = {"scored": 0, "errors": 0}
+    first_error = None
     with atomic_open(out_path) as fh:
         for item in items:
             result = empty_result(item["_error"]) if "_error" in item else next(scored)
             row = {k: v for k, v in item.items() if not k.startswith("_")}
             row.update(line=item["_line"], **result)
             counts["errors" if row["error"] else "scored"] += 1
+            if row["error"] and first_error is None:
+                first_error = f"line {item['_line']}: {row['error']}"
             fh.write(_json_line(row))
-    return {"output": str(out_path), **counts}
+    from cim.eval.meaning import describe
+
+    return {"output": str(out_path), **counts, **({"first_error": first_error} if first_error else {}),
+            "meaning": describe(cfg, scorer)}

@@ -303,10 +303,10 @@ def _caption(ctx: Context, name: str, model: str) -> dict:
     ctx.cim("caption", "--captioner", "hf", "--model", model, "--benchmark", "full-tiny", "--out", str(out))
     rows = _jsonl(ctx.out / out)
     bench = json.loads((ctx.out / "data/benchmarks/full-tiny/test_full_tiny_gt.json").read_text())
-    expect(sorted(r["id"] for r in rows) == sorted(bench), f"captions for {len(rows)} of {len(bench)} images")
+    expect(sorted(r["image_id"] for r in rows) == sorted(bench), f"captions for {len(rows)} of {len(bench)} images")
     errors = [r for r in rows if r.get("error")]
     expect(not errors, f"{len(errors)} captions failed: {errors[0]['error'] if errors else ''}")
-    empty = [r["id"] for r in rows if not (r["caption"] or "").strip()]
+    empty = [r["image_id"] for r in rows if not (r["caption"] or "").strip()]
     meta = json.loads((ctx.out / out).with_name("captions.meta.json").read_text())
     return {"captions": str(out), "images": len(rows), "empty": len(empty), "example": rows[0]["caption"][:80],
             "dtype": meta["describe"].get("dtype"), "model": meta["describe"].get("model")}

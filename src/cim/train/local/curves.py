@@ -16,7 +16,8 @@ def optimised_reward(mode: str, beta: float) -> str:
 
 
 def plot_curves(history: Sequence[dict], path: Path, title: str = "", reward_label: str = "reward") -> Optional[Path]:
-    """``history``: one dict per step (``RunHistory.by_step()``). Written atomically; None when empty."""
+    """``history``: one dict per step (``RunHistory.by_step()``); one panel per kind of curve it holds (the SFT
+    start has no training-reward curve: no empty panel). Written atomically; None when there is nothing to draw."""
     if not history:
         return None
     import matplotlib
@@ -26,27 +27,36 @@ def plot_curves(history: Sequence[dict], path: Path, title: str = "", reward_lab
 
     from cim.io import atomic_write
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.6))
     train = [h for h in history if "train/reward_mean" in h]
-    steps = [h["step"] for h in train]
-    for key, label in (("train/reward_mean", reward_label), ("train/grc", "GRC"), ("train/qir", "QIR")):
-        axes[0].plot(steps, [h.get(key, float("nan")) for h in train], label=label, lw=1)
-    axes[0].set_title("training captions (per step)")
-    axes[0].legend(fontsize=7)
-    ax = axes[0].twinx()
-    ax.plot(steps, [h.get("train/kl", float("nan")) for h in train], color="grey", lw=0.8, ls=":")
-    ax.set_ylabel("KL to SFT (dotted)")
     ev = [h for h in history if "eval/reward" in h]
-    for key, label in (("eval/reward", reward_label), ("eval/grc", "GRC"), ("eval/qir", "QIR")):
-        axes[1].plot([h["step"] for h in ev], [h[key] for h in ev], marker="o", label=label)
-    axes[1].set_title("held-out captions (greedy)")
-    axes[1].legend(fontsize=7)
-    for key in ("eval/object_recall", "eval/attribute_recall", "eval/relation_recall", "eval/attribute_precision"):
-        axes[2].plot([h["step"] for h in ev], [h.get(key, float("nan")) for h in ev], marker="o",
-                     label=key.split("/")[1])
-    axes[2].set_title("held-out ground-truth recall")
-    axes[2].legend(fontsize=7)
-    for a in axes:
+    recall = ("eval/object_recall", "eval/attribute_recall", "eval/relation_recall", "eval/attribute_precision")
+    panels = [name for name, rows in (("train", train), ("eval", ev),
+                                      ("recall", [h for h in ev if any(k in h for k in recall)])) if rows]
+    if not panels:         # nothing to draw: no file rather than empty panels
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(14 * len(panels) / 3, 3.6), squeeze=False)
+    axes = dict(zip(panels, axes[0]))
+    if "train" in axes:
+        steps = [h["step"] for h in train]
+        for key, label in (("train/reward_mean", reward_label), ("train/grc", "GRC"), ("train/qir", "QIR")):
+            axes["train"].plot(steps, [h.get(key, float("nan")) for h in train], label=label, lw=1)
+        axes["train"].set_title("training captions (per step)")
+        axes["train"].legend(fontsize=7)
+        ax = axes["train"].twinx()
+        ax.plot(steps, [h.get("train/kl", float("nan")) for h in train], color="grey", lw=0.8, ls=":")
+        ax.set_ylabel("KL to SFT (dotted)")
+    if "eval" in axes:
+        for key, label in (("eval/reward", reward_label), ("eval/grc", "GRC"), ("eval/qir", "QIR")):
+            axes["eval"].plot([h["step"] for h in ev], [h[key] for h in ev], marker="o", label=label)
+        axes["eval"].set_title("held-out captions (greedy)")
+        axes["eval"].legend(fontsize=7)
+    if "recall" in axes:
+        for key in recall:
+            axes["recall"].plot([h["step"] for h in ev], [h.get(key, float("nan")) for h in ev], marker="o",
+                                label=key.split("/")[1])
+        axes["recall"].set_title("held-out ground-truth recall")
+        axes["recall"].legend(fontsize=7)
+    for a in axes.values():
         a.set_xlabel("GRPO step")
     fig.suptitle(title)
     fig.tight_layout()
