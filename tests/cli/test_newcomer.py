@@ -41,15 +41,15 @@ def test_score_fails_when_nothing_scored_and_explains_a_success(tiny_index_dir, 
 
     bench = [json.loads(x) for x in (tiny_world / "bench_captions.jsonl").read_text().splitlines()]
     args = ["--params", str(defaults_params), "encoders.image.image_size=64", f"index.out_dir={tiny_index_dir}",
-            "--output", str(tmp_path / "out.jsonl")]
+            "--out", str(tmp_path / "out.jsonl")]
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"id": "x", "image_id": "nope", "caption": "Some shapes."}) + "\n")
-    assert main(["score", "--input", str(bad), *args]) == 2
+    assert main(["score", "--captions", str(bad), *args]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("cim score: ")]
     assert len(err) == 1 and "none of its 1 rows scored (line 1: unknown image_id 'nope'" in err[0]
     good = tmp_path / "good.jsonl"
     good.write_text(json.dumps({"id": "mine", "image_id": bench[0]["image_id"], "caption": bench[0]["caption"]}) + "\n")
-    assert main(["score", "--input", str(good), *args]) == 0
+    assert main(["score", "--captions", str(good), *args]) == 0
     err = capsys.readouterr().err
     assert "lies in about 0..2.94" in err and "Loading weights" not in err
     assert json.loads((tmp_path / "out.jsonl").read_text())["id"] == "mine"

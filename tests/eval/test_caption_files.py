@@ -85,10 +85,10 @@ def test_score_refuses_unreadable_or_keyless_input_before_any_model(tmp_path, mo
 
     monkeypatch.setattr(scorer.Scorer, "from_config", classmethod(no_model))
     monkeypatch.chdir(tmp_path)
-    assert main(["score", "--input", "missing.jsonl", "--output", "o.jsonl"]) == 2
+    assert main(["score", "--captions", "missing.jsonl", "--out", "o.jsonl"]) == 2
     assert "missing.jsonl does not exist" in capsys.readouterr().err
     _write(tmp_path / "ids.jsonl", [{"id": "b00000", "caption": "x"}])
-    assert main(["score", "--input", "ids.jsonl", "--output", "o.jsonl"]) == 2
+    assert main(["score", "--captions", "ids.jsonl", "--out", "o.jsonl"]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ": note: " not in ln]
     assert len(err) == 1 and "no row to score (line 1: no 'image_id'" in err[0]
     assert not (tmp_path / "o.jsonl").exists()
