@@ -33,6 +33,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from cim.cli.steps import run_steps
     from cim.errors import ConfigError
     from cim.stages.ablate import ablate
 
@@ -44,7 +45,7 @@ def run(args) -> int:
     else:
         values = [v for v in (args.values or "").split(",") if v] or None
     report = ablate(args.params, args.overrides, args.axis, values, out_dir=args.out, work_dir=args.work,
-                          captions=args.captions, train=args.train)
+                          captions=args.captions, train=run_steps if args.train else None)
     print(json.dumps({"axis": report["axis"], "measurement": report["measurement"], "mlflow_parent_run": report["run_id"],
                       "rows": [{k: v for k, v in r.items() if k in ("variant", "corpus_rows", "score.rho",
                                                                     "grc.rho", "qir.rho")} for r in report["rows"]]},

@@ -6,8 +6,9 @@ and its delta against a baseline row with a paired bootstrap interval (marked wh
 
 A NAME given several times is one row with several seeds. Writes ``captioners.json`` (rows with ``n_seeds``,
 ``<metric>_ci95``, ``delta_<metric>_ci95``), ``captioners.md``, ``captioners.png`` and ``metrics.json`` (for
-DVC) to ``--out`` (default ``pipeline.out_dir``) and publishes the comparison to MLflow. The stage:
-:func:`cim.stages.compare.compare`.
+DVC) to ``--out`` (default ``pipeline.out_dir``), then publishes the comparison to MLflow (the ``publish``
+stage, as ``cim publish``; not with ``--no-mlflow``). The defaults are the run plan's compare step
+(:mod:`cim.pipeline.plan`); the stages: :func:`cim.stages.compare.compare`, :func:`cim.stages.publish.publish`.
 """
 from __future__ import annotations
 
@@ -29,12 +30,16 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    import dataclasses
+
+    from cim.cli.steps import run_steps
     from cim.errors import ConfigError
     from cim.eval.results import comparison_markdown
-    from cim.pipeline.variants import captions_path, runs
-    from cim.stages.compare import compare
+    from cim.pipeline.plan import step
 
     cfg = load(args, *(["eval.allow_partial=true"] if args.subset else []))
+    compare = step(cfg, "compare")               # the defaults: the run plan's compare step
+    given = {"benchmark": args.benchmark, "baseline": args.baseline, "out_dir": args.out}
     if args.captions:
         captions: dict[str, list[str]] = {}
         for item in args.captions:
@@ -42,9 +47,12 @@ def run(args) -> int:
             if not name or not path:
                 raise ConfigError("--captions takes NAME=FILE")
             captions.setdefault(name, []).append(path)
-    else:
-        captions = {row: [captions_path(cfg, run) for run in row_runs] for row, row_runs in runs(cfg).items()}
-    table = compare(cfg, captions, args.benchmark or cfg.pipeline.benchmark, args.baseline or cfg.pipeline.baseline,
-                    args.out or cfg.pipeline.out_dir, track=not args.no_mlflow, n_boot=cfg.pipeline.n_boot)
+        given["captions"] = captions
+    compare = dataclasses.replace(compare, args={**compare.args, **{k: v for k, v in given.items() if v}})
+    steps = [compare]
+    if not args.no_mlflow:                       # then the plan's next step: the comparison into MLflow
+        publish = step(cfg, "publish")
+        steps.append(dataclasses.replace(publish, args={**publish.args, "out_dir": compare.args["out_dir"]}))
+    table = run_steps(cfg, steps)["compare"]
     print(comparison_markdown(table))
     return 0

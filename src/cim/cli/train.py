@@ -47,16 +47,10 @@ def run(args: argparse.Namespace) -> int:
     extra += [f"train.verl.setting={args.setting}"] if args.setting else []
     cfg = load(args, *extra)
     if args.variant and cfg.train.backend == "local" and not args.dry_run:
-        from cim.pipeline.variants import checkpoint_dir, run_of, variant_config
-        from cim.stages.train import train_sft, train_variant
+        from cim.cli.steps import run_steps
+        from cim.pipeline.plan import train_step
 
-        seed = cfg.pipeline.seeds[0] if args.seed is None else args.seed
-        variant_config(cfg, args.variant, seed)   # a name that is no row: one line, before any work
-        if args.variant == cfg.pipeline.sft:
-            train_sft(cfg, checkpoint_dir(cfg, args.variant))
-        else:
-            train_variant(cfg, args.variant, seed, checkpoint_dir(cfg, cfg.pipeline.sft),
-                          checkpoint_dir(cfg, run_of(cfg, args.variant, seed)))
+        run_steps(cfg, [train_step(cfg, args.variant, args.seed)])   # its folders: the run plan's
         return 0
     from cim.stages.train import train
 
