@@ -24,8 +24,11 @@ train              :func:`cim.stages.train.train`, :func:`~cim.stages.train.trai
                    :func:`~cim.stages.train.train_variant` — GRPO (verl or the local backend)
 caption            :func:`cim.stages.caption.caption` — a captioner over a benchmark
 compare            :func:`cim.stages.compare.compare` — the captioners' table
+publish            :func:`cim.stages.publish.publish` — the table into MLflow, once per execution
 ablate             :func:`cim.stages.ablate.ablate` — the paper's ablations of the reward
 =================  ==========================================================================================
 
-Import a stage from its module: ``from cim.stages.index import index``. Importing this package imports none.
+Import a stage from its module: ``from cim.stages.index import index``. Importing this package imports none,
+and no stage imports another (a shared body lives in a lower layer; the runners chain stages: the
+comparison's steps are :func:`cim.pipeline.plan.plan`).
 """
