@@ -20,8 +20,9 @@ def stage_function(stage: str) -> Callable:
 
 
 def run_steps(cfg, steps: Sequence, *, progress: bool = True) -> dict[str, Any]:
-    """Run ``steps`` in order (each after the steps it needs); returns ``{step name: what its stage returned}``.
-    A stage that takes ``progress`` gets it."""
+    """Run ``steps`` in order; returns ``{step name: what its stage returned}``. A needed step that is among
+    ``steps`` must come first (ValueError); one that is not is taken as done, its output where the plan puts it
+    (``cim train --variant cim`` reads the SFT start there). A stage that takes ``progress`` gets it."""
     from cim.pipeline.plan import bind
 
     out: dict[str, Any] = {}
