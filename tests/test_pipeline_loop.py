@@ -26,7 +26,7 @@ ROWS = ["sft", "cim", "cim-grc", "cim-qir"]
 def loop(tmp_path_factory):
     """The whole comparison run once, in a tiny world's folder, as one pipeline execution."""
     from cim.cli import main
-    from cim.cli.steps import run_steps
+    from cim.stages import run_steps
     from cim.config import load_config
     from cim.pipeline.plan import captions_map, plan
 

@@ -113,7 +113,7 @@ def test_train_step_defaults_and_unknown_rows():
 
 
 def test_the_runner_refuses_a_step_before_one_it_needs():
-    from cim.cli.steps import run_steps, stage_function
+    from cim.stages import run_steps, stage_function
     from cim.config import load_config
     from cim.pipeline.plan import STAGES, plan
 

@@ -33,7 +33,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
-    from cim.cli.steps import run_steps
+    from cim.stages import run_steps
     from cim.errors import ConfigError
     from cim.stages.ablate import ablate
 

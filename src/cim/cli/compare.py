@@ -32,7 +32,7 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     import dataclasses
 
-    from cim.cli.steps import run_steps
+    from cim.stages import run_steps
     from cim.errors import ConfigError
     from cim.eval.results import comparison_markdown
     from cim.pipeline.plan import step

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     extra += [f"train.verl.setting={args.setting}"] if args.setting else []
     cfg = load(args, *extra)
     if args.variant and cfg.train.backend == "local" and not args.dry_run:
-        from cim.cli.steps import run_steps
+        from cim.stages import run_steps
         from cim.pipeline.plan import train_step
 
         run_steps(cfg, [train_step(cfg, args.variant, args.seed)])   # its folders: the run plan's

@@ -6,8 +6,8 @@ Every runner iterates this one plan: DVC (``dvc.yaml``'s stages and matrix; test
 them against it), the Prefect flow (``flows/pipeline.py``: a task per step), ``cim train --variant`` and
 ``cim compare`` (their defaults are their step's arguments) and the ablation's training measurement (its own
 work folders: :func:`plan` of a config whose ``pipeline.*_dir`` point there). A step names its stage
-function (:data:`STAGES`, in :mod:`cim.stages`) by string: this layer is below the stages; the runner
-(the entry points' layer) resolves it and calls ``function(cfg, **step.args)``.
+function (:data:`STAGES`) by string, as this layer is below the stages: :func:`cim.stages.run_steps` resolves
+it and calls ``function(cfg, **bind(step, done))``; the Prefect flow maps it to its task.
 """
 from __future__ import annotations
 

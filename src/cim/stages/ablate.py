@@ -82,7 +82,7 @@ def ablate(params: str | None, overrides: Sequence[str], axis: str, values: Sequ
     """Run ``axis`` over its variants (``values``: :data:`cim.ablate.axes.DEFAULTS`), write
     ``<out_dir>/<axis>.json|md|png`` and return the report. ``overrides`` apply to the base config and so to
     every variant (the variant's own overrides come last). ``train``: also measure training, running the
-    plan's steps with this runner (``cim ablate --train``: :func:`cim.cli.steps.run_steps`)."""
+    plan's steps with this runner (``cim ablate --train``: :func:`cim.stages.run_steps`)."""
     import mlflow
     from tqdm.auto import tqdm
 
