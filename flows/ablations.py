@@ -20,9 +20,11 @@ from cim.config import load_config
 @task(retries=1, retry_delay_seconds=5)        # a retry resumes: finished variants are reused
 def ablate_axis(params: str, overrides: list[str], axis: str, values: list[str] | None, train: bool,
                 out_dir: str | None, work_dir: str | None) -> dict:
+    from cim.stages import run_steps
     from cim.stages.ablate import ablate
 
-    return ablate(params, overrides, axis, values, out_dir=out_dir, work_dir=work_dir, train=train)
+    return ablate(params, overrides, axis, values, out_dir=out_dir, work_dir=work_dir,
+                  train=run_steps if train else None)
 
 
 @flow(name="cim-ablations", log_prints=True)

@@ -1,9 +1,12 @@
-"""Prefect flow `cim-pipeline`: world -> index -> audit -> SFT start -> GRPO variants x seeds -> captions -> the table.
+"""Prefect flow `cim-pipeline`: world -> index -> audit -> SFT start -> GRPO variants x seeds -> captions -> the table
+-> its publication in MLflow.
 
 The same stage functions as the `cim` commands the DVC stages run (cim.stages), one task each, retried and
 cached by their inputs (config sections, input files' contents, the cim code; never the run id), so a second
-run with the same inputs reuses the first one's outputs. Every GRPO variant runs with every seed of
-`pipeline.seeds` from the one SFT start. Everything is written under runs/<flow-run>/ unless `--workspace`;
+run with the same inputs reuses the first one's outputs. After the world, the index and the audit, the flow
+runs the comparison's run plan (cim.pipeline.plan, the steps dvc.yaml's stages are): every GRPO variant with
+every seed of `pipeline.seeds` from the one SFT start, a task per step; publish is never cached (it is
+idempotent: the MLflow store is its record). Everything is written under runs/<flow-run>/ unless `--workspace`;
 one MLflow parent run holds a child run per stage and variant. The run publishes a markdown artifact
 (the table and the MLflow link) and returns the table {"benchmark", "baseline", "rows", ...}.
 
@@ -34,20 +37,20 @@ def audit_reward(params: str, overrides: list[str], index: str, world: str, out_
 
 
 @task(retries=1, cache_key_fn=inputs_key(*TRAIN, "pipeline.sft"), **CACHE)
-def train_sft(params: str, overrides: list[str], index: str, world: str, out_dir: str) -> str:
+def train_sft(params: str, overrides: list[str], index: str, world: str, out_dir: str, out_report: str) -> str:
     """The SFT start (resumes from its newest checkpoint on a retry)."""
     from cim.stages.train import train_sft as run
 
-    return str(run(config(params, overrides), out_dir, progress=False))
+    return str(run(config(params, overrides), out_dir, report_dir=out_report, progress=False))
 
 
 @task(retries=1, cache_key_fn=inputs_key(*TRAIN, "pipeline.sft", "pipeline.variants"), **CACHE)
 def train_variant(params: str, overrides: list[str], name: str, seed: int, sft_dir: str, index: str, world: str,
-                  out_dir: str) -> str:
+                  out_dir: str, out_report: str) -> str:
     """GRPO from the SFT start with the variant's overrides and GRPO seed."""
     from cim.stages.train import train_variant as run
 
-    return str(run(config(params, overrides), name, seed, sft_dir, out_dir, progress=False))
+    return str(run(config(params, overrides), name, seed, sft_dir, out_dir, report_dir=out_report, progress=False))
 
 
 @task(retries=1, cache_key_fn=inputs_key("seed", "eval", "train.local", "pipeline", "world"), **CACHE)
@@ -61,12 +64,38 @@ def caption(params: str, overrides: list[str], run: str, checkpoint: str, benchm
 
 @task(retries=1, cache_key_fn=inputs_key("seed", "eval", "encoders", "reward", "index", "pipeline", "world"), **CACHE)
 def compare(params: str, overrides: list[str], captions: dict[str, list[str]], benchmark: str, baseline: str,
-            index: str, world: str, out_dir: str) -> dict:
+            n_boot: int, index: str, world: str, out_dir: str) -> dict:
     """Every row's metrics over its seeds, intervals and deltas against the baseline row: the table."""
     from cim.stages.compare import compare as stage
 
-    cfg = config(params, overrides)
-    return stage(cfg, captions, benchmark, baseline, out_dir, n_boot=cfg.pipeline.n_boot)
+    return stage(config(params, overrides), captions, benchmark, baseline, out_dir, n_boot=n_boot)
+
+
+@task(retries=1)
+def publish_table(params: str, overrides: list[str], out_dir: str) -> dict:
+    """The table into MLflow (the publish stage), unless the store holds it for this execution already."""
+    from cim.stages.publish import publish as stage
+
+    return stage(config(params, overrides), out_dir)
+
+
+def run_step(step, args: dict, params: str, overrides: list[str], index: str, world: str):
+    """The task of one step of the run plan (``args``: its arguments, bound to earlier steps' results)."""
+    a = args
+    if step.stage == "train_sft":
+        return cached(train_sft, params, overrides, index, world, a["out_dir"], a["report_dir"])
+    if step.stage == "train_variant":
+        return cached(train_variant, params, overrides, a["name"], a["seed"], a["sft_dir"], index, world,
+                      a["out_dir"], a["report_dir"])
+    if step.stage == "caption":
+        return cached(caption, params, overrides, a["captioner"], a["checkpoint"], a["benchmark"], world,
+                      a["out_path"])
+    if step.stage == "compare":
+        return compare(params, overrides, a["captions"], a["benchmark"], a["baseline"], a["n_boot"], index, world,
+                       a["out_dir"])
+    if step.stage == "publish":
+        return publish_table(params, overrides, a["out_dir"])
+    raise ValueError(f"no task runs stage {step.stage!r} (step {step.name})")
 
 
 @flow(name="cim-pipeline", log_prints=True, persist_result=True)
@@ -75,7 +104,7 @@ def cim_pipeline(params: str = "params.yaml", overrides: list[str] | None = None
     """``workspace``: write into the DVC workspace (default: runs/<flow-run>/). ``mlflow_ui``: where
     `mlflow ui` serves the store, for the artifact's link."""
     from cim.eval.results import comparison_markdown
-    from cim.pipeline.variants import captions_path, checkpoint_dir, run_of
+    from cim.pipeline.plan import bind, plan
     from cim.protocols import with_protocol
     from cim.tracking import pipeline_parent
 
@@ -91,22 +120,16 @@ def cim_pipeline(params: str = "params.yaml", overrides: list[str] | None = None
     index = cached(build_corpus_index, params, overrides, cfg.index.manifest, cfg.index.sources, world)
     overrides += relocate(cfg, "index", index)
     cfg = config(params, overrides)
-    pc = cfg.pipeline
     audited = cached(audit_reward, params, overrides, index, world, cfg.audit.out_dir)
     print("\n".join(audited["verdicts"].values()))
 
-    sft = cached(train_sft, params, overrides, index, world, str(checkpoint_dir(cfg, pc.sft)))
-    captions: dict[str, list[str]] = {pc.sft: [cached(caption, params, overrides, pc.sft, sft, pc.benchmark, world,
-                                                      str(captions_path(cfg, pc.sft)))]}
-    for name in pc.variants:
-        captions[name] = []
-        for seed in pc.seeds:
-            run = run_of(cfg, name, seed)
-            ckpt = cached(train_variant, params, overrides, name, seed, sft, index, world,
-                          str(checkpoint_dir(cfg, run)))
-            captions[name].append(cached(caption, params, overrides, run, ckpt, pc.benchmark, world,
-                                         str(captions_path(cfg, run))))
-    table = compare(params, overrides, captions, pc.benchmark, pc.baseline, index, world, pc.out_dir)
+    done: dict[str, str] = {}                   # a step's planned result -> the path its (cached) task returned
+    results = {}
+    for step in plan(cfg):
+        results[step.name] = run_step(step, bind(step, done), params, overrides, index, world)
+        if step.result is not None:
+            done[step.result] = results[step.name]
+    table = results["compare"]
 
     publish("cim-pipeline", "CIM captioners", comparison_markdown(table), cfg, parent, mlflow_ui, folder)
     print(comparison_markdown(table))

@@ -127,6 +127,15 @@ def test_imports_point_down_the_layers():
     assert not wrong, "imports that do not point down the layers:\n" + "\n".join(sorted(wrong))
 
 
+def test_no_stage_imports_another_stage():
+    """A stage calls no other stage: a body two stages share lives in a library layer below them, and the
+    runners (the commands, the flows: cim.pipeline.plan's steps) chain the stages."""
+    wrong = sorted(f"{module} -> {target}" for module, targets in _imports(_modules()).items()
+                   if module.startswith("cim.stages.") for target in targets
+                   if target == "cim.stages" or target.startswith("cim.stages."))
+    assert not wrong, "stages that import another stage:\n" + "\n".join(wrong)
+
+
 def test_no_module_import_cycle():
     edges = _imports(_modules())
     index, low, stack, on, cycles, counter = {}, {}, [], set(), [], [0]

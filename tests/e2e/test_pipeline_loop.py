@@ -1,6 +1,7 @@
-"""The captioner comparison on a tiny real world: one SFT start, three GRPO variants from it with two seeds
-each, the local captioner over the held-out benchmark, the table with intervals, and the MLflow record of it
-all (real sqlite store, real checkpoints; nothing mocked)."""
+"""The captioner comparison on a tiny real world, as its run plan runs it (cim.pipeline.plan, the commands'
+runner): one SFT start, three GRPO variants from it with two seeds each, the local captioner over the held-out
+benchmark, the table with intervals, its publication, and the MLflow record of it all (real sqlite store, real
+checkpoints; nothing mocked)."""
 from __future__ import annotations
 
 import json
@@ -25,11 +26,9 @@ ROWS = ["sft", "cim", "cim-grc", "cim-qir"]
 def loop(tmp_path_factory):
     """The whole comparison run once, in a tiny world's folder, as one pipeline execution."""
     from cim.cli import main
+    from cim.stages import run_steps
     from cim.config import load_config
-    from cim.pipeline.variants import captions_path, checkpoint_dir, run_of, runs
-    from cim.stages.caption import caption
-    from cim.stages.compare import compare
-    from cim.stages.train import train_sft, train_variant
+    from cim.pipeline.plan import captions_map, plan
 
     work = tmp_path_factory.mktemp("loop")
     shutil.copy(REPO / "params.yaml", work / "params.yaml")
@@ -43,14 +42,9 @@ def loop(tmp_path_factory):
         assert main(["prepare", "--no-mlflow", *TINY]) == 0
         assert main(["index", "--no-mlflow", *TINY]) == 0
         cfg = load_config("params.yaml", TINY)
-        sft = train_sft(cfg, checkpoint_dir(cfg, "sft"), progress=False)
-        for name in ROWS[1:]:
-            for seed in cfg.pipeline.seeds:
-                train_variant(cfg, name, seed, sft, checkpoint_dir(cfg, run_of(cfg, name, seed)), progress=False)
-        paths = {row: [work / caption(cfg, run, "world", captions_path(cfg, run), progress=False) for run in row_runs]
-                 for row, row_runs in runs(cfg).items()}
-        table = compare(cfg, paths, "world", "sft", cfg.pipeline.out_dir, n_boot=cfg.pipeline.n_boot)
-        yield {"cfg": cfg, "work": work, "captions": paths, "table": table}
+        done = run_steps(cfg, plan(cfg), progress=False)
+        paths = {row: [work / p for p in files] for row, files in captions_map(cfg).items()}
+        yield {"cfg": cfg, "work": work, "captions": paths, "table": done["compare"], "published": done["publish"]}
     finally:
         os.chdir(old_cwd)
         for key, value in saved.items():
@@ -161,6 +155,7 @@ def test_mlflow_runs_are_named_children_of_one_parent_and_the_captioner_loads_ba
             assert by_name[name].data.tags["mlflow.parentRunId"] == parent.info.run_id, name
             assert by_name[name].info.end_time - by_name[name].info.start_time > 0
         compare_id = by_name["compare[world]"].info.run_id
+        assert loop["published"]["published"] and loop["published"]["run_id"] == compare_id   # the publish step
         per_row = [by_name[f"compare[world/{n}]"] for n in ROWS]
         assert all(r.data.tags["mlflow.parentRunId"] == compare_id for r in per_row)
         assert len({frozenset(r.data.metrics) for r in per_row}) == 1 and "capture" in per_row[0].data.metrics

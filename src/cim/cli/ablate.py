@@ -34,6 +34,7 @@ def add_arguments(parser) -> None:
 
 
 def run(args) -> int:
+    from cim.stages import run_steps
     from cim.errors import ConfigError
     from cim.stages.ablate import ablate
 
@@ -45,7 +46,7 @@ def run(args) -> int:
     else:
         values = [v for v in (args.values or "").split(",") if v] or None
     report = ablate(args.params, args.overrides, args.axis, values, out_dir=args.out, work_dir=args.work,
-                          captions=args.captions, train=args.train,
+                    captions=args.captions, train=run_steps if args.train else None,
                     progress=not args.no_progress)
     print(json.dumps({"axis": report["axis"], "measurement": report["measurement"], "mlflow_parent_run": report["run_id"],
                       "rows": [{k: v for k, v in r.items() if k in ("variant", "corpus_rows", "score.rho",

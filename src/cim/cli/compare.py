@@ -8,7 +8,9 @@ Files are caption files (docs/captions.md); the first ``--captions`` row is the 
 names one. A NAME given several times is one row with several seeds. Writes ``captioners.json`` (rows with
 ``n_seeds``, ``<metric>_ci95``, ``delta_<metric>_ci95``), ``captioners.md``, ``captioners.png``, ``metrics.json``
 and ``details.json`` (for DVC) to ``--out`` (run by hand: ``runs/compare``; the pipeline's, committed:
-``pipeline.out_dir``). The stage: :func:`cim.stages.compare.compare`.
+``pipeline.out_dir``), then publishes the comparison to MLflow (the ``publish`` stage, as ``cim publish``; not
+with ``--no-mlflow``). The defaults are the run plan's compare step (:mod:`cim.pipeline.plan`); the stages:
+:func:`cim.stages.compare.compare`, :func:`cim.stages.publish.publish`.
 """
 from __future__ import annotations
 
@@ -51,15 +53,22 @@ def check_arguments(args) -> None:
 
 
 def run(args) -> int:
+    import dataclasses
+
+    from cim.stages import run_steps
     from cim.eval.results import comparison_markdown
-    from cim.pipeline.variants import captions_path, runs
-    from cim.stages.compare import compare
+    from cim.pipeline.plan import step
 
     named = named_files(args)
     cfg = load(args, *(["eval.allow_partial=true"] if args.subset else []))
-    captions = named or {row: [captions_path(cfg, run) for run in row_runs] for row, row_runs in runs(cfg).items()}
-    baseline = args.baseline or (next(iter(named)) if named else cfg.pipeline.baseline)
-    table = compare(cfg, captions, args.benchmark or cfg.pipeline.benchmark, baseline,
-                    args.out or cfg.pipeline.out_dir, track=not args.no_mlflow, n_boot=cfg.pipeline.n_boot)
+    compare = step(cfg, "compare")               # the defaults: the run plan's compare step
+    given = {"benchmark": args.benchmark, "baseline": args.baseline or (next(iter(named)) if named else None),
+             "out_dir": args.out, "captions": named}
+    compare = dataclasses.replace(compare, args={**compare.args, **{k: v for k, v in given.items() if v}})
+    steps = [compare]
+    if not args.no_mlflow:                       # then the plan's next step: the comparison into MLflow
+        publish = step(cfg, "publish")
+        steps.append(dataclasses.replace(publish, args={**publish.args, "out_dir": compare.args["out_dir"]}))
+    table = run_steps(cfg, steps)["compare"]
     print(comparison_markdown(table))
     return 0

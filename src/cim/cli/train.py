@@ -11,6 +11,7 @@ command and changes nothing. The stage: :mod:`cim.stages.train`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 
 from cim.cli import add_out, add_shared, load
@@ -61,18 +62,13 @@ def run(args: argparse.Namespace) -> int:
 
         cfg = with_overrides(cfg, {"train.trl.preset": args.preset})
     if args.variant and cfg.train.backend == "local" and not args.dry_run:
-        from cim.pipeline.variants import checkpoint_dir, run_of, variant_config
-        from cim.stages.train import train_sft, train_variant
+        from cim.stages import run_steps
+        from cim.pipeline.plan import train_step
 
-        seed = cfg.pipeline.seeds[0] if args.seed is None else args.seed
-        variant_config(cfg, args.variant, seed)   # a name that is no row: one line, before any work
-        if args.variant == cfg.pipeline.sft:
-            train_sft(cfg, checkpoint_dir(cfg, args.variant), progress=not args.no_progress,
-                      track=not args.no_mlflow)
-        else:
-            train_variant(cfg, args.variant, seed, checkpoint_dir(cfg, cfg.pipeline.sft),
-                          checkpoint_dir(cfg, run_of(cfg, args.variant, seed)), progress=not args.no_progress,
-                          track=not args.no_mlflow)
+        trained = train_step(cfg, args.variant, args.seed)   # its folders: the run plan's
+        if args.no_mlflow:
+            trained = dataclasses.replace(trained, args={**trained.args, "track": False})
+        run_steps(cfg, [trained], progress=not args.no_progress)
         return 0
     from cim.stages.train import train
 

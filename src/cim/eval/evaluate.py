@@ -36,7 +36,10 @@ from cim.errors import InputError
 from cim.io import atomic_write_text, json_safe, write_json, write_jsonl
 from cim.protocols import describe as describe_protocol, label as protocol_label
 
-__all__ = ["MethodResult", "Evaluator", "coverage_of"]
+__all__ = ["MethodResult", "Evaluator", "coverage_of", "EVAL_NAMES"]
+
+# the names of pluggable parts an evaluation uses, checked before any work (the evaluate and compare stages)
+EVAL_NAMES = ("eval.parser.name", "eval.judge.name", "eval.captioner.name", "eval.metrics")
 
 
 def coverage_of(ids: list[str], captions: dict[str, str], refs: dict) -> dict[str, int]:

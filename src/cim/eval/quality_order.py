@@ -7,7 +7,8 @@ quality over all captions (pooled) and within each image (averaged), and the sha
 detailed-correct caption outscores each other level (:func:`summarise`). :func:`measure` scores in batches;
 :func:`write_report` writes ``metrics.json`` (measurements only: DVC shows every number in it as a metric),
 ``settings.json`` (the reward and encoder settings that produced them), ``scores.csv`` and
-``scores_by_level.png``; :func:`log_summary` puts the numbers into the active MLflow run.
+``scores_by_level.png``; :func:`verify_report` does all of it for a captions file (the body the verify
+stage and the ablations share); :func:`log_summary` puts the numbers into the active MLflow run.
 """
 from __future__ import annotations
 
@@ -110,6 +111,22 @@ def write_report(out_dir: Path, rows: list[dict], summary: dict, settings_: dict
             if r["error"] is None:
                 fh.write(f"{r['image_id']},{r['level']},{r['quality']},{r['score']:.6f},{r['grc']:.6f},{r['qir']:.6f}\n")
     plot(rows, out_dir / "scores_by_level.png")
+
+
+def verify_report(cfg, scorer, captions: str | Path | list[dict], out_dir: str | Path, progress: bool = False) -> dict:
+    """Score the captions of known quality in ``captions`` (a jsonl path, or its rows already read) with
+    ``scorer`` under ``cfg.seed`` and write the report to ``out_dir``; returns the summary (:func:`summarise`)
+    with the settings under ``"settings"``."""
+    from cim.determinism import deterministic
+    from cim.io import read_jsonl
+
+    items = captions if isinstance(captions, list) else [row for _, row in read_jsonl(Path(captions))]
+    with deterministic(int(cfg.seed)):
+        rows, summary = measure(scorer, items, cfg.reward.batch_size, progress=progress)
+    summary_settings = settings(cfg, scorer)
+    write_report(Path(out_dir), rows, summary, summary_settings)
+    summary["settings"] = summary_settings
+    return summary
 
 
 def log_summary(summary: dict, out_dir: Path | None = None) -> None:

@@ -2,12 +2,15 @@
 MLflow run of one parent, one report per axis (:mod:`cim.ablate.report`).
 
 Measurement ``quality_order`` (every axis, cheap, no training): the verify stage over the demo world's
-captions of known quality (:func:`cim.stages.verify.verify`), with the variant's reward over the variant's
-corpus index (:mod:`cim.ablate.shared`); a row holds, for the reward Υ, GRC and QIR each, the pooled
-Spearman ρ with quality, the per-image ρ and the mean per quality level. Measurement ``training``
-(``components`` with ``train``): the pipeline's own calls -- the SFT start once, GRPO from it per variant and
-seed, captions of ``pipeline.benchmark``, the comparison -- under ``<work>/train/``; a row gets the table's
-ground-truth recall of the world's objects, attributes and relations and its change against the SFT start.
+captions of known quality (:func:`cim.eval.quality_order.verify_report`, the verify stage's body), with the
+variant's reward over the variant's corpus index (:mod:`cim.ablate.shared`); a row holds, for the reward Υ,
+GRC and QIR each, the pooled Spearman ρ with quality, the per-image ρ and the mean per quality level.
+Measurement ``training`` (``components`` with ``train``, a runner of steps): the pipeline's run plan
+(:func:`cim.pipeline.plan.plan`) restricted to the variants' rows -- the SFT start once, GRPO from it per
+variant and seed, captions of ``pipeline.benchmark``, the comparison -- with its folders under
+``<work>/train/``, run by ``train`` (the entry point's runner: a stage calls no other stage); a row gets the
+table's ground-truth recall of the world's objects, attributes and relations and its change against the SFT
+start.
 
 Resuming: each variant's verify report and a key (a hash of its reward settings, encoders, index and
 captions) are kept in ``<work>/<axis>/<variant>/``; a rerun reuses the reports whose key matches, so a killed
@@ -18,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from cim.ablate.axes import variants as axis_variants
 from cim.ablate.shared import Shared, fingerprint, slug
@@ -32,6 +35,9 @@ __all__ = ["ablate", "quality_row", "training_rows", "TRAINING_KEYS"]
 TRAINING_KEYS = ("gt_object_recall", "gt_attribute_recall", "gt_attribute_precision", "gt_relation_recall")
 
 ROUND = 6          # digits kept in the committed report
+
+# runs a list of run-plan steps: runner(cfg, steps, progress=) -> {step name: what its stage returned}
+Runner = Callable[..., dict[str, Any]]
 
 
 def quality_row(summary: dict) -> dict:
@@ -55,26 +61,28 @@ def _variant_key(vcfg, shared: Shared, index, captions: Path) -> str:
 
 def _measure(vcfg, shared: Shared, index, captions: Path, vdir: Path, progress: bool) -> tuple[dict, bool]:
     """(the verify summary, whether it was reused from an earlier run of this variant)."""
+    from cim.eval.quality_order import verify_report
     from cim.reward.scorer import Scorer
     from cim.reward.settings import reward_settings
-    from cim.stages.verify import verify
 
     key = _variant_key(vcfg, shared, index, captions)
     done = vdir / "key.json"
     if done.is_file() and json.loads(done.read_text()).get("key") == key and (vdir / "metrics.json").is_file():
         return json.loads((vdir / "metrics.json").read_text()), True
     scorer = Scorer(index, shared.text_encoder(vcfg), None, **reward_settings(vcfg.reward))
-    summary = verify(vcfg, captions=captions, out_dir=vdir, track=False, progress=progress, scorer=scorer)
+    summary = verify_report(vcfg, scorer, captions, vdir, progress=progress)
     atomic_write_json(done, {"key": key})          # last: the folder counts as done only now
     return summary, False
 
 
 def ablate(params: str | None, overrides: Sequence[str], axis: str, values: Sequence[str] | None = None, *,
-                 out_dir: str | Path | None = None, work_dir: str | Path | None = None,
-                 captions: str | Path | None = None, train: bool = False, progress: bool = True) -> dict:
+           out_dir: str | Path | None = None, work_dir: str | Path | None = None,
+           captions: str | Path | None = None, train: Runner | None = None, progress: bool = True) -> dict:
     """Run ``axis`` over its variants (``values``: :func:`cim.ablate.axes.defaults`), write
-    ``<out_dir>/<axis>.json|md|png`` and return the report (``out_dir``, ``work_dir``: ``ablate.*``'s by default). ``overrides`` apply to the base config and so to
-    every variant (the variant's own overrides come last)."""
+    ``<out_dir>/<axis>.json|md|png`` and return the report (``out_dir``, ``work_dir``: ``ablate.*``'s by
+    default). ``overrides`` apply to the base config and so to every variant (the variant's own overrides come
+    last). ``train``: also measure training, running the plan's steps with this runner (``cim ablate --train``:
+    :func:`cim.stages.run_steps`)."""
     import mlflow
     from tqdm.auto import tqdm
 
@@ -108,9 +116,9 @@ def ablate(params: str | None, overrides: Sequence[str], axis: str, values: Sequ
                          "corpus_rows": len(index.ids), **quality_row(summary)})
         measurement = ["quality_order"]
         c = client(cfg)
-        if train:
+        if train is not None:
             measurement.append("training")
-            trained, how = training_rows(params, overrides, found, cfgs, Path(work_dir), progress=progress)
+            trained, how = training_rows(cfg, found, cfgs, Path(work_dir), train, progress=progress)
             for row in rows:
                 row.update(trained.get(row["variant"], {}))
             c.set_tag(parent_id, "ablate.training", how)
@@ -123,48 +131,40 @@ def ablate(params: str | None, overrides: Sequence[str], axis: str, values: Sequ
     return {**report, "run_id": parent_id}
 
 
-def _pipeline_row(vcfg, pipeline_variants, variant_config) -> str:
+def _pipeline_row(vcfg) -> str:
     """The ``pipeline.variants`` row whose reward settings equal the variant's."""
+    from cim.pipeline.variants import variant_config, variants
+
     want = to_dict(vcfg.reward)
-    for name in pipeline_variants(vcfg):
+    for name in variants(vcfg):
         if name != vcfg.pipeline.sft and to_dict(variant_config(vcfg, name).reward) == want:
             return name
     raise ConfigError(f"no pipeline.variants row trains with reward.mode={vcfg.reward.mode} "
                       f"reward.beta={vcfg.reward.beta}; add one to params.yaml's pipeline.variants")
 
 
-def training_rows(params, overrides: Sequence[str], variants, cfgs, work: Path,
+def training_rows(cfg, variants, cfgs, work: Path, runner: Runner,
                   progress: bool = True) -> tuple[dict[str, dict], str]:
-    """``({variant: {column: value}}, how it was measured)``."""
-    from cim.pipeline.variants import run_of, variant_config
-    from cim.pipeline.variants import variants as pipeline_variants
-    from cim.stages.caption import caption
-    from cim.stages.compare import compare
-    from cim.stages.train import train_sft, train_variant
+    """``({variant: {column: value}}, how it was measured)``: the run plan of the variants' rows, its folders
+    under ``<work>/train/`` (checkpoints, reports, captions, results) and deltas against the SFT start, run by
+    ``runner(cfg, steps, progress=)`` (-> step name -> what its stage returned); no publish step."""
+    from cim.config import with_overrides
+    from cim.pipeline.plan import plan
 
-    cfg = load_config(params, overrides)
-    root, sft, bench = Path(work) / "train", cfg.pipeline.sft, cfg.pipeline.benchmark
-    rows = {v.name: _pipeline_row(vcfg, pipeline_variants, variant_config) for v, vcfg in zip(variants, cfgs)}
-    sft_dir = train_sft(cfg, root / "checkpoints" / sft, report_dir=root / "reports" / sft, progress=progress)
-    captions = {sft: caption(cfg, sft, bench, root / "captions" / sft / "captions.jsonl", checkpoint=sft_dir,
-                             progress=progress)}
-    for v, vcfg in zip(variants, cfgs):
-        name = rows[v.name]
-        captions[v.name] = []
-        for seed in cfg.pipeline.seeds:
-            run = run_of(cfg, name, seed)
-            out = train_variant(vcfg, name, seed, sft_dir, root / "checkpoints" / run,
-                                report_dir=root / "reports" / run, progress=progress)
-            captions[v.name].append(caption(vcfg, run, bench, root / "captions" / run / "captions.jsonl",
-                                            checkpoint=out, progress=progress))
-    table = compare(cfg, captions, bench, sft, root / "results", n_boot=cfg.pipeline.n_boot)
-    found = {r["captioner"]: r for r in table["rows"]}
+    root = Path(work) / "train"
+    rows = {v.name: _pipeline_row(vcfg) for v, vcfg in zip(variants, cfgs)}
+    wcfg = with_overrides(cfg, {"pipeline.checkpoint_dir": str(root / "checkpoints"),
+                                "pipeline.report_dir": str(root / "reports"),
+                                "pipeline.captions_dir": str(root / "captions"),
+                                "pipeline.out_dir": str(root / "results"), "pipeline.baseline": cfg.pipeline.sft})
+    steps = [s for s in plan(wcfg, rows=list(rows.values())) if s.stage != "publish"]
+    found = {r["captioner"]: r for r in runner(wcfg, steps, progress=progress)["compare"]["rows"]}
     out_rows = {}
     for v in variants:
-        r = found[v.name]
+        r = found[rows[v.name]]
         out_rows[v.name] = {**{f"train.{k}": r[k] for k in TRAINING_KEYS if k in r},
                             **{f"train.delta_{k}": r[f"delta_{k}"] for k in TRAINING_KEYS if f"delta_{k}" in r}}
-    how = (f"the pipeline's stages: train_sft once, train_variant per variant ({', '.join(rows.values())}) and seed "
-           f"({', '.join(map(str, cfg.pipeline.seeds))}), caption, compare on {bench}; means over seeds, deltas "
-           f"against {sft}")
+    how = (f"the pipeline's run plan: train_sft once, train_variant per variant ({', '.join(rows.values())}) and "
+           f"seed ({', '.join(map(str, cfg.pipeline.seeds))}), caption, compare on {cfg.pipeline.benchmark}; means "
+           f"over seeds, deltas against {cfg.pipeline.sft}")
     return out_rows, how

@@ -7,7 +7,8 @@ METEOR, the CIM reward, ground-truth recall, caption length, and any metric a pl
 same images; the table (:func:`cim.pipeline.table.comparison`) holds each row's mean over seeds, a 95%
 interval and its delta against the baseline row with a paired bootstrap interval. Files:
 ``captioners.json`` / ``.md`` / ``.png``, ``metrics.json`` / ``details.json`` for DVC (:func:`cim.eval.results.
-write_comparison`); MLflow: :func:`cim.stages.publish.publish`.
+write_comparison`). Publishing it to MLflow is the next step of the run plan (:mod:`cim.pipeline.plan`):
+the ``publish`` stage, which every runner runs after this one.
 """
 from __future__ import annotations
 
@@ -31,18 +32,16 @@ def as_seed_files(captions: Mapping[str, str | Path | Sequence[str | Path]]) -> 
 
 
 def compare(cfg, captions: Mapping[str, str | Path | Sequence[str | Path]], benchmark: str, baseline: str,
-            out_dir: str | Path, *, track: bool = True, log=print, n_boot: int | None = None) -> dict:
-    """Score every row's seeds, write the comparison to ``out_dir`` and publish it to MLflow (``track``);
-    returns the table. Images a file does not caption are an error unless ``eval.allow_partial``: then every
+            out_dir: str | Path, *, log=print, n_boot: int | None = None) -> dict:
+    """Score every row's seeds and write the comparison to ``out_dir``; returns the table. Images a file does not caption are an error unless ``eval.allow_partial``: then every
     row is scored on the images all files caption."""
     from cim.config import check_names
     from cim.determinism import deterministic
     from cim.captions import match_images, read_captions
-    from cim.eval.evaluate import Evaluator
+    from cim.eval.evaluate import EVAL_NAMES, Evaluator
     from cim.eval.metrics import metric
     from cim.eval.results import write_comparison
     from cim.pipeline.table import comparison
-    from cim.stages.evaluate import EVAL_NAMES
 
     check_names(cfg, *EVAL_NAMES)
     files = as_seed_files(captions)
@@ -86,11 +85,7 @@ def compare(cfg, captions: Mapping[str, str | Path | Sequence[str | Path]], benc
     table["files"] = {name: [p.as_posix() for p in paths] for name, paths in files.items()}
     if pipeline:              # what the table's footnote may say of the seeds (true of the pipeline's runs only)
         table["seeds"] = "GRPO runs from the one SFT start"
-    written = write_comparison(table, Path(out_dir))
-    if track:
-        from cim.stages.publish import publish
-
-        publish(cfg, Path(out_dir), files=written)
+    write_comparison(table, Path(out_dir))
     return table
 
 

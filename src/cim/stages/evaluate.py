@@ -7,10 +7,7 @@ from pathlib import Path
 
 from cim.eval.results import METRICS_FILE
 
-__all__ = ["evaluate", "log_evaluation", "EVAL_NAMES"]
-
-# the names of pluggable parts an evaluation uses, checked before any work
-EVAL_NAMES = ("eval.parser.name", "eval.judge.name", "eval.captioner.name", "eval.metrics")
+__all__ = ["evaluate", "log_evaluation"]
 
 
 def evaluate(cfg, root: str | Path = ".", *, log=print, track: bool = True) -> dict:
@@ -20,7 +17,7 @@ def evaluate(cfg, root: str | Path = ".", *, log=print, track: bool = True) -> d
     summary (:meth:`~cim.eval.evaluate.Evaluator.run`) with ``"metrics"``: the headline numbers."""
     from cim.config import check_names
     from cim.determinism import deterministic
-    from cim.eval.evaluate import Evaluator
+    from cim.eval.evaluate import EVAL_NAMES, Evaluator
     from cim.eval.results import headline
     from cim.io import write_json
 

@@ -14,24 +14,19 @@ def verify(cfg, *, captions: str | Path | None = None, index_dir: str | Path | N
     ``out_dir`` (default ``verify.out_dir``), in one MLflow run ``verify`` (``track``); returns the summary
     (:func:`cim.eval.quality_order.summarise`) with the settings under ``"settings"``."""
     from cim.config import check_names
-    from cim.determinism import deterministic
-    from cim.eval.quality_order import log_summary, measure, settings, write_report
+    from cim.eval.quality_order import log_summary, verify_report
     from cim.io import read_jsonl
 
     started = time.time()            # the MLflow run's duration covers the scoring, not only the logging
     captions_path = Path(captions or Path(cfg.world.out_dir) / "bench_captions.jsonl")
     out = Path(out_dir or cfg.verify.out_dir)
-    items = [row for _, row in read_jsonl(captions_path)]
+    items = [row for _, row in read_jsonl(captions_path)]     # an unreadable file fails here, before any model
     if scorer is None:
         from cim.reward.scorer import Scorer
 
         check_names(cfg, "encoders.text.name", "encoders.image.name")
         scorer = Scorer.from_config(cfg, index_dir=str(index_dir) if index_dir else None)
-    with deterministic(int(cfg.seed)):
-        rows, summary = measure(scorer, items, cfg.reward.batch_size, progress=progress)
-    summary_settings = settings(cfg, scorer)
-    write_report(out, rows, summary, summary_settings)
-    summary["settings"] = summary_settings
+    summary = verify_report(cfg, scorer, items, out, progress=progress)
     if track:
         from cim.protocols import tags
         from cim.tracking import start_run
