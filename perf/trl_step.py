@@ -6,7 +6,9 @@ GPU, generation, the KL reference, the update) and reports seconds per step and 
 throughput. Needs trl (carry its wheel like open_clip's: perf/gpu_check.sh installs .whl/*.whl)."""
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,8 +20,6 @@ def trl_steps(device: str, steps: int, group: int = 4, prompts: int = 2) -> dict
         import trl
         from datasets import Dataset, Image
         from PIL import Image as PILImage
-
-        import sys
 
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))   # the full-path harness
         from cim.config import load_config
@@ -53,7 +53,8 @@ def trl_steps(device: str, steps: int, group: int = 4, prompts: int = 2) -> dict
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats(device)
         t0 = time.perf_counter()
-        trainer.train()
+        with contextlib.redirect_stdout(sys.stderr):   # the Trainer prints its logs: stdout is gpu_check's JSON
+            trainer.train()
         wall = time.perf_counter() - t0
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         out = {"trl": trl.__version__, "steps": len(losses), "rollouts_per_step": group * prompts,

@@ -191,8 +191,11 @@ def run_command(name: str, argv: list[str]) -> int:
     if hasattr(module, "check_arguments"):      # a command's own argument errors, before the overrides' checks
         module.check_arguments(args)
     args.params = settle_params(name, args.params, args.overrides)
-    settle_out(name, args)
-    return int(module.run(args) or 0)
+    note = settle_out(name, args)
+    code = int(module.run(args) or 0)
+    if note:                                   # after the work: an error stays one line
+        print(note, file=sys.stderr)
+    return code
 
 
 def command_parser(name: str):
@@ -236,7 +239,7 @@ def add_protocol_argument(parser: argparse.ArgumentParser) -> None:
     add_shared(parser, "protocol")
 
 
-def settle_out(name: str, args: argparse.Namespace) -> None:
+def settle_out(name: str, args: argparse.Namespace) -> str | None:
     """Keep a command run by hand out of the pipeline's committed report folders: when the command declared an
     out key (:func:`add_out`), ``--out`` is not given, no ``key=value`` override names the key and the params
     file leaves it at its built-in default (the folder a DVC stage writes, naming it with ``--out``), the
@@ -253,8 +256,8 @@ def settle_out(name: str, args: argparse.Namespace) -> None:
         return                                        # the params file names another folder: the user's
     folder = f"{INTERACTIVE_DIR}/{name}"
     args.overrides = list(args.overrides or []) + [f"{key}={folder}"]
-    print(f"cim {name}: note: writing under {folder}/ ({pipeline_folder}/ is the pipeline's; name it with "
-          f"--out to write there)", file=sys.stderr)
+    return (f"cim {name}: note: wrote under {folder}/ ({pipeline_folder}/ is the pipeline's; name it with --out "
+            f"to write there)")
 
 
 def _get(cfg, key: str):

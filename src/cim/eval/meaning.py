@@ -20,7 +20,7 @@ _LEVEL_WORDS = {"detailed-correct": "detailed", "coarse-correct": "vague", "part
                 "wrong": "another image's"}
 
 
-def upper_bound(top_k: int, decay: float, beta: float, mode: str = "both") -> float:
+def upper_bound(top_k: int, decay: float, beta: float, mode: str) -> float:
     """The largest value the reward can take: GRC <= 1, QIR <= Σ_{r=1..K} decay^(r-1)."""
     qir_max = sum(decay ** r for r in range(int(top_k)))
     return {"grc": 1.0, "qir": qir_max}.get(mode, 1.0 + beta * qir_max)

@@ -17,9 +17,8 @@ def optimised_reward(mode: str, beta: float) -> str:
 
 def plot_curves(history: Sequence[dict], path: Path, title: str = "", reward_label: str = "reward") -> Optional[Path]:
     """``history``: one dict per step (``RunHistory.by_step()``); one panel per kind of curve it holds (the SFT
-    start has no training-reward curve: no empty panel). Written atomically; None when there is nothing to draw."""
-    if not history:
-        return None
+    start has no training-reward curve: no empty panel; a run with no curve at all gets one panel that says so,
+    as the DVC stages declare the file). Written atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,12 +29,14 @@ def plot_curves(history: Sequence[dict], path: Path, title: str = "", reward_lab
     train = [h for h in history if "train/reward_mean" in h]
     ev = [h for h in history if "eval/reward" in h]
     recall = ("eval/object_recall", "eval/attribute_recall", "eval/relation_recall", "eval/attribute_precision")
-    panels = [name for name, rows in (("train", train), ("eval", ev),
-                                      ("recall", [h for h in ev if any(k in h for k in recall)])) if rows]
-    if not panels:         # nothing to draw: no file rather than empty panels
-        return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(14 * len(panels) / 3, 3.6), squeeze=False)
+    truth = [h for h in history if any(k in h for k in recall)]
+    panels = [name for name, rows in (("train", train), ("eval", ev), ("recall", truth)) if rows] or ["none"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(14 * max(len(panels), 1.5) / 3, 3.6), squeeze=False)
     axes = dict(zip(panels, axes[0]))
+    if "none" in axes:
+        axes["none"].text(0.5, 0.5, "no curve: no GRPO step and no held-out evaluation was logged",
+                          ha="center", va="center", fontsize=9)
+        axes["none"].set_axis_off()
     if "train" in axes:
         steps = [h["step"] for h in train]
         for key, label in (("train/reward_mean", reward_label), ("train/grc", "GRC"), ("train/qir", "QIR")):
@@ -52,12 +53,13 @@ def plot_curves(history: Sequence[dict], path: Path, title: str = "", reward_lab
         axes["eval"].legend(fontsize=7)
     if "recall" in axes:
         for key in recall:
-            axes["recall"].plot([h["step"] for h in ev], [h.get(key, float("nan")) for h in ev], marker="o",
+            axes["recall"].plot([h["step"] for h in truth], [h.get(key, float("nan")) for h in truth], marker="o",
                                 label=key.split("/")[1])
         axes["recall"].set_title("held-out ground-truth recall")
         axes["recall"].legend(fontsize=7)
-    for a in axes.values():
-        a.set_xlabel("GRPO step")
+    for name, a in axes.items():
+        if name != "none":
+            a.set_xlabel("GRPO step")
     fig.suptitle(title)
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90, metadata={"Software": None}))
