@@ -26,7 +26,7 @@ open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.2.13` (for the machine's Python), 
 `perf/gpu_check.sh` (it installs .whl/*.whl into /tmp/site when present and runs this file with
 PYTHONPATH=src). Without open_clip the image part is skipped and says so.
 On a CPU, toy sizes check that it works: `python perf/gpu_check.py --device cpu --rows 10000 --images 8
---clip-model ViT-B-32 --captions 16 32 --caption-words 24 --serial-sample 4` (tests/test_perf_scripts.py).
+--clip-model ViT-B-32 --captions 16 32 --caption-words 24 --serial-sample 4` (tests/perf/test_perf_scripts.py).
 """
 from __future__ import annotations
 
