@@ -15,7 +15,7 @@ from __future__ import annotations
 from cim.registry import Registry
 
 __all__ = ["TEXT_ENCODERS", "IMAGE_ENCODERS", "DATASET_FORMATS", "BENCHMARK_FORMATS", "CAPTIONERS", "PARSERS",
-           "JUDGES", "METRICS", "REGISTRIES"]
+           "JUDGES", "METRICS", "GUARDS", "REGISTRIES"]
 
 
 # builder(cfg.encoders.text) -> TextEncoder; builder(cfg.encoders.image) -> ImageEncoder
@@ -39,6 +39,9 @@ JUDGES: Registry = Registry("judge", config_key="eval.judge.name", modules=("cim
 # compute function, info = its columns, scope, order, ... (cim.eval.metrics.metric(name) -> Metric)
 METRICS: Registry = Registry("metric", config_key="eval.metrics", modules=("cim.eval.metrics",))
 
+# a cim.reward.guards.Guard subclass: cls(settings, corpus)(caption) -> value in [-1, 0]   (reward.guards)
+GUARDS: Registry = Registry("reward guard", config_key="reward.guards", modules=("cim.reward.guards",))
+
 REGISTRIES = (TEXT_ENCODERS, IMAGE_ENCODERS, DATASET_FORMATS, BENCHMARK_FORMATS, CAPTIONERS, PARSERS, JUDGES,
-              METRICS)
+              METRICS, GUARDS)
 

@@ -122,7 +122,7 @@ def test_the_two_protocols_differ_where_the_release_differs_from_the_paper():
 
 
 def test_unknown_protocol_and_bad_protocol_keys_are_one_line_config_errors(tmp_path):
-    with pytest.raises(ConfigError, match=r"no protocol 'papr' \(known: official, paper"):
+    with pytest.raises(ConfigError, match=r"no protocol 'papr' \(known: guarded, official, paper"):
         load_config(None, ["protocol=papr"])
     bad = tmp_path / "mine.yaml"
     bad.write_text("name: mine\nparams: {reward.top_kk: 3}\n")

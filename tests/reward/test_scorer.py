@@ -169,9 +169,10 @@ def test_one_result_schema(tiny_scorer, tiny_world):
     from cim.reward.schema import NUMERIC_KEYS, RewardResult
 
     assert RESULT_KEYS == exported == tuple(RewardResult.__annotations__)
-    assert set(NUMERIC_KEYS) == {"score", "grc", "qir", "source_rank", "truncated"}
-    assert empty_result("why") == {"score": None, "grc": None, "qir": None, "retrieved": [], "source_rank": None,
-                                   "truncated": False, "error": "why", "error_kind": "item"}
+    assert set(NUMERIC_KEYS) == {"score", "upsilon", "grc", "qir", "source_rank", "truncated"}
+    assert empty_result("why") == {"score": None, "upsilon": None, "grc": None, "qir": None, "guards": {},
+                                   "retrieved": [], "source_rank": None, "truncated": False, "error": "why",
+                                   "error_kind": "item"}
     good, bad = tiny_scorer.score([_bench_items(tiny_world, 1)[0], {"caption": ""}])
     assert list(good) == list(RESULT_KEYS) and list(bad) == list(RESULT_KEYS)
 

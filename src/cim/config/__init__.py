@@ -92,6 +92,10 @@ def _check_choices(cfg: DictConfig) -> None:
         raise ConfigError(f"reward.top_k must be >= 1, got {cfg.reward.top_k}")
     if not 0.0 < cfg.reward.decay <= 1.0:
         raise ConfigError(f"reward.decay must be in (0, 1], got {cfg.reward.decay}")
+    if cfg.reward.guards:                 # names and weights, before any model loads
+        from cim.reward.guards import check_guards
+
+        check_guards(cfg.reward)
 
 
 def load_config(path: str | Path | None = "params.yaml", overrides: Sequence[str] = ()) -> Config:

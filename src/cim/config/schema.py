@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 __all__ = ["choice", "path", "paths", "named", "AUDIT_AXES", "Config", "WorldConfig", "TextEncoderConfig", "ImageEncoderConfig",
            "EncodersConfig", "IndexConfig", "RewardConfig", "VerifyConfig", "AuditConfig", "TrackingConfig",
-           "RewardServiceConfig", "GrpoConfig", "VerlTrainConfig", "TrlTrainConfig", "LocalTrainConfig", "TrainConfig", "EvalParserConfig",
+           "RewardServiceConfig", "GrpoConfig", "SentinelConfig", "VerlTrainConfig", "TrlTrainConfig", "LocalTrainConfig", "TrainConfig", "EvalParserConfig",
            "EvalJudgeConfig", "EvalCaptionerConfig", "EvalConfig", "PipelineConfig", "AblateConfig",
            "ManifestConfig"]
 
@@ -122,6 +122,12 @@ class RewardConfig:
     tie_tolerance: float = 1e-6  # similarities this close chain into one tie, ordered by row (docs/reward.md)
     on_failure: str = choice("raise", "neutral")   # verl, the reward system failed (docs/training.md)
     neutral_score: float = 0.0
+    # guard terms added to the paper's reward (cim.reward.guards, docs/reward.md); [] = the paper's reward alone
+    guards: list[str] = named([], "GUARDS")
+    # each guard's weight and settings (reward.guard.<name>.<key>; unset keys: the guard's own defaults)
+    guard: dict[str, Any] = field(default_factory=dict)
+    # sum: Υ + Σ weight·guard, one scalar (GRPO); gdpo: each term normalised within its group, then summed
+    aggregate: str = choice("sum", "gdpo")
 
 
 @dataclass
@@ -298,6 +304,24 @@ class LocalTrainConfig:
 
 
 @dataclass
+class SentinelConfig:
+    """What every backend watches per training step (cim.train.sentinels, docs/training.md "Sentinels"). A
+    threshold crossed prints one line, tags the MLflow run and, with ``on_trip: stop``, ends training after
+    a checkpoint with exit code 3. A threshold of 0 (or below) turns that sentinel off."""
+
+    enabled: bool = True
+    repeat_rate: float = 0.10       # mean share of repeated word trigrams in the step's captions above this
+    length_ratio: float = 3.0       # mean caption length over the first step's above this
+    distinct_2: float = 0.0         # distinct word bigrams of the step's captions below this (0: off)
+    hack_probe: float = 0.8         # share of probed hacks scoring at least as high as their caption above this
+    probe_captions: int = 4         # captions of a step the hack probe transforms (seeded)
+    probe_hacks: list[str] = field(default_factory=lambda: ["repeat", "stuff", "keywords", "praise"])
+    guard_min: float = 0.0          # a guard's mean value below -guard_min (0: off)
+    after_step: int = 5             # no trip before this step (the first steps are noisy)
+    on_trip: str = choice("warn", "stop")
+
+
+@dataclass
 class TrainConfig:
     """GRPO with the CIM reward (stages ``prepare-train`` and ``train``)."""
 
@@ -310,6 +334,7 @@ class TrainConfig:
     run_name: str = "grpo"
     service: RewardServiceConfig = field(default_factory=RewardServiceConfig)
     grpo: GrpoConfig = field(default_factory=GrpoConfig)
+    sentinels: SentinelConfig = field(default_factory=SentinelConfig)
     verl: VerlTrainConfig = field(default_factory=VerlTrainConfig)
     local: LocalTrainConfig = field(default_factory=LocalTrainConfig)
     trl: TrlTrainConfig = field(default_factory=TrlTrainConfig)

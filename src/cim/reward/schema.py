@@ -6,7 +6,8 @@ indexing time) or ``{"caption": str, "image": path}`` (embedded on the fly; in-p
 opens paths). The service also echoes an optional string ``id``.
 
 A result has every key of :class:`RewardResult`, always: a scored item has ``error = error_kind = None``; an
-item that could not be scored has ``score = grc = qir = source_rank = None``, ``retrieved = []``, an ``error``
+item that could not be scored has ``score = upsilon = grc = qir = source_rank = None``, ``retrieved = []``,
+``guards = {}``, an ``error``
 and its ``error_kind``: ``"caption"`` when the caption itself is no text to score (empty, whitespace, not
 UTF-8: the captioner's fault, which a training run may give a floor reward), ``"item"`` when anything else
 is wrong (an unknown image id, an unreadable image, a missing field: not the caption's fault).
@@ -27,9 +28,11 @@ class RewardItem(TypedDict, total=False):
 
 
 class RewardResult(TypedDict):
-    score: Optional[float]          # GRC + beta * QIR (paper Eq. 3; or one term, reward.mode)
+    score: Optional[float]          # upsilon + the weighted guard terms (without guards: upsilon)
+    upsilon: Optional[float]        # GRC + beta * QIR (paper Eq. 3; or one term, reward.mode)
     grc: Optional[float]            # Eq. 1
     qir: Optional[float]            # Eq. 2
+    guards: dict[str, float]        # each guard term's value in [-1, 0], unweighted ({} without guards)
     retrieved: list[str]            # the top-K corpus ids the caption retrieved
     source_rank: Optional[int]      # rank (1..K) of the first hit showing the source image, before excluding it
     truncated: bool                 # the caption was cut to MAX_CAPTION_CHARS before tokenising
@@ -39,7 +42,7 @@ class RewardResult(TypedDict):
 
 RESULT_KEYS: tuple[str, ...] = tuple(get_type_hints(RewardResult))
 # The keys whose values are numbers (or a bool, or None when unscored): what a metrics logger can average.
-NUMERIC_KEYS: tuple[str, ...] = tuple(k for k in RESULT_KEYS if k not in ("retrieved", "error", "error_kind"))
+NUMERIC_KEYS: tuple[str, ...] = tuple(k for k in RESULT_KEYS if k not in ("retrieved", "guards", "error", "error_kind"))
 ERROR_KINDS = ("caption", "item")
 
 
@@ -50,8 +53,9 @@ class CaptionError(ValueError):
 def empty_result(error: Optional[str] = None, kind: Optional[str] = None) -> RewardResult:
     """A result with no scores: the start of every result, and the whole of an unscorable one (``kind``:
     the ``error_kind``, "item" when an error is given without one)."""
-    return {"score": None, "grc": None, "qir": None, "retrieved": [], "source_rank": None, "truncated": False,
-            "error": error, "error_kind": (kind or "item") if error is not None else None}
+    return {"score": None, "upsilon": None, "grc": None, "qir": None, "guards": {}, "retrieved": [],
+            "source_rank": None, "truncated": False, "error": error,
+            "error_kind": (kind or "item") if error is not None else None}
 
 
 def missing_keys(result: Any) -> list[str]:

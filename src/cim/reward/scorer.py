@@ -15,6 +15,8 @@ import torch
 from cim.config.schema import RewardConfig
 from cim.errors import ConfigError
 from cim.reward.equations import cim_reward, grc, qir
+from cim.reward.guards import compose
+from cim.reward.guards import evaluate as evaluate_guards
 from cim.index.identity import file_digest, row_keys, source_keys
 from cim.reward.schema import RESULT_KEYS, CaptionError, RewardResult, caption_text, empty_result
 from cim.reward.settings import reward_settings
@@ -68,6 +70,9 @@ def order_with_ties(scores: np.ndarray, rows: np.ndarray, tolerance: float) -> t
 class Scorer:
     """Scores (caption, source image) pairs against a loaded :class:`cim.index.CorpusIndex`.
 
+    ``score`` is the paper's Υ (``upsilon``) plus the weighted ``guards`` (:mod:`cim.reward.guards`; none by
+    default, when ``score == upsilon``); ``aggregate`` is recorded for the trainers (GDPO normalises the terms).
+
     ``image_encoder`` may be a callable returning the encoder, so it is only built when an item comes with
     an image path instead of an image id. With ``exclude_source``, every corpus row that shows the source
     image (by content, :mod:`cim.index.identity`) is left out of its retrieval.
@@ -75,7 +80,8 @@ class Scorer:
 
     def __init__(self, index, text_encoder, image_encoder=None, *, top_k: int = _DEFAULT.top_k,
                  decay: float = _DEFAULT.decay, beta: float = _DEFAULT.beta, mode: str = _DEFAULT.mode,
-                 exclude_source: bool = _DEFAULT.exclude_source, tie_tolerance: float = _DEFAULT.tie_tolerance):
+                 exclude_source: bool = _DEFAULT.exclude_source, tie_tolerance: float = _DEFAULT.tie_tolerance,
+                 guards: Sequence = (), aggregate: str = _DEFAULT.aggregate):
         self.row_keys = row_keys(index)
         self.dropped_max = int(np.bincount(self.row_keys).max()) if exclude_source and len(self.row_keys) else 0
         need = top_k + self.dropped_max
@@ -90,6 +96,7 @@ class Scorer:
         self._image_checked = False
         self.top_k, self.decay, self.beta, self.mode = top_k, decay, beta, mode
         self.exclude_source, self.tie_tolerance = exclude_source, float(tie_tolerance)
+        self.guards, self.aggregate = list(guards), str(aggregate)   # cim.reward.guards (built), sum | gdpo
         self.calls = 0  # number of batched scoring calls (observable batching)
         self.searches = 0  # index searches (more than calls only when a tie reached the search depth)
 
@@ -104,11 +111,15 @@ class Scorer:
         from cim.encoders import build_image_encoder, build_text_encoder
         from cim.index import CorpusIndex
 
+        from cim.reward.guards import CorpusTexts, build_guards, check_guards
+
+        check_guards(cfg.reward)                # a bad guard name or weight before any model loads
         text_encoder = text_encoder or build_text_encoder(cfg.encoders.text)
         index = CorpusIndex.load(index_dir or cfg.index.out_dir, expect={"text": text_encoder.describe()},
                                  device=device or cfg.index.device, search_backend=cfg.index.search_backend)
-        return cls(index, text_encoder, lambda: build_image_encoder(cfg.encoders.image),
-                   **reward_settings(cfg.reward))
+        settings = {k: v for k, v in reward_settings(cfg.reward).items() if k not in ("guards", "aggregate")}
+        return cls(index, text_encoder, lambda: build_image_encoder(cfg.encoders.image), **settings,
+                   guards=build_guards(cfg.reward, CorpusTexts.of_index(index)), aggregate=cfg.reward.aggregate)
 
     # -- public -------------------------------------------------------------------------------------
     def score(self, items: Sequence[dict]) -> list[RewardResult]:
@@ -118,11 +129,18 @@ class Scorer:
         prepared: list[_Prepared] = []
         for pos, item in enumerate(items):
             try:
-                prepared.append(self._prepare(pos, item))
+                p = self._prepare(pos, item)
+                if self.guards:             # cheap, and a guard that fails fails this item alone
+                    results[pos]["guards"] = evaluate_guards(self.guards, p.caption)
+                prepared.append(p)
             except ValueError as exc:
-                results[pos].update(error=str(exc), error_kind="caption" if isinstance(exc, CaptionError) else "item")
+                results[pos].update(error=str(exc), error_kind="caption" if isinstance(exc, CaptionError) else "item",
+                                    guards={})
         sources = self._source_embeddings(prepared, results)
         prepared = [p for p in prepared if results[p.position]["error"] is None]
+        for r in results:
+            if r["error"] is not None:
+                r["guards"] = {}
         if not prepared:
             return results
         queries = self._encode_once([p.caption for p in prepared])
@@ -135,8 +153,10 @@ class Scorer:
         q = qir(src, retrieved, decay=self.decay)
         s = cim_reward(g, q, beta=self.beta, mode=self.mode)
         for i, p in enumerate(prepared):
+            upsilon = float(s[i])
+            score = compose(upsilon, results[p.position]["guards"], self.guards) if self.guards else upsilon
             results[p.position].update(
-                score=float(s[i]), grc=float(g[i]), qir=float(q[i]), truncated=p.truncated,
+                score=score, upsilon=upsilon, grc=float(g[i]), qir=float(q[i]), truncated=p.truncated,
                 retrieved=[self.index.ids[r] for r in chosen[i]], source_rank=source_ranks[i])
         return results
 

@@ -33,12 +33,3 @@ def sft_pairs(cfg, index) -> tuple[list[str], np.ndarray]:
     return [r["reference"] for r in rows], feats
 
 
-def distinct_n(captions: Sequence[str], n: int) -> float:
-    """Distinct n-grams over all n-grams of ``captions`` (lower-cased words)."""
-    grams, total = set(), 0
-    for c in captions:
-        w = c.lower().split()
-        g = [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
-        grams.update(g)
-        total += len(g)
-    return len(grams) / total if total else 0.0

@@ -30,7 +30,8 @@ from cim.determinism import deterministic
 from cim.io import write_jsonl
 from cim.train.local.checkpoints import (SFT_FINAL, config_fingerprint, grpo_name, load_checkpoint, load_latest,
                                          save_checkpoint, sft_compatible)
-from cim.train.local.examples import distinct_n, read_rows, rows_with_features, sft_pairs
+from cim.reward.text import distinct_n
+from cim.train.local.examples import read_rows, rows_with_features, sft_pairs
 from cim.train.local.history import RunHistory
 from cim.train.local.model import Captioner, build_tiny_lm, load_smollm2
 from cim.train.local.tokenizers import WordTokenizer
