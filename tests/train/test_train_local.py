@@ -109,6 +109,8 @@ def test_local_grpo_runs_logs_checkpoints_and_resumes(tmp_path, capsys):
     assert [s for s, _ in m["train/reward_mean"]] == [1, 2]
     for key in KEYS:
         assert m[key], key
+    logged = _client(cfg).get_run(run.info.run_id).data.metrics      # no guards: no guard metrics
+    assert not [k for k in logged if k.startswith(("train/guard_", "train/upsilon"))]
     assert [s for s, _ in m["eval/reward"]] == [0, 2]            # the SFT start and step 2
     assert first["sft_eval"]["eval/reward"] == m["eval/reward"][0][1]
     assert first["final_eval"]["eval/reward"] == m["eval/reward"][1][1]
@@ -234,3 +236,80 @@ def test_curve_titles_say_what_was_optimised():
     assert optimised_reward("both", 0.5) == "reward Υ = GRC + 0.5·QIR"
     assert optimised_reward("grc", 1.0) == "reward = GRC only (Eq. 1)" and "QIR" not in optimised_reward("grc", 1.0)
     assert optimised_reward("qir", 1.0) == "reward = QIR only (Eq. 2)" and "GRC" not in optimised_reward("qir", 1.0)
+
+
+# -- reward.aggregate=gdpo: verl's decoupled advantage on the reward's terms ---------------------------------
+def _result(grc, qir, guards, error=None):
+    return {"score": None if error else grc + qir, "upsilon": None if error else grc + qir, "grc": grc, "qir": qir,
+            "guards": {} if error else guards, "error": error}
+
+
+def _by_hand(values, weights, groups, lengths):
+    """GDPO in numpy: each term z-scored in its group (unbiased std, +1e-6), weighted sum, then whitened over
+    every response token (unbiased variance), as verl 0.9.1 defines it."""
+    import numpy as np
+
+    total = np.zeros(len(groups))
+    for vals, w in zip(values, weights):
+        vals = np.asarray(vals, dtype=np.float64)
+        for g in set(groups):
+            at = [i for i, x in enumerate(groups) if x == g]
+            total[at] += w * (vals[at] - vals[at].mean()) / (vals[at].std(ddof=1) + 1e-6)
+    tokens = np.repeat(total, lengths)
+    return (total - tokens.mean()) / np.sqrt(tokens.var(ddof=1) + 1e-8)
+
+
+def test_gdpo_advantage_normalises_each_term_in_its_group_and_weights_them():
+    import numpy as np
+    import torch
+    from verl.trainer.ppo import core_algos
+
+    from cim.train.local.trainer import gdpo_advantages, guard_metrics
+
+    cfg = config("reward.guards=[repetition]", "reward.guard.repetition.weight=0.5", "reward.aggregate=gdpo",
+                 "reward.beta=2.0")
+    scored = [_result(0.9, 0.1, {"repetition": 0.0}), _result(0.2, 0.3, {"repetition": -0.5}),
+              _result(0.4, 0.6, {"repetition": -0.25}), _result(0.0, 0.0, {}, error="empty caption"),
+              _result(0.7, 0.2, {"repetition": 0.0}), _result(0.1, 0.9, {"repetition": -1.0})]
+    lengths = [3, 5, 2, 1, 4, 5]
+    mask = torch.tensor([[1.0] * n + [0.0] * (5 - n) for n in lengths])
+    uids = np.array(["a", "a", "a", "b", "b", "b"], dtype=object)
+    token_rewards = torch.zeros_like(mask)          # GDPO reads the terms, not the composed reward
+    adv = gdpo_advantages(core_algos, cfg.reward, scored, token_rewards, mask, uids)
+    assert torch.isfinite(adv).all() and (adv[mask == 0] == 0).all()
+    per_row = adv[:, 0]
+    assert torch.equal(adv, per_row[:, None] * mask)                     # one value over each response
+    failed = lambda vals: [0.0 if s["error"] else v for s, v in zip(scored, vals)]   # noqa: E731
+    want = _by_hand([failed([s["grc"] for s in scored]), failed([s["qir"] for s in scored]),
+                     [s["guards"].get("repetition", 0.0) for s in scored]], [1.0, 2.0, 0.5], list(uids), lengths)
+    assert per_row.tolist() == pytest.approx(want.tolist(), abs=1e-4)
+    # the metrics: Υ and each guard, over the scored rollouts; none without guards
+    ok = [s for s in scored if not s["error"]]
+    m = guard_metrics(cfg.reward, ok)
+    assert m == pytest.approx({"train/upsilon": np.mean([s["grc"] + s["qir"] for s in ok]),
+                               "train/guard_repetition": np.mean([s["guards"]["repetition"] for s in ok])})
+    assert guard_metrics(config().reward, ok) == {}
+
+
+def test_local_grpo_with_gdpo_and_guards_trains_and_logs_the_guards(tmp_path):
+    """`cim train --backend local reward.aggregate=gdpo reward.guards=[...]` on the tiny world: a few GRPO steps,
+    finite losses, each guard's mean and Υ per step in MLflow (the default run logs neither)."""
+    from cim.reward.scorer import Scorer
+    from cim.train.local.run import run_local
+
+    index_dir()
+    out = tmp_path / "local"
+    cfg = _local_cfg(out, "train.local.grpo_steps=2", "reward.guards=[repetition,length,fluency]",
+                     "reward.aggregate=gdpo")
+    guarded = Scorer.from_config(cfg, text_encoder=scorer().text_encoder)
+    assert run_local(cfg, scorer=guarded, progress=False) == 0
+    [run] = _runs_of(cfg, out)
+    c = _client(cfg)
+    logged = set(c.get_run(run.info.run_id).data.metrics)
+    guards = {"train/upsilon", "train/guard_repetition", "train/guard_length", "train/guard_fluency"}
+    assert guards <= logged
+    for key in guards | {"train/pg_loss", "train/grad_norm", "train/reward_mean"}:
+        history = c.get_metric_history(run.info.run_id, key)
+        assert [m.step for m in history] == [1, 2] and all(math.isfinite(m.value) for m in history), key
+    for key in ("train/guard_repetition", "train/guard_length", "train/guard_fluency"):
+        assert all(-1.0 <= m.value <= 0.0 for m in c.get_metric_history(run.info.run_id, key))

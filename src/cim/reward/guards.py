@@ -40,7 +40,7 @@ from cim.plugins import GUARDS
 from cim.reward.text import ngrams, repeated_ngram_rate, sentences, words
 
 __all__ = ["CorpusTexts", "Guard", "GuardError", "build_guards", "guard_settings", "check_guards", "reward_terms",
-           "compose", "evaluate", "TERM_PREFIX"]
+           "guard_keys", "term_value", "compose", "evaluate", "TERM_PREFIX"]
 
 TERM_PREFIX = "guard_"          # a guard's key beside score/grc/qir where results are flat (verl, MLflow)
 
@@ -224,6 +224,22 @@ def reward_terms(reward_cfg) -> list[tuple[str, float]]:
     terms = {"both": [("grc", 1.0), ("qir", beta)], "grc": [("grc", 1.0)], "qir": [("qir", 1.0)]}[mode]
     return terms + [(TERM_PREFIX + name, guard_settings(reward_cfg, name)["weight"])
                     for name in (reward_cfg.guards or [])]
+
+
+def guard_keys(reward_cfg) -> list[str]:
+    """``guard_<name>`` of every configured guard, in ``reward.guards`` order (a flat result's guard keys)."""
+    return [TERM_PREFIX + name for name in (reward_cfg.guards or [])]
+
+
+def term_value(result: dict, key: str) -> float:
+    """A scorer result's value under a flat key (``grc``, ``qir``, ``upsilon``, ``guard_<name>``); 0.0 for a
+    result with an error (every term of a failed item, as verl's reward function gives it). A guard the result
+    does not carry raises :class:`KeyError` (its scorer was configured without it)."""
+    if result.get("error") is not None:
+        return 0.0
+    if key.startswith(TERM_PREFIX):
+        return float(result["guards"][key[len(TERM_PREFIX):]])
+    return float(result[key] or 0.0)
 
 
 def compose(upsilon: float, values: dict[str, float], guards: Sequence[Guard]) -> float:

@@ -274,7 +274,10 @@ class LocalTrainer:
         last = (mask.sum(dim=1).long() - 1).clamp(min=0)
         token_rewards = torch.zeros_like(mask)
         token_rewards[torch.arange(len(idx)), last] = rewards
-        advantages, _ = core_algos.compute_grpo_outcome_advantage(token_rewards, mask, uids)
+        if self.cfg.reward.aggregate == "gdpo":     # each reward term normalised in its group, then summed
+            advantages = gdpo_advantages(core_algos, self.cfg.reward, scored, token_rewards, mask, uids)
+        else:
+            advantages, _ = core_algos.compute_grpo_outcome_advantage(token_rewards, mask, uids)
         with torch.no_grad():
             old_lp = self.policy.log_probs(feats, resp, self.tok.bos_id, self.cfg.train.grpo.temperature)
             ref_lp = ref.log_probs(feats, resp, self.tok.bos_id, self.cfg.train.grpo.temperature)
@@ -288,7 +291,7 @@ class LocalTrainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)
         optim.step()
         ok = [s for s in scored if s.get("error") is None]
-        return {
+        metrics = {
             "train/reward_mean": float(rewards.mean()), "train/reward_std": float(rewards.std()),
             "train/grc": float(np.mean([s["grc"] for s in ok])) if ok else float("nan"),
             "train/qir": float(np.mean([s["qir"] for s in ok])) if ok else float("nan"),
@@ -302,3 +305,37 @@ class LocalTrainer:
             "train/failed": float(failed),
             "train/pg_clipfrac": float(pg_metrics.get("actor/pg_clipfrac", 0.0)),
         }
+        metrics.update(guard_metrics(self.cfg.reward, ok))
+        return metrics
+
+
+def gdpo_advantages(core_algos, reward_cfg, scored: Sequence[dict], token_rewards, mask, uids):
+    """verl's ``compute_gdpo_outcome_advantage`` on the reward's terms (:func:`cim.reward.guards.reward_terms`:
+    GRC, QIR with weight β, each guard with its weight), each term's per-rollout values in ``non_tensor_batch``
+    (0 for every term of a failed item, as verl's reward function gives them). verl puts a term on the last
+    valid response token, ``attention_mask[:, prompt_len:].sum(1) - 1``: a one-token prompt ahead of the mask."""
+    from verl.trainer.config import AlgoConfig
+
+    from cim.reward.guards import reward_terms, term_value
+
+    terms = reward_terms(reward_cfg)
+    config = AlgoConfig(adv_estimator="gdpo", gdpo_reward_keys=[k for k, _ in terms],
+                        gdpo_reward_weights=[float(w) for _, w in terms])
+    values = {k: np.array([term_value(s, k) for s in scored], dtype=np.float32) for k, _ in terms}
+    prompts = torch.zeros((len(scored), 1), dtype=torch.long)
+    batch = {"prompts": prompts, "attention_mask": torch.cat([torch.ones_like(prompts), mask.long()], dim=1)}
+    advantages, _ = core_algos.compute_gdpo_outcome_advantage(token_rewards, mask, uids, config=config,
+                                                              non_tensor_batch=values, batch=batch)
+    return advantages
+
+
+def guard_metrics(reward_cfg, ok: Sequence[dict]) -> dict[str, float]:
+    """``train/upsilon`` and ``train/guard_<name>`` (means over the scored rollouts), only with guards
+    configured: without them the metric set stays as it was."""
+    from cim.reward.guards import guard_keys, term_value
+
+    keys = guard_keys(reward_cfg)
+    if not keys:
+        return {}
+    return {f"train/{k}": float(np.mean([term_value(s, k) for s in ok])) if ok else float("nan")
+            for k in ["upsilon", *keys]}
