@@ -53,6 +53,18 @@ def test_train_verl_dry_run_prints_the_command(capsys, tmp_path):
     assert not (tmp_path / "ckpt").exists()          # a dry run changes nothing
 
 
+def test_train_verl_dry_run_with_gdpo_shows_the_estimator_and_its_terms(capsys, tmp_path):
+    from cim.cli import train as commands
+
+    argv = ["--params", str(params_file()), "--backend", "verl", "--dry-run", f"train.verl.checkpoint_dir={tmp_path}",
+            "reward.aggregate=gdpo", "reward.guards=[repetition]"]
+    assert commands.run(parse_command_args(commands, argv)) == 0
+    out = capsys.readouterr().out
+    assert "algorithm.adv_estimator=gdpo" in out and "algorithm.adv_estimator=grpo" not in out
+    assert "+algorithm.gdpo_reward_keys=[grc,qir,guard_repetition]" in out
+    assert "+algorithm.gdpo_reward_weights=[1.0,1.0,1.0]" in out      # beta (1.0), the guard (1.0)
+
+
 def test_train_verl_on_a_ray_cluster_uses_ray_job_submit(capsys):
     from cim.cli import train as commands
 

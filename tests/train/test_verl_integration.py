@@ -79,6 +79,27 @@ def test_kl_choice():
     assert not none.algorithm.use_kl_in_reward and not none.actor_rollout_ref.actor.use_kl_loss
 
 
+def test_gdpo_sets_verls_estimator_on_the_reward_terms_and_nothing_else_changes():
+    from verl.trainer.main_ppo import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    plain = our_overrides()
+    assert not [o for o in plain if "algorithm.gdpo" in o] and "algorithm.adv_estimator=grpo" in plain
+    assert our_overrides("reward.guards=[repetition]") == plain          # guards alone: one summed score
+    gdpo = our_overrides("reward.aggregate=gdpo", "reward.guards=[repetition,length]",
+                         "reward.guard.length.weight=0.25", "reward.beta=0.5")
+    assert [o for o in gdpo if o not in plain] == [
+        "algorithm.adv_estimator=gdpo", "+algorithm.gdpo_reward_keys=[grc,qir,guard_repetition,guard_length]",
+        "+algorithm.gdpo_reward_weights=[1.0,0.5,1.0,0.25]"]
+    c = compose_ppo(gdpo)
+    validate_config(c, use_reference_policy=need_reference_policy(c), use_critic=need_critic(c))
+    assert c.algorithm.adv_estimator == "gdpo"
+    assert list(c.algorithm.gdpo_reward_keys) == ["grc", "qir", "guard_repetition", "guard_length"]
+    assert list(c.algorithm.gdpo_reward_weights) == [1.0, 0.5, 1.0, 0.25]
+    grc_only = compose_ppo(our_overrides("reward.aggregate=gdpo", "reward.mode=grc"))
+    assert list(grc_only.algorithm.gdpo_reward_keys) == ["grc"]
+
+
 def test_service_url_and_extra_overrides_land():
     c = compose_ppo(our_overrides("train.verl.extra=[trainer.save_freq=7]", service_url="http://127.0.0.1:8750"))
     assert c.reward.custom_reward_function.reward_kwargs.service_url == "http://127.0.0.1:8750"

@@ -3,7 +3,8 @@
 Layers, last wins: the paper's GRPO settings from ``train.verl`` (n=5, batch 256, mini-batch 64, Adam
 lr 1e-6 without weight decay, 2 epochs, a KL choice) -> the model preset (``configs/train/<preset>.yaml``:
 model, parallelism, micro-batches, ``min_prompt_length``; its ``settings.<base|sft>`` block) -> the
-protocol's raw ``verl`` keys (:mod:`cim.protocols`) -> ``train.verl.extra``.
+protocol's raw ``verl`` keys (:mod:`cim.protocols`) -> ``train.verl.extra``. ``reward.aggregate=gdpo`` sets
+verl's GDPO estimator on the reward's terms (:func:`gdpo_overrides`).
 The reward is scored by the shared reward service (``train.service.url``, default ``http://host:port``)
 unless ``train.service.in_process`` asks every reward worker to load its own scorer.
 The reward goes through the ``reward.``-prefixed keys of verl 0.9.1 (the legacy top-level
@@ -116,12 +117,25 @@ def build_overrides(cfg, *, train_files: str, val_files: str, params_snapshot: s
     elif v.kl == "reward":
         ov["algorithm.kl_ctrl.kl_coef"] = g.kl_coef
         ov["algorithm.kl_penalty"] = g.kl_type
+    if cfg.reward.aggregate == "gdpo":
+        ov.update(gdpo_overrides(cfg.reward))
     for block in (preset.get("overrides") or {}, setting.get("overrides") or {}, _protocol_verl(cfg)):
         for key, value in block.items():
             ov[key] = value
     out = [_kv(k, val) for k, val in ov.items()]
     out.extend(v.extra)
     return out
+
+
+def gdpo_overrides(reward_cfg) -> dict[str, Any]:
+    """``reward.aggregate=gdpo``: verl's GDPO estimator over the reward's terms (:func:`cim.reward.guards.
+    reward_terms`), which the reward function returns beside ``score``. verl 0.9.1 declares
+    ``gdpo_reward_keys``/``_weights`` on its ``AlgoConfig`` but not in ``ppo_trainer.yaml``: added with ``+``."""
+    from cim.reward.guards import reward_terms
+
+    terms = reward_terms(reward_cfg)
+    return {"algorithm.adv_estimator": "gdpo", "+algorithm.gdpo_reward_keys": [k for k, _ in terms],
+            "+algorithm.gdpo_reward_weights": [float(w) for _, w in terms]}
 
 
 def _protocol_verl(cfg) -> dict:
