@@ -96,6 +96,17 @@ def test_step_metrics_merge_partial_sums_and_number_time_windows():
     (step, m), (window, w) = logged
     assert step == 3 and m["cim_reward/grc/mean"] == pytest.approx(0.6) and m["cim_reward/samples"] == 2
     assert window is None and w["cim_reward/reward_system_failed/count"] == 1 and "cim_reward/grc/mean" not in w
+    assert not [k for k in m if "upsilon" in k or "guard" in k]       # without guards: the metrics as before
+    # guards: each one's mean and Υ's, over the scored samples
+    agg.add(4, dict(sample, upsilon=0.4, guard_repetition=-0.5, guard_length=0.0))
+    agg.add(4, dict(sample, upsilon=0.8, guard_repetition=-0.25, guard_length=-1.0))
+    agg.add(4, dict(sample, failed=1.0, guard_repetition=0.0, guard_length=0.0))
+    agg.flush(everything=True)
+    step, g = logged[-1]
+    assert step == 4 and g["cim_reward/samples"] == 3
+    assert g["cim_reward/upsilon/mean"] == pytest.approx(0.6)
+    assert g["cim_reward/guard_repetition/mean"] == pytest.approx(-0.375)
+    assert g["cim_reward/guard_length/mean"] == pytest.approx(-0.5)
     assert reward_metrics.step_of({"max_global_steps": 4, "global_steps": 9}) == 5
     assert reward_metrics.step_of({"global_steps": 0}) == 1 and reward_metrics.step_of({}) is None
 

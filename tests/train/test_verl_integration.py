@@ -268,6 +268,61 @@ def test_one_item_gives_the_same_result_on_every_path():
             assert got == pytest.approx(expected, abs=1e-6)
 
 
+def _guarded_params(tmp_path, *reward):
+    """The tiny world's params with guard terms (and GDPO): its in-process scorer shares the session's encoder."""
+    from cim.config import load_config
+    from cim.reward.scorer import Scorer
+
+    text = params_file().read_text()
+    path = tmp_path / "guarded.yaml"
+    path.write_text(text.replace("reward: {top_k: 3, exclude_source: true}",
+                                 "reward: {top_k: 3, exclude_source: true, " + ", ".join(reward) + "}"))
+    assert path.read_text() != text
+    guarded = Scorer.from_config(load_config(path), text_encoder=scorer().text_encoder)
+    verl_reward._SCORERS[str(path)] = guarded
+    return path, guarded
+
+
+def test_guard_terms_reach_verl_and_its_gdpo_finds_them(tmp_path):
+    """Every sample carries guard_<name> (0 on a failure, the same keys always); verl's own GDPO, configured
+    by our overrides, reads them with GRC and QIR; a service scoring without the guards is the reward system's
+    failure, not a 0 for the caption."""
+    from verl.trainer.ppo import core_algos
+
+    from cim.service.server import RewardService, ServerHandle, build_app
+
+    path, guarded = _guarded_params(tmp_path, "guards: [repetition, length]", "aggregate: gdpo")
+    items = captions_for(world()["rows"][:6]) + [{"caption": "a red red red red circle circle circle circle",
+                                                   "image_id": world()["rows"][0]["id"]},
+                                                  {"caption": "", "image_id": world()["rows"][1]["id"]}]
+    try:
+        out = _verl_scores(items, params=str(path))
+        with ServerHandle(build_app(RewardService(scorer(), window_s=0.0))) as handle:   # no guards there
+            wrong = _verl_scores(items[:1], True, params=str(path), service_url=handle.url)
+    finally:
+        del verl_reward._SCORERS[str(path)]
+    keys = list(verl_reward.KEYS) + ["guard_repetition", "guard_length"]
+    assert all(list(o) == keys for o in out)
+    want = guarded.score(items[:-1])
+    for o, w in zip(out, want):
+        assert o["guard_repetition"] == w["guards"]["repetition"] and o["guard_length"] == w["guards"]["length"]
+        assert o["upsilon"] == pytest.approx(w["upsilon"], abs=1e-6) and o["score"] == pytest.approx(w["score"])
+    assert out[6]["guard_repetition"] < 0 and out[6]["score"] < out[6]["upsilon"]
+    assert out[7]["failed"] == 1.0 and out[7]["guard_repetition"] == out[7]["grc"] == out[7]["upsilon"] == 0.0
+    assert isinstance(wrong[0], verl_reward.RewardSystemError) and "guard_repetition" in str(wrong[0])
+
+    # verl stacks the extras into non_tensor_batch; its GDPO with the algorithm config our overrides compose
+    c = compose_ppo(our_overrides("reward.aggregate=gdpo", "reward.guards=[repetition,length]"))
+    non_tensor = {k: np.array([o[k] for o in out]) for k in keys}
+    mask = torch.ones(len(out), 4)
+    batch = {"prompts": torch.zeros(len(out), 2, dtype=torch.long),
+             "attention_mask": torch.ones(len(out), 6, dtype=torch.long)}
+    adv, _ = core_algos.get_adv_estimator_fn(c.algorithm.adv_estimator)(
+        token_level_rewards=torch.zeros_like(mask), response_mask=mask, config=c.algorithm,
+        index=np.array(["a"] * 4 + ["b"] * 4, dtype=object), non_tensor_batch=non_tensor, batch=batch)
+    assert torch.isfinite(adv).all() and adv.abs().sum() > 0
+
+
 def test_a_poisoned_rollout_fails_alone_and_the_others_are_scored_as_without_it(tmp_path):
     """Before: in-process, one lone-surrogate caption gave all 16 rollouts of its batch the fallback score.
     A caption that is no text gets the floor; a caption that makes the scorer raise is a reward-system

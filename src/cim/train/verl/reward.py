@@ -7,9 +7,11 @@ one go: one POST to the reward service (``service_url``), or one call of an in-p
 params snapshot, ``params``).
 
 Contract with verl: every sample returns the *same keys* (:data:`KEYS`): the numeric keys of the reward's
-result (:data:`cim.reward.schema.NUMERIC_KEYS`: ``score``, ``grc``, ``qir``, ``source_rank``, ``truncated``)
-as floats, and the monitors ``failed``, ``reward_system_failed``, ``source_retrieved``, ``caption_len``,
-``caption_chars``.
+result (:data:`cim.reward.schema.NUMERIC_KEYS`: ``score``, ``upsilon``, ``grc``, ``qir``, ``source_rank``,
+``truncated``) as floats, and the monitors ``failed``, ``reward_system_failed``, ``source_retrieved``,
+``caption_len``, ``caption_chars``; then ``guard_<name>`` of every guard the params configure
+(``reward.guards``; 0.0 for a failed sample, as every term): verl's GDPO (``reward.aggregate=gdpo``) finds its
+keys among them.
 
 Two kinds of failure, kept apart (both counted, :func:`stats`, and logged, bounded):
 
@@ -50,6 +52,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Optional
 
+from cim.reward.guards import TERM_PREFIX, term_value
 from cim.reward.schema import NUMERIC_KEYS, RewardResult
 from cim.service.batching import MicroBatcher
 from cim.service.client import read_token
@@ -95,8 +98,11 @@ def _params_defaults(params: str) -> dict:
 
     from cim.config import load_config
 
+    from cim.reward.guards import guard_keys
+
     cfg = load_config(params or None)
-    return {key: OmegaConf.select(cfg, path) for key, path in KWARGS.items()}
+    return {**{key: OmegaConf.select(cfg, path) for key, path in KWARGS.items()},
+            "guard_keys": tuple(guard_keys(cfg.reward))}
 
 
 def _settings(kwargs: dict) -> dict:
@@ -111,9 +117,8 @@ def _settings(kwargs: dict) -> dict:
                 env = os.environ.get(f"CIM_REWARD_{key.upper()}")
                 value = env if env not in (None, "") else None
             out[key] = value
-        if any(out[key] is None for key in KWARGS):       # the params file (or the schema) for the rest
-            defaults = _params_defaults(str(out["params"]))
-            out.update({key: defaults[key] for key in KWARGS if out[key] is None})
+        defaults = _params_defaults(str(out["params"]))   # the params file (or the schema) for the rest
+        out.update({key: defaults[key] for key in KWARGS if out[key] is None}, guard_keys=defaults["guard_keys"])
         for key in ("fallback_score", "neutral_score", "window_ms", "timeout_s", "deadline_s", "metrics_idle_s",
                     "ready_s", "backoff_s", "cooldown_s"):
             out[key] = float(out[key])
@@ -210,18 +215,21 @@ def _image_id(ground_truth: Any, extra_info: Any) -> Optional[str]:
     return None
 
 
-def _result(caption: str, scored: Optional[RewardResult], failure: Optional[tuple[str, float]] = None) -> dict:
-    """verl's per-sample dict, always exactly :data:`KEYS`: the scored result's numeric keys as floats plus
-    the monitors, or (``failure = (kind, score)``) that score with ``failed = 1``."""
+def _result(caption: str, scored: Optional[RewardResult], failure: Optional[tuple[str, float]] = None,
+            guards: tuple = ()) -> dict:
+    """verl's per-sample dict, always exactly :data:`KEYS` and then the ``guards`` keys (``guard_<name>``): the
+    scored result's numeric keys and guard values as floats plus the monitors, or (``failure = (kind, score)``)
+    that score with ``failed = 1`` and every term 0."""
     out = {"caption_len": float(len(caption.split())), "caption_chars": float(len(caption))}
     if failure is None:
         out.update({k: float(scored[k] or 0) for k in NUMERIC_KEYS}, failed=0.0, reward_system_failed=0.0,
                    source_retrieved=1.0 if scored["source_rank"] else 0.0)
+        out.update({k: term_value(scored, k) for k in guards})
     else:
         kind, score = failure
-        out.update({k: 0.0 for k in NUMERIC_KEYS}, score=score, failed=1.0, source_retrieved=0.0,
+        out.update({k: 0.0 for k in (*NUMERIC_KEYS, *guards)}, score=score, failed=1.0, source_retrieved=0.0,
                    reward_system_failed=1.0 if kind == "reward_system_failed" else 0.0)
-    return {k: out[k] for k in KEYS}
+    return {k: out[k] for k in (*KEYS, *guards)}
 
 
 def _count_failure(kind: str, image_id: Optional[str], reason: str, outcome: str) -> None:
@@ -236,7 +244,8 @@ def _count_failure(kind: str, image_id: Optional[str], reason: str, outcome: str
 
 def _system_failure(settings: dict, extra_info: Any, caption: str, image_id: Optional[str], reason: str) -> dict:
     """Raise or give ``neutral_score`` (``on_failure``); recorded in the step's metrics either way."""
-    out = _record(settings, extra_info, _result(caption, None, ("reward_system_failed", settings["neutral_score"])))
+    out = _record(settings, extra_info, _result(caption, None, ("reward_system_failed", settings["neutral_score"]),
+                                                settings["guard_keys"]))
     if settings["on_failure"] == "raise":
         _count_failure("reward_system_failed", image_id, reason, "raised (reward.on_failure=raise)")
         raise RewardSystemError(f"CIM reward system failed for image {image_id!r}: {reason}. The caption is not "
@@ -298,9 +307,14 @@ async def compute_score(data_source: Any = None, solution_str: Any = "", ground_
     except Exception as exc:  # noqa: BLE001 - the service, the scorer or the index failed
         return _system_failure(settings, extra_info, caption, image_id, f"{type(exc).__name__}: {exc}")
     if scored.get("error") is None and scored.get("score") is not None:
-        return _record(settings, extra_info, _result(caption, scored))
+        lacking = [k for k in settings["guard_keys"] if k[len(TERM_PREFIX):] not in (scored.get("guards") or {})]
+        if lacking:
+            return _system_failure(settings, extra_info, caption, image_id, f"the scorer gives no {lacking[0]} "
+                                   "(it scores without a guard the params configure in reward.guards)")
+        return _record(settings, extra_info, _result(caption, scored, guards=settings["guard_keys"]))
     if scored.get("error_kind") == "caption":
         _count_failure("caption_failed", image_id, str(scored["error"]),
                        f"floor score {settings['fallback_score']:g} used")
-        return _record(settings, extra_info, _result(caption, None, ("caption_failed", settings["fallback_score"])))
+        return _record(settings, extra_info, _result(caption, None, ("caption_failed", settings["fallback_score"]),
+                                                     settings["guard_keys"]))
     return _system_failure(settings, extra_info, caption, image_id, str(scored.get("error")))

@@ -4,7 +4,8 @@ verl 0.9.1 does not put a reward function's extra keys into the training metrics
 ``_compute_metrics`` reads ``rm_scores`` only (extras reach validation metrics and rollout dumps). So the
 reward function aggregates them itself and logs ``cim_reward/<key>/mean`` (plus ``cim_reward/samples`` and
 ``cim_reward/reward_system_failed/count``) to the run named by ``MLFLOW_RUN_ID``, the run verl's own mlflow
-logger attaches to, at verl's step.
+logger attaches to, at verl's step. With guard terms (``reward.guards``: the samples carry ``guard_<name>``)
+also each guard's mean and ``upsilon``'s (the paper's Υ; without guards it is ``score``).
 
 Which step: verl's rollout servers tag every sample with the weights version that generated it
 (``global_steps`` / ``max_global_steps``), and verl's reward manager merges those tags into ``extra_info``.
@@ -25,11 +26,14 @@ import time
 from collections import defaultdict
 from typing import Any, Callable, Optional
 
+from cim.reward.guards import TERM_PREFIX
+
 log = logging.getLogger("cim.train.verl.reward_metrics")
 
 PREFIX = "cim_reward"
 MEAN_OVER_SCORED = ("score", "grc", "qir", "source_retrieved", "truncated")
 MEAN_OVER_ALL = ("failed", "reward_system_failed", "caption_len")
+_NOT_TERMS = {"n", "scored", *MEAN_OVER_SCORED, *MEAN_OVER_ALL}       # the rest of a step's sums: Υ and guards
 
 __all__ = ["StepMetrics", "MetricsHub", "step_of", "sample_sums", "to_metrics", "mlflow_sink", "hub_sink", "PREFIX"]
 
@@ -48,13 +52,19 @@ def step_of(extra_info: Any) -> Optional[int]:
     return None
 
 
+def _terms(sample: dict) -> list[str]:
+    """``upsilon`` and the ``guard_<name>`` keys of a sample that carries guards; [] without."""
+    guards = [k for k in sample if k.startswith(TERM_PREFIX)]
+    return ["upsilon", *guards] if guards else []
+
+
 def sample_sums(sample: dict) -> dict:
     """One sample as sums: ``n`` (all), ``scored`` and per key its sum over the samples it is averaged on."""
     scored = not sample.get("failed")
     out = {"n": 1.0, "scored": float(scored)}
     for key in MEAN_OVER_ALL:
         out[key] = float(sample.get(key, 0.0))
-    for key in MEAN_OVER_SCORED:
+    for key in (*MEAN_OVER_SCORED, *_terms(sample)):
         out[key] = float(sample.get(key, 0.0)) if scored else 0.0
     return out
 
@@ -70,7 +80,7 @@ def to_metrics(sums: dict) -> dict[str, float]:
     for key in MEAN_OVER_ALL:
         out[f"{PREFIX}/{key}/mean"] = sums[key] / sums["n"]
     if sums["scored"]:
-        for key in MEAN_OVER_SCORED:
+        for key in (*MEAN_OVER_SCORED, *(k for k in sums if k not in _NOT_TERMS)):
             out[f"{PREFIX}/{key}/mean"] = sums[key] / sums["scored"]
     return out
 
