@@ -184,3 +184,51 @@ def test_grpo_trains_the_tiny_vlm_with_the_cim_reward(trained):
     print(f"\nTRL GRPO, {STEPS} steps x {PROMPTS * GROUP} rollouts: reward per step "
           f"{[round(x, 3) for x in curve]}; first 8 mean {first:.3f}, last 8 mean {last:.3f}; "
           f"{len(changed)}/{len(before)} tensors changed; captions {captions[:2]}")
+
+
+# -- guard terms and GDPO: several reward functions, one request per batch ---------------------------------
+def test_guards_and_gdpo_give_trl_one_function_per_term_scored_in_one_request():
+    from cim.reward.scorer import Scorer
+    from cim.service.server import RewardService, ServerHandle, build_app
+    from cim.train.trl.reward import CimReward
+    from cim.train.trl.settings import grpo_config, grpo_kwargs
+
+    from support.train_world import captions_for, scorer
+
+    index_dir()
+    items = captions_for(world()["rows"][:5]) + [{"caption": "a red red red circle circle circle red red red",
+                                                  "image_id": world()["rows"][0]["id"]},
+                                                 {"caption": "", "image_id": world()["rows"][1]["id"]}]
+    completions = [[{"role": "assistant", "content": it["caption"]}] for it in items]
+    ids = [it["image_id"] for it in items]
+    plain = config()
+    assert "reward_weights" not in grpo_kwargs(plain) and "multi_objective_aggregation" not in grpo_kwargs(plain)
+    summed = config("reward.guards=[repetition,length]", "reward.guard.length.weight=0.5")
+    gdpo = config("reward.guards=[repetition,length]", "reward.guard.length.weight=0.5", "reward.aggregate=gdpo",
+                  "reward.beta=2.0")
+    guarded = Scorer.from_config(summed, text_encoder=scorer().text_encoder)
+    want = guarded.score(items)
+    service = RewardService(guarded, window_s=0.0)
+    with ServerHandle(build_app(service)) as handle:
+        for cfg, names, weights in ((summed, ["cim", "guard_repetition", "guard_length"], [1.0, 1.0, 0.5]),
+                                    (gdpo, ["grc", "qir", "guard_repetition", "guard_length"], [1.0, 2.0, 1.0, 0.5])):
+            args = grpo_config(cfg)
+            assert args.reward_weights == weights
+            assert args.multi_objective_aggregation == ("normalize_then_sum" if cfg is gdpo else "sum_then_normalize")
+            funcs = CimReward.functions(cfg, handle.url)
+            assert [f.__name__ for f in funcs] == names
+            logged = {}
+            before = service.batcher.stats.batches
+            values = [f(prompts=[None] * len(items), completions=completions, image_id=ids,
+                        log_metric=logged.__setitem__) for f in funcs]          # as TRL calls them, in order
+            assert service.batcher.stats.batches - before == 1 and funcs[0].calls == 1   # one request a batch
+            for i, w in enumerate(want[:-1]):
+                if cfg is summed:       # TRL's weighted sum of the functions is the composed score
+                    assert sum(wt * v[i] for wt, v in zip(weights, values)) == pytest.approx(w["score"], abs=1e-6)
+                else:
+                    assert [v[i] for v in values] == pytest.approx(
+                        [w["grc"], w["qir"], w["guards"]["repetition"], w["guards"]["length"]], abs=1e-6)
+            assert values[names.index("guard_repetition")][5] < 0                   # the repeated caption
+            assert [v[-1] for v in values[1:]] == [0.0] * (len(funcs) - 1)         # a failed rollout: terms 0
+            assert logged["cim_reward/guard_length/mean"] == pytest.approx(sum(values[-1]) / len(items))
+            assert "cim_reward/upsilon/mean" in logged

@@ -85,9 +85,10 @@ def _train(cfg, p: dict, dataset, out: Path, resume, service) -> dict:
         mlflow.set_tags({"reward.service_url": service.url,
                          "reward.index_checksum": str((service.health or {}).get("index_checksum"))})
         mlflow.log_text(p["grpo_config"].to_json_string(), "grpo_config.json")
-        reward = CimReward.from_config(cfg, service.url, trace=out / "rewards.jsonl" if t.trace_rewards else None)
+        funcs = CimReward.functions(cfg, service.url, trace=out / "rewards.jsonl" if t.trace_rewards else None)
+        reward = funcs[0]                       # the one that scores (the others read its batch)
         metrics = MlflowMetrics(run.info.run_id)
-        trainer = GRPOTrainer(model=p["model"], reward_funcs=[reward], args=p["grpo_config"],
+        trainer = GRPOTrainer(model=p["model"], reward_funcs=funcs, args=p["grpo_config"],
                               train_dataset=dataset, peft_config=lora_config(cfg), callbacks=[metrics])
         print(f"cim train: trl in MLflow run {run.info.run_id}"
               + (f", resuming from {resume}" if resume else ""), file=sys.stderr, flush=True)

@@ -1,4 +1,5 @@
-"""``train.grpo`` (shared) + ``train.trl`` (this backend's) -> TRL's ``GRPOConfig`` and peft's ``LoraConfig``."""
+"""``train.grpo`` (shared) + ``train.trl`` (this backend's) + ``reward.guards``/``aggregate`` (the reward
+functions' weights, :func:`reward_terms`) -> TRL's ``GRPOConfig``; peft's ``LoraConfig``."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -35,7 +36,30 @@ def grpo_kwargs(cfg) -> dict[str, Any]:
         "optim": "adamw_torch", "weight_decay": 0.0, "lr_scheduler_type": "constant",
         "scale_rewards": "group", "log_completions": False, "disable_tqdm": True,
     }
+    terms = reward_terms(cfg)
+    if len(terms) > 1:                       # several reward functions (guards, GDPO): their weights
+        out["reward_weights"] = [float(w) for _, w in terms]
+    if cfg.reward.aggregate == "gdpo":
+        out["multi_objective_aggregation"] = "normalize_then_sum"
     return out
+
+
+def reward_terms(cfg) -> list[tuple[str, float]]:
+    """TRL's reward functions as ``(key of a scored row, weight)``, in order (:mod:`cim.train.trl.reward`):
+
+    - ``aggregate=sum`` without guards: ``[("score", 1)]``, one function (the reward as it always was);
+    - ``aggregate=sum`` with guards: Υ (``upsilon``) then each ``guard_<name>`` with its weight: TRL sums them
+      (``sum_then_normalize``) into the composed score and logs each as its own ``rewards/<name>``;
+    - ``aggregate=gdpo``: the reward's terms (:func:`cim.reward.guards.reward_terms`: GRC, QIR with weight β,
+      each guard), each normalised in its group by TRL (``normalize_then_sum``, the GDPO paper's)."""
+    from cim.reward.guards import TERM_PREFIX
+    from cim.reward.guards import reward_terms as terms
+
+    r = cfg.reward
+    if r.aggregate == "gdpo":
+        return terms(r)
+    guards = [t for t in terms(r) if t[0].startswith(TERM_PREFIX)]
+    return [("upsilon", 1.0), *guards] if guards else [("score", 1.0)]
 
 
 def grpo_config(cfg):
