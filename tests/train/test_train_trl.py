@@ -232,3 +232,30 @@ def test_guards_and_gdpo_give_trl_one_function_per_term_scored_in_one_request():
             assert [v[-1] for v in values[1:]] == [0.0] * (len(funcs) - 1)         # a failed rollout: terms 0
             assert logged["cim_reward/guard_length/mean"] == pytest.approx(sum(values[-1]) / len(items))
             assert "cim_reward/upsilon/mean" in logged
+
+
+@pytest.mark.slow
+def test_grpo_with_gdpo_and_guards_trains_a_few_steps(tmp_path):
+    """TRL's decoupled normalisation on the reward's terms, for real: finite losses, each term's curve, one
+    reward request per step."""
+    from cim.stages.prepare_train import prepare_train
+    from cim.stages.train import train
+
+    w = world()
+    index_dir()
+    policy = _tiny_policy(tmp_path / "policy", [r["text"] for r in w["rows"]] + ["Describe this image in detail."])
+    steps = 2
+    cfg = config(f"train.manifest={w['train']}", f"train.data_dir={tmp_path / 'data'}", "train.val_size=0",
+                 "train.backend=trl", f"train.trl.model_path={policy}", f"train.trl.out_dir={tmp_path / 'trl'}",
+                 f"train.grpo.group_size={GROUP}", f"train.trl.prompts_per_step={PROMPTS}",
+                 f"train.trl.max_steps={steps}", "train.trl.max_completion_length=8", "train.trl.save_steps=100",
+                 f"train.service.port={_free_port()}", "reward.guards=[repetition,length]", "reward.aggregate=gdpo",
+                 f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", f"tracking.artifact_dir={tmp_path / 'artifacts'}")
+    prepare_train(cfg)
+    result = train(cfg)
+    assert result["returncode"] == 0 and result["global_step"] == steps and result["reward_calls"] == steps
+    logs = [h for h in result["log_history"] if "loss" in h]
+    assert len(logs) == steps and all(math.isfinite(h["loss"]) for h in logs)
+    for key in ("rewards/grc/mean", "rewards/qir/mean", "rewards/guard_repetition/mean",
+                "rewards/guard_length/mean", "cim_reward/guard_repetition/mean", "cim_reward/upsilon/mean"):
+        assert all(math.isfinite(h[key]) for h in logs), key
