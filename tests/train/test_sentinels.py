@@ -60,11 +60,14 @@ def test_observe_reports_the_text_statistics_the_guards_and_the_hack_probe():
     assert random.getstate() == states[0] and (np.random.get_state()[1] == states[1]).all()
     assert torch.equal(torch.get_rng_state(), states[2])
     later = s.observe(2, ["one two", "three four five six seven eight nine ten eleven twelve thirteen"], ["a", "b"],
-                      RESULTS[:2])
+                      [{"score": 2.0, "error": None}, {"score": 11.0, "error": None}])
     assert later["sentinel/length_ratio"] == pytest.approx(6.5 / (11 / 3))   # to the first step's mean
+    # the probe pools the last PROBE_WINDOW steps: the second step's 4 of 4 (repeat and praise, longer; no
+    # noun or adjective to stuff) with the first's 6 of 8
+    assert later["sentinel/hack_probe"] == pytest.approx((6 + 4) / (8 + 4))
     # the same step samples the same captions: one caption of two, seeded by (seed, step)
-    one = Sentinels(SentinelConfig(probe_captions=1), _words_score([]), seed=3)
-    picks = {one.probe(5, CAPTIONS, ["a", "b", "c"], RESULTS) for _ in range(3)}
+    picks = {Sentinels(SentinelConfig(probe_captions=1), _words_score([]), seed=3).probe(5, CAPTIONS, "abc", RESULTS)
+             for _ in range(3)}
     assert len(picks) == 1
     assert Sentinels(SentinelConfig(hack_probe=0), _words_score(calls)).probe(1, CAPTIONS, "abc", RESULTS) is None
     with pytest.raises(ConfigError, match="probe_hacks: concat cannot be probed"):
@@ -149,14 +152,14 @@ def test_a_normal_run_trips_none_and_keeps_sentinel_metrics_out_of_checkpoints(t
 
     index_dir()
     out = tmp_path / "normal"
-    cfg = config(*_local(out, "train.local.grpo_steps=6", "train.local.save_every=6", "train.sentinels.after_step=1"))
+    cfg = config(*_local(out, "train.local.grpo_steps=7", "train.local.save_every=7"))
     assert run_local(cfg, scorer=scorer(), progress=False) == 0
     assert "sentinel" not in capsys.readouterr().err
     run, client = _run_of(cfg, out)
     assert not [k for k in run.data.tags if k.startswith("cim.sentinel")]
     assert {"sentinel/repeat_rate", "sentinel/distinct_2", "sentinel/length_ratio", "sentinel/hack_probe",
             "sentinel/seconds"} <= set(run.data.metrics)
-    history = load_checkpoint(out, "grpo_00006")["history"]
+    history = load_checkpoint(out, "grpo_00007")["history"]
     assert history and not [k for r in history for k in r["metrics"] if k.startswith("sentinel/")]
     assert "sentinel" not in (out / "curves.csv").read_text() + (out / "summary.json").read_text()
 
@@ -188,3 +191,14 @@ def test_verl_reward_side_sums_merge_to_the_same_numbers_log_and_tag(tmp_path, c
     assert capsys.readouterr().err.strip().splitlines()[-1] == "sentinel repeat_rate tripped at step 1: 0.08333 (threshold 0.05)"
     with pytest.raises(ConfigError, match="on_trip=stop is for --backend local"):
         verl_plan(config("train.backend=verl", "train.sentinels.on_trip=stop"), str(tmp_path / "p.yaml"))
+
+
+def test_a_flow_task_does_not_retry_a_tripped_sentinel():
+    from prefect.states import Failed
+
+    from cim.errors import SentinelTripped
+    from cim.flows.common import retry_unless_sentinel
+
+    assert SentinelTripped("sentinel x tripped").exit_code == 3 and ConfigError("bad").exit_code == 2
+    assert retry_unless_sentinel(None, None, Failed(data=SentinelTripped("sentinel x tripped"))) is False
+    assert retry_unless_sentinel(None, None, Failed(data=RuntimeError("the index is gone"))) is True

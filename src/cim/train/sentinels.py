@@ -11,7 +11,8 @@ Per step (``train.sentinels``; docs/training.md "Sentinels"), over the step's ca
 - ``sentinel/hack_probe`` (where a scoring callable is given: the local backend): on a seeded sample of
   ``probe_captions`` scored captions (its own generator, seeded by ``(seed, step)``: no trainer stream is
   touched), the audit's hacks ``probe_hacks`` (:mod:`cim.audit.perturb`'s own makers, on the caption's spaCy
-  parse) are scored in one call; the share of hacks scoring at least as high as their caption.
+  parse) are scored in one call; the share of hacks scoring at least as high as their caption, pooled over
+  the last :data:`PROBE_WINDOW` probed steps (one step's 16 comparisons alone swing by about +-0.25).
 
 A threshold crossed (``repeat_rate``, ``length_ratio``, ``hack_probe`` above; ``distinct_2`` below; a guard mean
 below ``-guard_min``; a threshold <= 0 turns its sentinel off; never before ``after_step``) is a :class:`Trip`:
@@ -26,6 +27,7 @@ scored in several processes (verl's reward workers) merges them before :meth:`Se
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import random
@@ -43,6 +45,7 @@ __all__ = ["Sentinels", "Trip", "text_sums", "merge", "PROBE_HACKS", "PREFIX"]
 PREFIX = "sentinel/"
 # the audit's hacks whose makers need no donor pool (concat and hallucinate draw from other corpus captions)
 PROBE_HACKS = ("repeat", "stuff", "keywords", "shuffle", "praise")
+PROBE_WINDOW = 5              # steps whose probes are pooled into sentinel/hack_probe
 Score = Callable[[list[dict]], list[dict]]
 
 
@@ -130,6 +133,7 @@ class Sentinels:
         self.stops = settings.on_trip == "stop" if stop is None else bool(stop)    # False: always only warn
         self.base_length: Optional[float] = None     # the first observed step's mean length (length_ratio's base)
         self.tripped: set[str] = set()
+        self._probes: collections.deque = collections.deque(maxlen=PROBE_WINDOW)   # (wins, probed) per step
         self._nlp = None
 
     @classmethod
@@ -168,7 +172,8 @@ class Sentinels:
 
     def probe(self, step: int, captions: Sequence[str], image_ids: Sequence[str],
               results: Sequence[dict]) -> Optional[float]:
-        """The share of the probed hacks that score at least as high as their caption (None: nothing probed)."""
+        """The share of the probed hacks that score at least as high as their caption, this step's pooled with
+        the previous probed steps' (:data:`PROBE_WINDOW`; None: nothing probed yet)."""
         s = self.settings
         if self.score is None or s.hack_probe <= 0 or s.probe_captions <= 0 or not s.probe_hacks:
             return None
@@ -188,11 +193,13 @@ class Sentinels:
                     continue        # the hack does not apply to this caption (as in the audit)
                 items.append({"caption": made[0], "image_id": image_ids[i]})
                 base.append(float(results[i]["score"]))
-        if not items:
-            return None
-        wins = [float(r["score"]) >= b for r, b in zip(self.score(items), base)
-                if r.get("error") is None and r.get("score") is not None]
-        return float(np.mean(wins)) if wins else None
+        if items:
+            wins = [float(r["score"]) >= b for r, b in zip(self.score(items), base)
+                    if r.get("error") is None and r.get("score") is not None]
+            if wins:
+                self._probes.append((sum(wins), len(wins)))
+        probed = sum(n for _, n in self._probes)
+        return sum(w for w, _ in self._probes) / probed if probed else None
 
     def _parse(self, texts: list[str]) -> list:
         with _global_rngs_kept():     # importing spaCy draws from Python's global random
