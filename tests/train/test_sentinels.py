@@ -47,7 +47,7 @@ def test_observe_reports_the_text_statistics_the_guards_and_the_hack_probe():
     s = Sentinels(SentinelConfig(probe_captions=2, probe_hacks=["repeat", "stuff", "keywords", "praise"]),
                   _words_score(calls), seed=3, guards=["repetition", "length"])
     states = random.getstate(), np.random.get_state()[1].copy(), torch.get_rng_state().clone()
-    m = s.observe(1, CAPTIONS, ["a", "b", "c"], RESULTS)
+    m = s.observe(5, CAPTIONS, ["a", "b", "c"], RESULTS)          # a probed step (PROBE_EVERY)
     assert m["sentinel/repeat_rate"] == pytest.approx(sum(repeated_ngram_rate(c, 3) for c in CAPTIONS) / 3)
     assert m["sentinel/repeat_rate"] == pytest.approx(0.25 / 3)      # 4 trigrams, one repeats
     assert m["sentinel/distinct_1"] == pytest.approx(distinct_n(CAPTIONS, 1))
@@ -59,10 +59,11 @@ def test_observe_reports_the_text_statistics_the_guards_and_the_hack_probe():
     # the probe draws from its own generator: the trainer's streams are untouched
     assert random.getstate() == states[0] and (np.random.get_state()[1] == states[1]).all()
     assert torch.equal(torch.get_rng_state(), states[2])
-    later = s.observe(2, ["one two", "three four five six seven eight nine ten eleven twelve thirteen"], ["a", "b"],
+    assert "sentinel/hack_probe" not in s.observe(6, CAPTIONS, "abc", RESULTS) and calls == [8]
+    later = s.observe(10, ["one two", "three four five six seven eight nine ten eleven twelve thirteen"], ["a", "b"],
                       [{"score": 2.0, "error": None}, {"score": 11.0, "error": None}])
     assert later["sentinel/length_ratio"] == pytest.approx(6.5 / (11 / 3))   # to the first step's mean
-    # the probe pools the last PROBE_WINDOW steps: the second step's 4 of 4 (repeat and praise, longer; no
+    # the probe pools the last PROBE_WINDOW probes: the second's 4 of 4 (repeat and praise, longer; no
     # noun or adjective to stuff) with the first's 6 of 8
     assert later["sentinel/hack_probe"] == pytest.approx((6 + 4) / (8 + 4))
     # the same step samples the same captions: one caption of two, seeded by (seed, step)

@@ -8,11 +8,12 @@ Per step (``train.sentinels``; docs/training.md "Sentinels"), over the step's ca
 - ``sentinel/length``: mean words (whitespace-split, as ``train/caption_len``) and ``sentinel/length_ratio``:
   that over the first observed step's;
 - ``sentinel/guard_<name>``: mean value of each configured guard (``reward.guards``) over the scored captions;
-- ``sentinel/hack_probe`` (where a scoring callable is given: the local backend): on a seeded sample of
-  ``probe_captions`` scored captions (its own generator, seeded by ``(seed, step)``: no trainer stream is
-  touched), the audit's hacks ``probe_hacks`` (:mod:`cim.audit.perturb`'s own makers, on the caption's spaCy
-  parse) are scored in one call; the share of hacks scoring at least as high as their caption, pooled over
-  the last :data:`PROBE_WINDOW` probed steps (one step's 16 comparisons alone swing by about +-0.25).
+- ``sentinel/hack_probe`` (where a scoring callable is given: the local backend), every :data:`PROBE_EVERY`
+  steps: on a seeded sample of ``probe_captions`` scored captions (its own generator, seeded by ``(seed,
+  step)``: no trainer stream is touched), the audit's hacks ``probe_hacks`` (:mod:`cim.audit.perturb`'s own
+  makers, on the caption's spaCy parse) are scored in one call; the share of hacks scoring at least as high
+  as their caption, pooled over the last :data:`PROBE_WINDOW` probes (one probe's 16 comparisons alone swing
+  by about +-0.25). Not every step: a probe's scoring call costs a fifth to a third of a local GRPO step.
 
 A threshold crossed (``repeat_rate``, ``length_ratio``, ``hack_probe`` above; ``distinct_2`` below; a guard mean
 below ``-guard_min``; a threshold <= 0 turns its sentinel off; never before ``after_step``) is a :class:`Trip`:
@@ -45,7 +46,8 @@ __all__ = ["Sentinels", "Trip", "text_sums", "merge", "PROBE_HACKS", "PREFIX"]
 PREFIX = "sentinel/"
 # the audit's hacks whose makers need no donor pool (concat and hallucinate draw from other corpus captions)
 PROBE_HACKS = ("repeat", "stuff", "keywords", "shuffle", "praise")
-PROBE_WINDOW = 5              # steps whose probes are pooled into sentinel/hack_probe
+PROBE_EVERY = 5               # the hack probe runs at the steps that are multiples of this
+PROBE_WINDOW = 3              # probes pooled into sentinel/hack_probe
 Score = Callable[[list[dict]], list[dict]]
 
 
@@ -165,7 +167,7 @@ class Sentinels:
             merge(sums, text_sums(caption, {g: result["guards"][g] for g in self.guards
                                             if g in (result.get("guards") or {})} if ok else None))
         out = self.summarise(step, sums)
-        probe = self.probe(step, captions, image_ids, results)
+        probe = self.probe(step, captions, image_ids, results) if step % PROBE_EVERY == 0 else None
         if probe is not None:
             out[f"{PREFIX}hack_probe"] = probe
         return out
@@ -173,7 +175,7 @@ class Sentinels:
     def probe(self, step: int, captions: Sequence[str], image_ids: Sequence[str],
               results: Sequence[dict]) -> Optional[float]:
         """The share of the probed hacks that score at least as high as their caption, this step's pooled with
-        the previous probed steps' (:data:`PROBE_WINDOW`; None: nothing probed yet)."""
+        the previous probes' (:data:`PROBE_WINDOW`; None: nothing probed yet)."""
         s = self.settings
         if self.score is None or s.hack_probe <= 0 or s.probe_captions <= 0 or not s.probe_hacks:
             return None
