@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from support.train_world import config, index_dir, params_file, root, scorer
+from support.train_world import config, index_dir, params_file, root
 
 from cim.config.schema import SentinelConfig
 from cim.errors import ConfigError
@@ -79,6 +79,7 @@ def test_thresholds_trip_once_with_one_line_and_the_tags(capsys):
     tags = []
     s = Sentinels(SentinelConfig(distinct_2=0.2, guard_min=0.5, after_step=3), guards=["repetition"],
                   tag=tags.append)
+    s._probes.extend([(1, 1)] * 3)                                # the hack probe trips on a full window
     bad = {"sentinel/repeat_rate": 0.3, "sentinel/length_ratio": 3.5, "sentinel/hack_probe": 0.9,
            "sentinel/distinct_2": 0.1, "sentinel/guard_repetition": -0.6}
     assert s.trips(2, bad) == []                                  # before after_step
@@ -97,6 +98,7 @@ def test_thresholds_trip_once_with_one_line_and_the_tags(capsys):
     assert Sentinels(off, guards=["repetition"]).crossed(9, bad) == []     # <= 0: off (distinct_2, guard_min too)
     stopping = Sentinels(SentinelConfig(on_trip="stop"))
     assert stopping.trips(5, bad)[0] == Trip("repeat_rate", 5, 0.3, 0.1)
+    assert "hack_probe" not in [t.name for t in stopping.trips(5, bad)]   # one probe alone does not trip
     assert capsys.readouterr().err == ""                          # stop: the raised error carries the line
     assert Sentinels.from_config(config("train.sentinels.enabled=false")) is None
 
@@ -148,19 +150,24 @@ def test_a_policy_pushed_into_repetition_trips_the_sentinel_and_stops_with_exit_
 
 
 def test_a_normal_run_trips_none_and_keeps_sentinel_metrics_out_of_checkpoints(tmp_path, capsys):
+    """The guarded reward (the ``guarded`` protocol's guards) with the default thresholds: nothing trips, the
+    hack probe included (with Υ alone, the tiny world's 24-caption corpus gives hacks >= their caption 15 times
+    of 16: the probe trips, rightly)."""
     from cim.train.local.checkpoints import load_checkpoint
     from cim.train.local.run import run_local
 
     index_dir()
     out = tmp_path / "normal"
-    cfg = config(*_local(out, "train.local.grpo_steps=7", "train.local.save_every=7"))
-    assert run_local(cfg, scorer=scorer(), progress=False) == 0
+    cfg = config(*_local(out, "train.local.grpo_steps=15", "train.local.save_every=15",
+                         "reward.guards=[repetition,length,fluency]"))
+    assert run_local(cfg, progress=False) == 0                    # its own scorer: the guarded reward
     assert "sentinel" not in capsys.readouterr().err
     run, client = _run_of(cfg, out)
     assert not [k for k in run.data.tags if k.startswith("cim.sentinel")]
     assert {"sentinel/repeat_rate", "sentinel/distinct_2", "sentinel/length_ratio", "sentinel/hack_probe",
             "sentinel/seconds"} <= set(run.data.metrics)
-    history = load_checkpoint(out, "grpo_00007")["history"]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "sentinel/hack_probe")] == [5, 10, 15]
+    history = load_checkpoint(out, "grpo_00015")["history"]
     assert history and not [k for r in history for k in r["metrics"] if k.startswith("sentinel/")]
     assert "sentinel" not in (out / "curves.csv").read_text() + (out / "summary.json").read_text()
 

@@ -13,7 +13,8 @@ Per step (``train.sentinels``; docs/training.md "Sentinels"), over the step's ca
   step)``: no trainer stream is touched), the audit's hacks ``probe_hacks`` (:mod:`cim.audit.perturb`'s own
   makers, on the caption's spaCy parse) are scored in one call; the share of hacks scoring at least as high
   as their caption, pooled over the last :data:`PROBE_WINDOW` probes (one probe's 16 comparisons alone swing
-  by about +-0.25). Not every step: a probe's scoring call costs a fifth to a third of a local GRPO step.
+  by about +-0.25; it trips only once the window is full). Not every step: a probe's scoring call costs
+  about a fifth of a local GRPO step.
 
 A threshold crossed (``repeat_rate``, ``length_ratio``, ``hack_probe`` above; ``distinct_2`` below; a guard mean
 below ``-guard_min``; a threshold <= 0 turns its sentinel off; never before ``after_step``) is a :class:`Trip`:
@@ -223,6 +224,8 @@ class Sentinels:
         out = []
         for name, threshold, sign in checks:
             value = metrics.get(PREFIX + name)
+            if name == "hack_probe" and len(self._probes) < PROBE_WINDOW:
+                continue                    # too few comparisons pooled yet
             if (threshold > 0 or name.startswith("guard_")) and value is not None and not math.isnan(value) \
                     and sign * (value - threshold) > 0:
                 out.append(Trip(name, int(step), float(value), float(threshold)))
