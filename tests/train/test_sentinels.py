@@ -170,6 +170,15 @@ def test_a_normal_run_trips_none_and_keeps_sentinel_metrics_out_of_checkpoints(t
     history = load_checkpoint(out, "grpo_00015")["history"]
     assert history and not [k for r in history for k in r["metrics"] if k.startswith("sentinel/")]
     assert "sentinel" not in (out / "curves.csv").read_text() + (out / "summary.json").read_text()
+    # the same run without sentinels: the same bytes (checkpoints, samples, reports): they draw from no
+    # training stream and write nothing but MLflow records
+    off = tmp_path / "off"
+    assert run_local(config(*_local(off, "train.local.grpo_steps=15", "train.local.save_every=15",
+                                    "reward.guards=[repetition,length,fluency]", "train.sentinels.enabled=false")),
+                     progress=False, track=False) == 0
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert len(files) >= 7 and sorted(p.relative_to(off) for p in off.rglob("*") if p.is_file()) == files
+    assert all((out / f).read_bytes() == (off / f).read_bytes() for f in files)
 
 
 def test_verl_reward_side_sums_merge_to_the_same_numbers_log_and_tag(tmp_path, capsys):
