@@ -21,7 +21,8 @@ import json
 
 from prefect import flow, task
 
-from cim.flows.common import cached, config, inputs_key, publish, relocate, run_dir, run_overrides
+from cim.flows.common import (cached, config, inputs_key, publish, relocate, retry_unless_sentinel, run_dir,
+                              run_overrides)
 from cim.flows.tasks import CACHE, build_corpus_index, prepare_world
 
 TRAIN = ("seed", "train", "reward", "encoders", "index", "world")
@@ -44,7 +45,8 @@ def train_sft(params: str, overrides: list[str], index: str, world: str, out_dir
     return str(run(config(params, overrides), out_dir, report_dir=out_report, progress=False))
 
 
-@task(retries=1, cache_key_fn=inputs_key(*TRAIN, "pipeline.sft", "pipeline.variants"), **CACHE)
+@task(retries=1, retry_condition_fn=retry_unless_sentinel, cache_key_fn=inputs_key(*TRAIN, "pipeline.sft",
+                                                                                  "pipeline.variants"), **CACHE)
 def train_variant(params: str, overrides: list[str], name: str, seed: int, sft_dir: str, index: str, world: str,
                   out_dir: str, out_report: str) -> str:
     """GRPO from the SFT start with the variant's overrides and GRPO seed."""

@@ -18,7 +18,8 @@ import json
 from prefect import flow, task
 
 from cim.config import choices
-from cim.flows.common import cached, config, inputs_key, numbers_markdown, publish, run_dir, run_overrides
+from cim.flows.common import (cached, config, inputs_key, numbers_markdown, publish, retry_unless_sentinel, run_dir,
+                              run_overrides)
 
 _SERVICES: dict[str, object] = {}   # url -> ServiceHandle started by this flow run (stopped at its end)
 
@@ -57,7 +58,7 @@ def train_verl(params: str, overrides: list[str], dry_run: bool) -> dict:
     return {k: v for k, v in result.items() if k not in ("plan", "log_history")}
 
 
-@task(retries=1)
+@task(retries=1, retry_condition_fn=retry_unless_sentinel)
 def train_local(params: str, overrides: list[str], dry_run: bool) -> dict:
     """The ``train`` stage with ``train.backend=local``; a retry resumes from the last checkpoint, in the same
     MLflow run."""

@@ -1,5 +1,6 @@
 """Errors a person can fix. Every ``cim`` command prints such an error as one line naming the problem and
-the fix, and exits with code 2 (no traceback; ``--debug`` or ``CIM_DEBUG=1`` shows it).
+the fix, and exits with the class's ``exit_code``: 2 (bad input, the default), 3 (:class:`SentinelTripped`: a
+training sentinel stopped the run) -- no traceback; ``--debug`` or ``CIM_DEBUG=1`` shows it.
 
 Library code raises the most specific class; each subclasses the built-in type callers used to catch
 (``ValueError``, ``RuntimeError``, ``FileNotFoundError``), so ``except ValueError`` keeps working. Other
@@ -15,13 +16,15 @@ from __future__ import annotations
 import json
 import sys
 
-__all__ = ["CimError", "ConfigError", "InputError", "WeightsNotFound", "user_message", "describe_decode_error",
-           "describe_yaml_error"]
+__all__ = ["CimError", "ConfigError", "InputError", "WeightsNotFound", "SentinelTripped", "user_message",
+           "describe_decode_error", "describe_yaml_error"]
 
 
 class CimError(Exception):
     """Base class: the input, the config or the machine is not as the command needs; the message says how
-    to fix it."""
+    to fix it. ``exit_code``: what the ``cim`` command exits with (a subclass may set its own)."""
+
+    exit_code = 2
 
 
 class ConfigError(CimError, ValueError):
@@ -37,6 +40,17 @@ class WeightsNotFound(CimError, RuntimeError):
 
     The message says exactly what to ``pip install`` or where to put files; nothing is downloaded.
     """
+
+
+class SentinelTripped(CimError):
+    """A training sentinel crossed its threshold with ``train.sentinels.on_trip: stop`` (:mod:`cim.train.
+    sentinels`): the run stopped after a checkpoint of that step. The message is the trip's line; exit code 3."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, trips: tuple = (), checkpoint: str | None = None):
+        super().__init__(message)
+        self.trips, self.checkpoint = tuple(trips), checkpoint
 
 
 _OS_ERRORS = {  # built-in OSError subclass -> what it means for a path a user gave

@@ -23,9 +23,11 @@ from support.tiny import TINY
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
 # imported by every stage but cannot change what a stage writes: argument dispatch, MLflow records,
-# exception classes, name lookup, the console's third-party chatter
+# exception classes, name lookup, the console's third-party chatter, the training sentinels (MLflow metrics and
+# tags only, their own generators: tests/train/test_sentinels.py trains the same bytes with them on and off;
+# their hack probe also imports cim.audit and cim.eval.parsers, from GRPO step 5 on)
 NO_OUTPUT_EFFECT = {"cim/cli/__init__.py", "cim/tracking.py", "cim/errors.py", "cim/registry.py",
-                    "cim/stages/publish.py", "cim/quiet.py"}
+                    "cim/stages/publish.py", "cim/quiet.py", "cim/train/sentinels.py"}
 RECORDER = textwrap.dedent("""
     # run `cim <argv>` and write the source files of every cim module it imported (relative to src/)
     import atexit, json, sys

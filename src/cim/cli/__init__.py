@@ -7,7 +7,10 @@ runs, and nothing they import at parse time loads torch, transformers, faiss or 
 
 Errors a person can fix (:func:`cim.errors.user_message`: every ``CimError``, a missing input file, a file
 that is not UTF-8, JSON or YAML) are printed here, once for all commands, as ``cim <command>: <message>``
-with exit code 2 and no traceback; ``--debug`` or ``CIM_DEBUG=1`` prints the traceback too.
+with the error's exit code and no traceback; ``--debug`` or ``CIM_DEBUG=1`` prints the traceback too. Exit
+codes: 0 done, 1 a bug (the traceback), 2 the user's error, 3 a training sentinel stopped the run
+(:class:`cim.errors.SentinelTripped`, ``train.sentinels.on_trip: stop``), 130 interrupted. A ``CimError``
+subclass names its own code in ``exit_code``.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ import traceback
 from pathlib import Path
 
 DEFAULT_PARAMS = "params.yaml"
-EXIT_USER_ERROR = 2
+EXIT_USER_ERROR = 2          # every CimError's unless its class says otherwise (CimError.exit_code)
 EXIT_INTERRUPTED = 130
 
 # name -> (its module, one-line help)
@@ -170,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cim {name}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as exc:  # noqa: BLE001  (the boundary: a user's error becomes one line, a bug re-raises)
-        from cim.errors import user_message
+        from cim.errors import CimError, user_message
 
         message = user_message(exc)
         if message is None:
@@ -178,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug_enabled(argv):
             traceback.print_exc()
         print(f"cim {name}: {message}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return int(exc.exit_code) if isinstance(exc, CimError) else EXIT_USER_ERROR
 
 
 def run_command(name: str, argv: list[str]) -> int:

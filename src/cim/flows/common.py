@@ -9,6 +9,8 @@
   package, and the *contents* of every argument naming an existing file or folder. Never the run id, so a
   second run with the same inputs reuses the first run's outputs; ``out_*`` arguments (where a task writes)
   are not part of the key. :func:`cached` reruns a task whose cached result names a path that was deleted.
+- **Sentinels.** A training task fails with a tripped sentinel's one line and is not retried
+  (:func:`retry_unless_sentinel`).
 - **Artifact.** :func:`publish`: a markdown artifact with the run's table and its MLflow parent run's link.
 """
 from __future__ import annotations
@@ -161,6 +163,18 @@ def _select(data: dict, dotted: str) -> Any:
     for part in dotted.split("."):
         data = data.get(part, {}) if isinstance(data, dict) else {}
     return data
+
+
+def retry_unless_sentinel(task, task_run, state) -> bool:
+    """A training task's ``retry_condition_fn``: retry anything but a tripped sentinel
+    (:class:`cim.errors.SentinelTripped`, ``train.sentinels.on_trip: stop``), which would resume from the
+    checkpoint it stopped at and trip again; the task fails with the trip's line."""
+    from cim.errors import SentinelTripped
+
+    try:
+        return not isinstance(state.result(raise_on_failure=False), SentinelTripped)
+    except Exception:  # noqa: BLE001 - an unreadable result: retry as before
+        return True
 
 
 def cached(task, *args, **kwargs):

@@ -6,7 +6,9 @@ run's). MLflow receives the records only after the checkpoint that contains them
 ``log_batch`` per chunk that also sets the run tag ``cim.history_logged`` (how many records the run holds):
 a run killed between two checkpoints has in MLflow exactly the records of its last checkpoint, and its
 resumption logs the rest -- no step is lost and none is logged twice. Wall-clock timings
-(``train/step_s``) go to MLflow with the records but not into checkpoints (they differ run to run).
+(``train/step_s``) and the sentinels' metrics (``sentinel/*``, :data:`MLFLOW_ONLY`) go to MLflow with the
+records but not into checkpoints (timings differ run to run; the checkpoint folders are DVC outputs and stay
+the bytes they were before the sentinels) nor into the reports (:meth:`by_step`).
 """
 from __future__ import annotations
 
@@ -16,19 +18,22 @@ from typing import Any, Optional
 
 LOGGED_TAG = "cim.history_logged"
 MAX_BATCH = 1000                      # MLflow's limit of metrics per log_batch call
+MLFLOW_ONLY = ("sentinel/",)          # metrics sent to MLflow but kept out of checkpoints (like timings)
 
 
 class RunHistory:
     def __init__(self, records: Optional[list[dict]] = None):
         self.records: list[dict] = [dict(r) for r in (records or [])]
-        self._timing: dict[int, dict[str, float]] = {}      # record index -> timings, never checkpointed
+        self._timing: dict[int, dict[str, float]] = {}      # record index -> timings etc., never checkpointed
         self._stamp: dict[int, int] = {}                     # record index -> when it was reported (ms)
 
     def add(self, step: int, metrics: dict[str, float], timing: Optional[dict[str, float]] = None) -> None:
         self._stamp[len(self.records)] = int(time.time() * 1000)
-        if timing:
-            self._timing[len(self.records)] = dict(timing)
-        self.records.append({"step": int(step), "metrics": {k: float(v) for k, v in metrics.items()}})
+        extra = {**{k: float(v) for k, v in metrics.items() if k.startswith(MLFLOW_ONLY)}, **(timing or {})}
+        if extra:
+            self._timing[len(self.records)] = extra
+        self.records.append({"step": int(step), "metrics": {k: float(v) for k, v in metrics.items()
+                                                            if not k.startswith(MLFLOW_ONLY)}})
 
     def state(self) -> list[dict]:
         """What a checkpoint stores."""

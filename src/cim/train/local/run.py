@@ -1,5 +1,9 @@
 """`cim train --backend local` as one call: the trainer inside one MLflow run, reports, artifacts.
 
+A sentinel's trip (:mod:`cim.train.sentinels`) tags the run; with ``train.sentinels.on_trip: stop`` the
+trainer raises :class:`cim.errors.SentinelTripped` after its checkpoint, the run ends FAILED and no report is
+written (``cim train`` exits 3).
+
 Resuming: a rerun in the same ``out_dir`` continues from the newest checkpoint *and* continues the MLflow
 run the killed process left RUNNING (found by the tag ``train.checkpoint_key``, a hash of the folder's
 absolute path), tagged ``resumed=true``, ``resume.count`` and ``resume.from``. Unfinished runs that cannot be
@@ -81,6 +85,7 @@ def run_local(cfg, dry_run: bool = False, scorer=None, progress: bool = True, ru
     with start_run(cfg, "train", tags=tags, run_id=resume.info.run_id if resume else None,
                    log_params=resume is None, run_name=run_name) as run:
         import mlflow
+        from mlflow.entities import RunTag
 
         run_id = run.info.run_id
         if state is not None:
@@ -91,6 +96,9 @@ def run_local(cfg, dry_run: bool = False, scorer=None, progress: bool = True, ru
         print(f"cim train: MLflow run {run_id}" + (" (resumed)" if resume else ""), file=sys.stderr, flush=True)
         mlflow_client = client(cfg)
         trainer.on_checkpoint = lambda: trainer.history.flush(mlflow_client, run_id)
+        if trainer.sentinels is not None:          # a trip tags the run (cim.sentinel, cim.sentinel.<name>)
+            trainer.sentinels.tag = lambda tags: mlflow_client.log_batch(
+                run_id, tags=[RunTag(k, v) for k, v in tags.items()])
         summary = trainer.run(state)
         trainer.history.flush(mlflow_client, run_id)
         files = write_reports(cfg, trainer, summary)

@@ -11,6 +11,9 @@
 4. Checkpoints (:mod:`cim.train.local.checkpoints`) every ``save_every`` GRPO steps and ``5 * save_every``
    SFT steps, each holding the metric history (:mod:`cim.train.local.history`); a rerun resumes from the
    newest in either phase and ends with the same checkpoints, history and reports as an uninterrupted run.
+5. The sentinels (:mod:`cim.train.sentinels`, ``train.sentinels``) watch every GRPO step's rollouts (their
+   ``sentinel/*`` metrics go to MLflow only); a trip with ``on_trip: stop`` checkpoints that step and raises
+   :class:`cim.errors.SentinelTripped`.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ from cim.train.local.examples import read_rows, rows_with_features, sft_pairs
 from cim.train.local.history import RunHistory
 from cim.train.local.model import Captioner, build_tiny_lm, load_smollm2
 from cim.train.local.tokenizers import WordTokenizer
+from cim.train.sentinels import Sentinels
 
 
 class LocalTrainer:
@@ -80,6 +84,7 @@ class LocalTrainer:
         self.rng = random.Random(int(cfg.seed))
         self.history = RunHistory()
         self.on_checkpoint: Callable[[], None] = lambda: None    # run_local: send the history to MLflow
+        self.sentinels = Sentinels.from_config(cfg, self.scorer.score)   # None: train.sentinels.enabled=false
 
     # -- resume ---------------------------------------------------------------------------------------------
     def latest_state(self) -> Optional[dict]:
@@ -96,6 +101,9 @@ class LocalTrainer:
         self.gen.set_state(state["gen"])
         torch.set_rng_state(state["torch_rng"])
         self.history = RunHistory(state.get("history", []))
+        if self.sentinels is not None:    # length_ratio's base: GRPO step 1's mean length (= train/caption_len)
+            self.sentinels.base_length = next((r["metrics"]["train/caption_len"] for r in self.history.records
+                                               if "train/caption_len" in r["metrics"]), None)
 
     def _checkpoint(self, phase: str, step: int, optim, name: Optional[str] = None) -> Path:
         state = {"phase": phase, "step": step, "model": self.policy.state_dict(), "optim": optim.state_dict(),
@@ -246,11 +254,24 @@ class LocalTrainer:
                 self.history.add(done, m, timing={"train/step_s": time.perf_counter() - t0})
                 if done % lc.eval_every == 0 or done == lc.grpo_steps:
                     self.evaluate(done)
-                if done % lc.save_every == 0 or done == lc.grpo_steps:
+                saved = done % lc.save_every == 0 or done == lc.grpo_steps
+                if saved:
                     self._checkpoint("grpo", done, optim, name=grpo_name(done))
+                if self.sentinels is not None:
+                    self._watch(done, m, optim, saved)
                 bar.update(1)
                 bar.set_postfix(reward=f"{m['train/reward_mean']:.3f}", kl=f"{m['train/kl']:.4f}",
                                 len=f"{m['train/caption_len']:.1f}")
+
+    def _watch(self, done: int, metrics: dict, optim, saved: bool) -> None:
+        """The sentinels' trips at GRPO step ``done``; with ``on_trip: stop``: checkpoint, then stop."""
+        from cim.errors import SentinelTripped
+
+        trips = self.sentinels.trips(done, metrics)
+        if trips and self.sentinels.stops:
+            path = self.out / grpo_name(done) if saved else self._checkpoint("grpo", done, optim, name=grpo_name(done))
+            raise SentinelTripped("; ".join(t.line() for t in trips) + f"; training stopped after checkpoint {path} "
+                                  "(train.sentinels.on_trip=stop)", trips, str(path))
 
     def grpo_step(self, step: int, optim, ref, core_algos, policy_loss, actor_cfg) -> dict[str, float]:
         """One GRPO step: sample groups, score them in one call, verl's advantage and losses, one update."""
@@ -267,6 +288,10 @@ class LocalTrainer:
         self.policy.train()
         caps = [self.tok.decode(r.tolist()) for r in resp]
         scored = self._score(caps, ids)
+        t_watch = time.perf_counter()
+        watched = {} if self.sentinels is None else self.sentinels.observe(step + 1, caps, ids, scored)
+        if watched:
+            watched["sentinel/seconds"] = time.perf_counter() - t_watch
         fallback = float(self.cfg.train.service.fallback_score)
         rewards = torch.tensor([s["score"] if s.get("error") is None else fallback for s in scored])
         failed = sum(1 for s in scored if s.get("error") is not None)
@@ -304,6 +329,7 @@ class LocalTrainer:
             if ok else 0.0,
             "train/failed": float(failed),
             "train/pg_clipfrac": float(pg_metrics.get("actor/pg_clipfrac", 0.0)),
+            **watched,           # sentinel/*: MLflow only (RunHistory keeps them out of checkpoints and reports)
         }
         metrics.update(guard_metrics(self.cfg.reward, ok))
         return metrics

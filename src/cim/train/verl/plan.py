@@ -65,6 +65,10 @@ def verl_plan(cfg, params_snapshot: str) -> dict:
                                        ray_submit_command)
 
     v = cfg.train.verl
+    if cfg.train.sentinels.enabled and cfg.train.sentinels.on_trip == "stop":
+        raise ConfigError("train.sentinels.on_trip=stop is for --backend local: verl's sentinels run on the reward "
+                          "side, which cannot checkpoint or stop verl's trainer; use train.sentinels.on_trip=warn "
+                          "(a trip prints its line and tags the MLflow run)")
     data = Path(cfg.train.data_dir).resolve()
     url = service_url(cfg)
     if url and v.nnodes > 1 and _is_loopback(url):

@@ -245,7 +245,7 @@ def _count_failure(kind: str, image_id: Optional[str], reason: str, outcome: str
 def _system_failure(settings: dict, extra_info: Any, caption: str, image_id: Optional[str], reason: str) -> dict:
     """Raise or give ``neutral_score`` (``on_failure``); recorded in the step's metrics either way."""
     out = _record(settings, extra_info, _result(caption, None, ("reward_system_failed", settings["neutral_score"]),
-                                                settings["guard_keys"]))
+                                                settings["guard_keys"]), caption)
     if settings["on_failure"] == "raise":
         _count_failure("reward_system_failed", image_id, reason, "raised (reward.on_failure=raise)")
         raise RewardSystemError(f"CIM reward system failed for image {image_id!r}: {reason}. The caption is not "
@@ -271,19 +271,25 @@ def _step_metrics(settings: dict):
             from cim.train.verl import reward_metrics as rm
 
             uri = os.environ.get("MLFLOW_TRACKING_URI") or None
+            params = str(settings["params"])
+            sentinels = rm.sentinels_for(params)            # the training sentinels ride on the step sums
             if "ray" in sys.modules and sys.modules["ray"].is_initialized():   # several workers: one hub
-                _METRICS[key] = rm.StepMetrics(rm.hub_sink(run_id, uri, idle), idle_s=idle / 5)
+                _METRICS[key] = rm.StepMetrics(rm.hub_sink(run_id, uri, idle, params), idle_s=idle / 5,
+                                               watch=sentinels is not None)
             else:
-                _METRICS[key] = rm.StepMetrics(rm.mlflow_sink(run_id, uri), idle_s=idle)
+                _METRICS[key] = rm.StepMetrics(rm.mlflow_sink(run_id, uri, sentinels), idle_s=idle,
+                                               watch=sentinels is not None)
         return _METRICS[key]
 
 
-def _record(settings: dict, extra_info: Any, out: dict) -> dict:
+def _record(settings: dict, extra_info: Any, out: dict, caption: str = "", scored: Optional[dict] = None) -> dict:
+    """``out`` into the step's metrics (with the caption and its guard values: the sentinels'); returns it."""
     from cim.train.verl.reward_metrics import step_of
 
     metrics = _step_metrics(settings)
     if metrics is not None and not (isinstance(extra_info, dict) and extra_info.get("split") == "val"):
-        metrics.add(step_of(extra_info), out)
+        metrics.add(step_of(extra_info), {**out, "caption": caption, "guards": (scored or {}).get("guards")}
+                    if metrics.watch else out)
     return out
 
 
@@ -311,10 +317,10 @@ async def compute_score(data_source: Any = None, solution_str: Any = "", ground_
         if lacking:
             return _system_failure(settings, extra_info, caption, image_id, f"the scorer gives no {lacking[0]} "
                                    "(it scores without a guard the params configure in reward.guards)")
-        return _record(settings, extra_info, _result(caption, scored, guards=settings["guard_keys"]))
+        return _record(settings, extra_info, _result(caption, scored, guards=settings["guard_keys"]), caption, scored)
     if scored.get("error_kind") == "caption":
         _count_failure("caption_failed", image_id, str(scored["error"]),
                        f"floor score {settings['fallback_score']:g} used")
         return _record(settings, extra_info, _result(caption, None, ("caption_failed", settings["fallback_score"]),
-                                                     settings["guard_keys"]))
+                                                     settings["guard_keys"]), caption)
     return _system_failure(settings, extra_info, caption, image_id, str(scored.get("error")))

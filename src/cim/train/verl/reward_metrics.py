@@ -17,6 +17,14 @@ Several reward workers (Ray actors, one process each) score a step's samples. Ea
 pushes the partial sums after ``idle_s / 5`` without new samples of that step; when running under Ray the
 partials go to one named actor per run (:class:`MetricsHub`), which logs a step's merged means once nothing
 arrived for that step for ``idle_s``. Outside Ray, the process logs itself.
+
+The sentinels (:mod:`cim.train.sentinels`, ``train.sentinels`` of the params file) ride on the same sums: with
+``watch`` every sample adds its caption's text sums (n-gram sets unite across workers) and its guard values,
+and the sink logs ``sentinel/*`` (repeat rate, distinct-1/2, length and its ratio to the first step's, guard
+means) beside ``cim_reward/*`` and checks the thresholds: a trip prints its line (in the hub, Ray forwards it to
+the driver's log) and tags the run. The hack probe is the local backend's only (it would score extra captions
+from inside verl's reward loop), and ``on_trip: stop`` is refused at plan time (:func:`cim.train.verl.plan.
+verl_plan`): the reward side cannot checkpoint or stop verl's trainer, so a trip here always only warns.
 """
 from __future__ import annotations
 
@@ -27,15 +35,17 @@ from collections import defaultdict
 from typing import Any, Callable, Optional
 
 from cim.reward.guards import TERM_PREFIX
+from cim.train.sentinels import merge as _merge
+from cim.train.sentinels import text_sums
 
 log = logging.getLogger("cim.train.verl.reward_metrics")
 
 PREFIX = "cim_reward"
 MEAN_OVER_SCORED = ("score", "grc", "qir", "source_retrieved", "truncated")
 MEAN_OVER_ALL = ("failed", "reward_system_failed", "caption_len")
-_NOT_TERMS = {"n", "scored", *MEAN_OVER_SCORED, *MEAN_OVER_ALL}       # the rest of a step's sums: Υ and guards
 
-__all__ = ["StepMetrics", "MetricsHub", "step_of", "sample_sums", "to_metrics", "mlflow_sink", "hub_sink", "PREFIX"]
+__all__ = ["StepMetrics", "MetricsHub", "step_of", "sample_sums", "to_metrics", "mlflow_sink", "hub_sink", "PREFIX",
+           "sentinels_for"]
 
 
 def step_of(extra_info: Any) -> Optional[int]:
@@ -58,20 +68,19 @@ def _terms(sample: dict) -> list[str]:
     return ["upsilon", *guards] if guards else []
 
 
-def sample_sums(sample: dict) -> dict:
-    """One sample as sums: ``n`` (all), ``scored`` and per key its sum over the samples it is averaged on."""
+def sample_sums(sample: dict, watch: bool = False) -> dict:
+    """One sample as sums: ``n`` (all), ``scored`` and per key its sum over the samples it is averaged on;
+    with ``watch`` also the sentinels' sums of its ``caption`` and ``guards`` (:func:`cim.train.sentinels.
+    text_sums`)."""
     scored = not sample.get("failed")
     out = {"n": 1.0, "scored": float(scored)}
     for key in MEAN_OVER_ALL:
         out[key] = float(sample.get(key, 0.0))
     for key in (*MEAN_OVER_SCORED, *_terms(sample)):
         out[key] = float(sample.get(key, 0.0)) if scored else 0.0
+    if watch:
+        _merge(out, text_sums(sample.get("caption", ""), sample.get("guards") if scored else None))
     return out
-
-
-def _merge(into: dict, part: dict) -> None:
-    for key, value in part.items():
-        into[key] = into.get(key, 0.0) + value
 
 
 def to_metrics(sums: dict) -> dict[str, float]:
@@ -80,7 +89,7 @@ def to_metrics(sums: dict) -> dict[str, float]:
     for key in MEAN_OVER_ALL:
         out[f"{PREFIX}/{key}/mean"] = sums[key] / sums["n"]
     if sums["scored"]:
-        for key in (*MEAN_OVER_SCORED, *(k for k in sums if k not in _NOT_TERMS)):
+        for key in (*MEAN_OVER_SCORED, *(k for k in sums if k == "upsilon" or k.startswith(TERM_PREFIX))):
             out[f"{PREFIX}/{key}/mean"] = sums[key] / sums["scored"]
     return out
 
@@ -90,10 +99,11 @@ class StepMetrics:
 
     ``add(step, sample)`` takes one verl sample dict; ``merge(step, sums)`` takes partial sums (the hub).
     Step None is a time window (a new one starts after ``idle_s`` without samples), handed on as step None.
+    ``watch``: add the sentinels' sums of every sample (:func:`sample_sums`).
     """
 
-    def __init__(self, sink: Callable[[int, dict], None], idle_s: float = 10.0):
-        self.sink, self.idle_s = sink, float(idle_s)
+    def __init__(self, sink: Callable[[int, dict], None], idle_s: float = 10.0, watch: bool = False):
+        self.sink, self.idle_s, self.watch = sink, float(idle_s), bool(watch)
         self._sums: dict = defaultdict(dict)
         self._seen: dict = {}
         self._window = 0
@@ -102,7 +112,7 @@ class StepMetrics:
         self._thread: Optional[threading.Thread] = None
 
     def add(self, step: Optional[int], sample: dict) -> None:
-        self.merge(step, sample_sums(sample))
+        self.merge(step, sample_sums(sample, self.watch))
 
     def merge(self, step: Optional[int], sums: dict) -> None:
         now = time.monotonic()
@@ -139,18 +149,38 @@ class StepMetrics:
             self.flush()
 
 
-def mlflow_sink(run_id: str, tracking_uri: Optional[str] = None) -> Callable[[Optional[int], dict], None]:
-    """A sink logging :func:`to_metrics` of each step to an MLflow run (time windows at steps 1, 2, ...)."""
-    from mlflow.entities import Metric
+def sentinels_for(params: str):
+    """The sentinels of the params file ``params`` (None: ``train.sentinels.enabled`` is false, or the file does
+    not load: metrics never stop training), without the hack probe and never stopping (see the module doc)."""
+    try:
+        from cim.config import load_config
+        from cim.train.sentinels import Sentinels
+
+        return Sentinels.from_config(load_config(params or None), stop=False)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("CIM training sentinels off: %s", exc)
+        return None
+
+
+def mlflow_sink(run_id: str, tracking_uri: Optional[str] = None, sentinels=None) -> Callable[[Optional[int], dict], None]:
+    """A sink logging :func:`to_metrics` of each step to an MLflow run (time windows at steps 1, 2, ...);
+    with ``sentinels`` (:func:`sentinels_for`) also their metrics, a trip's line and tags."""
+    from mlflow.entities import Metric, RunTag
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri or None)
     windows = iter(range(1, 1 << 62))
+    if sentinels is not None:
+        sentinels.tag = lambda tags: client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
 
     def sink(step: Optional[int], sums: dict) -> None:
         at = next(windows) if step is None else int(step)
         stamp = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, at) for k, v in to_metrics(sums).items()])
+        metrics = to_metrics(sums)
+        watched = sentinels.summarise(at, sums) if sentinels is not None else {}
+        client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, at) for k, v in {**metrics, **watched}.items()])
+        if watched:
+            sentinels.trips(at, watched)
 
     return sink
 
@@ -158,8 +188,9 @@ def mlflow_sink(run_id: str, tracking_uri: Optional[str] = None) -> Callable[[Op
 class MetricsHub:
     """The one place a run's partial sums meet (a named Ray actor, one per run): merges and logs them."""
 
-    def __init__(self, run_id: str, tracking_uri: Optional[str], idle_s: float):
-        self.steps = StepMetrics(mlflow_sink(run_id, tracking_uri), idle_s=idle_s)
+    def __init__(self, run_id: str, tracking_uri: Optional[str], idle_s: float, params: Optional[str] = None):
+        self.steps = StepMetrics(mlflow_sink(run_id, tracking_uri, sentinels_for(params) if params is not None
+                                             else None), idle_s=idle_s)
 
     def merge(self, step: Optional[int], sums: dict) -> None:
         self.steps.merge(step, sums)
@@ -168,12 +199,14 @@ class MetricsHub:
         return self.steps.flush(everything=True)
 
 
-def hub_sink(run_id: str, tracking_uri: Optional[str], idle_s: float) -> Callable[[Optional[int], dict], None]:
-    """A sink pushing partial sums to the run's :class:`MetricsHub` actor (created by the first pusher)."""
+def hub_sink(run_id: str, tracking_uri: Optional[str], idle_s: float,
+             params: Optional[str] = None) -> Callable[[Optional[int], dict], None]:
+    """A sink pushing partial sums to the run's :class:`MetricsHub` actor (created by the first pusher;
+    ``params``: whose sentinels it runs)."""
     import ray
 
     hub = ray.remote(num_cpus=0)(MetricsHub).options(
-        name=f"cim_reward_metrics_{run_id}", get_if_exists=True).remote(run_id, tracking_uri, idle_s)
+        name=f"cim_reward_metrics_{run_id}", get_if_exists=True).remote(run_id, tracking_uri, idle_s, params)
 
     def sink(step: Optional[int], sums: dict) -> None:
         hub.merge.remote(step, sums)               # fire and forget: a step never waits for metrics
