@@ -178,8 +178,8 @@ def _guard_lines(reward: dict) -> list[str]:
             + ("; training normalises each term within its group, the audit scores their weighted sum" if gdpo
                else "") + "). **guard NAME** is one guard's value, "
             "unweighted, in [-1, 0] (0: nothing wrong): its rate is how often the original's value is above its "
-            "copy's; a guard ties on most pairs (a copy that loses or falsifies content is as fluent and short), "
-            "it is there for the hacks (docs/reward.md).", ""]
+            "copy's. A guard is there for the hacks; where it also orders detail or precision, the composed "
+            "reward's rates there differ from Υ's (docs/audit.md, docs/reward.md).", ""]
 
 
 def markdown(report: dict) -> str:
