@@ -170,7 +170,8 @@ def test_with_guards_the_audit_reports_the_composed_reward_upsilon_and_each_guar
     # a caption written twice repeats its trigrams: the repetition guard sees it (not in a caption of 3 words or
     # fewer, which repeated has no trigram twice)
     assert data["components"]["guard_repetition"]["hacks"]["repeat"]["rate"] >= 0.95
-    assert data["components"]["score"]["hacks"]["repeat"]["rate"] > data["components"]["upsilon"]["hacks"]["repeat"]["rate"]
+    comps = data["components"]
+    assert comps["score"]["hacks"]["repeat"]["rate"] > comps["upsilon"]["hacks"]["repeat"]["rate"]
     # labelled: "composed" and "Υ (paper)" in the verdicts, the table and the text
     v = report["verdicts"]
     assert list(v) == list(data["components"])

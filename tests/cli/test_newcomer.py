@@ -60,8 +60,9 @@ def test_score_with_guards_writes_upsilon_and_each_guard_and_says_score_is_upsil
     from cim.cli import main
 
     bench = [json.loads(x) for x in (tiny_world / "bench_captions.jsonl").read_text().splitlines()]
-    rows = [{"id": "plain", "image_id": bench[0]["image_id"], "caption": bench[0]["caption"]},
-            {"id": "twice", "image_id": bench[0]["image_id"], "caption": f"{bench[0]['caption']} {bench[0]['caption']}"}]
+    image, caption = bench[0]["image_id"], bench[0]["caption"]
+    rows = [{"id": "plain", "image_id": image, "caption": caption},
+            {"id": "twice", "image_id": image, "caption": f"{caption} {caption}"}]
     captions = tmp_path / "captions.jsonl"
     captions.write_text("".join(json.dumps(r) + "\n" for r in rows))
     args = ["--params", str(defaults_params), "encoders.image.image_size=64", f"index.out_dir={tiny_index_dir}",

@@ -191,7 +191,8 @@ def markdown(report: dict) -> str:
         f"{settings['corpus_rows']} rows with reward.mode={r['mode']}, K={r['top_k']}, β={r['beta']}, "
         f"exclude_source={r['exclude_source']}; text encoder {enc['text']}, image encoder {enc['image']}"
         f"{' (centred)' if enc.get('center_images') else ''}.", "",
-        ("**Υ (paper)** is the paper's reward" if r.get("guards") else "**Υ** is the reward") + ", Υ = GRC + β·QIR over the K corpus images the caption retrieves: **GRC** (Gallery "
+        ("**Υ (paper)** is the paper's reward" if r.get("guards") else "**Υ** is the reward")
+        + ", Υ = GRC + β·QIR over the K corpus images the caption retrieves: **GRC** (Gallery "
         "Representation Consistency) is how alike those K images are; **QIR** (Query-gallery Image Relevance) "
         "how alike they are to the caption's own image, rank-weighted (docs/reward.md).", "",
         *_guard_lines(r),
