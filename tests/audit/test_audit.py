@@ -63,7 +63,7 @@ def test_audit_json_has_the_keys_of_the_issue(audited):
     report, out = audited
     data = json.loads((out / "audit.json").read_text())
     assert tuple(data) == JSON_KEYS
-    assert set(data["components"]) == {"score", "grc", "qir"}
+    assert tuple(data["components"]) == ("score", "grc", "qir")         # without guards: as before, in order
     assert data["n"] == report["n"] == 40
     for comp in data["components"].values():
         assert {"detail", "precision", "hacks"} <= set(comp)
@@ -126,6 +126,61 @@ def test_the_sample_is_nested_and_covers_every_row_with_zero(tiny_scorer, tiny_w
     assert len(donors) == 50 and [d["id"] for d in donors[:30]] == [o.key for o in large]
     assert sorted(o.key for o in every) == sorted(json.loads(x)["id"] for x in open(tiny_world / "corpus.jsonl"))
     assert counts == {"available": 120, "by_id": 30, "by_path": 0}
+
+
+# -- guard terms (reward.guards): the composed reward, Υ and each guard ------------------------------------------
+GUARDS = ["repetition", "length", "fluency"]
+
+
+@pytest.fixture(scope="module")
+def guarded_audit(tiny_cfg, tiny_scorer, tmp_path_factory):
+    import copy
+
+    from cim.reward.guards import CorpusTexts, build_guards
+    from cim.reward.scorer import Scorer
+
+    cfg = copy.deepcopy(tiny_cfg)
+    cfg.reward.guards = GUARDS
+    s = tiny_scorer
+    scorer = Scorer(s.index, s.text_encoder, s._image_encoder, top_k=s.top_k, decay=s.decay, beta=s.beta,
+                    mode=s.mode, exclude_source=s.exclude_source,
+                    guards=build_guards(cfg.reward, CorpusTexts.of_index(s.index)))
+    out = tmp_path_factory.mktemp("audit") / "guarded"
+    return _audit(cfg, scorer, out), out
+
+
+def test_with_guards_the_audit_reports_the_composed_reward_upsilon_and_each_guard(guarded_audit, audited):
+    report, out = guarded_audit
+    plain, _ = audited
+    data = json.loads((out / "audit.json").read_text())
+    assert tuple(data["components"]) == ("score", "upsilon", "grc", "qir", "guard_repetition", "guard_length",
+                                         "guard_fluency")
+    assert list(data["settings"]["reward"]["guards"]) == GUARDS
+    # Υ, GRC and QIR are what the audit without guards measured (the same captions, pairs and scores)
+    for comp, same in (("upsilon", "score"), ("grc", "grc"), ("qir", "qir")):
+        for axis in ("detail", "precision"):
+            got, want = data["components"][comp][axis], plain["components"][same][axis]
+            assert (got["rate"], got["margin"], got["ties"], got["pairs"]) == \
+                (want["rate"], want["margin"], want["ties"], want["pairs"]), (comp, axis)
+    # every pair: the composed score is Υ plus the guards (weight 1 each), Δs likewise
+    pairs = [json.loads(line) for line in (out / "pairs.jsonl").read_text().splitlines()]
+    for p in pairs:
+        assert p["score"] == pytest.approx(p["upsilon"] + sum(p[f"guard_{g}"] for g in GUARDS), abs=1e-5)
+        assert all(-1 <= p[f"guard_{g}"] <= 0 for g in GUARDS)
+    # a caption written twice repeats its trigrams: the repetition guard sees it (not in a caption of 3 words or
+    # fewer, which repeated has no trigram twice)
+    assert data["components"]["guard_repetition"]["hacks"]["repeat"]["rate"] >= 0.95
+    comps = data["components"]
+    assert comps["score"]["hacks"]["repeat"]["rate"] > comps["upsilon"]["hacks"]["repeat"]["rate"]
+    # labelled: "composed" and "Υ (paper)" in the verdicts, the table and the text
+    v = report["verdicts"]
+    assert list(v) == list(data["components"])
+    assert v["score"].startswith("composed: ") and v["upsilon"].startswith("Υ (paper): ")
+    assert v["guard_repetition"].startswith("guard repetition: ")
+    md = (out / "audit.md").read_text()
+    assert "| pairs | n | composed rate [95% CI] | composed margin | composed ties | Υ (paper) rate [95% CI] |" in md
+    assert "composed = Υ + 1·repetition + 1·length + 1·fluency" in md and "| guard fluency ties |" in md
+    assert (out / "audit.png").stat().st_size > 0
 
 
 # -- the source row ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ OLD_SPELLINGS = {old: flag for flag, olds in FLAGS.values() for old in olds}
 # where a shared option means something: the command has progress bars / logs to MLflow / reads a protocol
 NO_PROGRESS = {"prepare", "index", "score", "verify", "audit", "train", "ablate", "caption"}
 NO_MLFLOW = {"prepare", "index", "verify", "audit", "evaluate", "caption", "compare", "train"}
-PROTOCOL = {"verify", "audit", "evaluate", "prepare-train", "train", "caption", "compare"}
+PROTOCOL = {"verify", "audit", "evaluate", "prepare-train", "train", "caption", "compare", "score"}
 # commands that write files (publish reads --out; serve writes nothing)
 WRITES = set(COMMANDS) - {"serve"}
 # commands whose default output is one of the pipeline's committed report folders

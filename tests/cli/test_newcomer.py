@@ -55,6 +55,33 @@ def test_score_fails_when_nothing_scored_and_explains_a_success(tiny_index_dir, 
     assert json.loads((tmp_path / "out.jsonl").read_text())["id"] == "mine"
 
 
+def test_score_with_guards_writes_upsilon_and_each_guard_and_says_score_is_upsilon_plus_guards(
+        tiny_index_dir, tiny_world, tmp_path, capsys, defaults_params):
+    from cim.cli import main
+
+    bench = [json.loads(x) for x in (tiny_world / "bench_captions.jsonl").read_text().splitlines()]
+    image, caption = bench[0]["image_id"], bench[0]["caption"]
+    rows = [{"id": "plain", "image_id": image, "caption": caption},
+            {"id": "twice", "image_id": image, "caption": f"{caption} {caption}"}]
+    captions = tmp_path / "captions.jsonl"
+    captions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ["--params", str(defaults_params), "encoders.image.image_size=64", f"index.out_dir={tiny_index_dir}",
+            "--captions", str(captions)]
+    assert main(["score", *args, "--out", str(tmp_path / "plain.jsonl")]) == 0
+    plain = [json.loads(x) for x in (tmp_path / "plain.jsonl").read_text().splitlines()]
+    assert all(r["upsilon"] == r["score"] and r["guards"] == {} for r in plain)
+    capsys.readouterr()
+    assert main(["score", "--protocol", "guarded", *args, "--out", str(tmp_path / "guarded.jsonl")]) == 0
+    err = capsys.readouterr().err
+    assert "score = Υ + guards = Υ + 1·repetition + 1·length + 1·fluency" in err and "about -3.00..2.94" in err
+    got = [json.loads(x) for x in (tmp_path / "guarded.jsonl").read_text().splitlines()]
+    for r, p in zip(got, plain):
+        assert list(r["guards"]) == ["repetition", "length", "fluency"]
+        assert r["upsilon"] == pytest.approx(p["upsilon"], abs=1e-6)       # Υ is the paper's, guards or not
+        assert r["score"] == pytest.approx(r["upsilon"] + sum(r["guards"].values()), abs=1e-6)
+    assert got[0]["guards"]["repetition"] == 0 > got[1]["guards"]["repetition"]
+
+
 # -- audit: warnings a newcomer needs ------------------------------------------------------------------------------
 def test_the_audit_warns_on_a_reversed_sub_kind_and_a_hack_at_chance():
     from cim.audit.report import markdown, warnings

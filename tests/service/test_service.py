@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from support.service_checks import assert_same_results, tripwire_scorer
-from support.train_world import captions_for, config, params_file, scorer, world
+from support.train_world import captions_for, config, guarded_scorer, params_file, scorer, world
 
 from cim.service.client import AsyncRewardClient, RewardClient, ServiceError
 from cim.service.server import RewardService, ServerHandle, build_app
@@ -105,6 +105,53 @@ def test_health_reports_models_corpus_and_checksum(server):
     assert h["corpus_size"] == len(world()["rows"])
     assert h["text_encoder"] and h["index_checksum"]
     assert h["reward"]["top_k"] == 3 and h["batching"]["max_batch"] == 512
+
+
+@pytest.fixture(scope="module")
+def with_guards():
+    service = RewardService(guarded_scorer(), max_batch=512, window_s=0.0)
+    with ServerHandle(build_app(service)) as handle:
+        yield handle
+
+
+def test_a_guarded_scorer_sends_upsilon_and_every_guard_through_both_clients(with_guards, server):
+    row = world()["rows"][0]
+    items = [{"caption": row["text"], "image_id": row["id"]},
+             {"caption": f"{row['text']} {row['text']} {row['text']}", "image_id": row["id"]},   # repeated
+             {"caption": "", "image_id": row["id"]}]
+    direct = guarded_scorer().score(items)
+    with RewardClient(with_guards.url) as client:
+        got, health = client.score(items), client.health()
+
+    async def asynchronous():
+        client = AsyncRewardClient(with_guards.url)
+        try:
+            return await client.score(items)
+        finally:
+            await client.aclose()
+
+    for answer in (got, asyncio.run(asynchronous())):
+        for g, d in zip(answer[:2], direct[:2]):
+            assert list(g["guards"]) == ["repetition", "length", "fluency"] and g["error"] is None
+            assert g["guards"] == pytest.approx(d["guards"], abs=1e-9)
+            assert g["upsilon"] == pytest.approx(d["upsilon"], abs=1e-6)
+            assert g["score"] == pytest.approx(g["upsilon"] + sum(g["guards"].values()), abs=1e-6)  # weight 1 each
+        assert answer[0]["guards"]["repetition"] == 0 and answer[1]["guards"]["repetition"] < -0.5
+        assert answer[1]["score"] < answer[1]["upsilon"]
+        assert answer[2]["error"] and answer[2]["guards"] == {} and answer[2]["upsilon"] is None
+    assert list(health["reward"]["guards"]) == ["repetition", "length", "fluency"]
+    assert health["reward"]["guards"]["length"]["weight"] == 1.0
+    # without guards: upsilon is the score, no guard values, and /health names none
+    with RewardClient(server[0].url) as client:
+        (plain,), plain_health = client.score(items[:1]), client.health()
+    assert plain["upsilon"] == plain["score"] and plain["guards"] == {} and "guards" not in plain_health["reward"]
+
+
+def test_results_go_out_as_strict_json_guard_values_too():
+    from cim.service.server import _finite
+
+    assert _finite({"fluency": float("nan"), "length": -0.5}) == {"fluency": None, "length": -0.5}
+    assert _finite(float("inf")) is None and _finite([1]) == [1]
 
 
 def test_request_size_is_bounded(server):

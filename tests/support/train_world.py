@@ -116,6 +116,15 @@ def scorer():
     return Scorer.from_config(config())
 
 
+@functools.lru_cache(maxsize=None)
+def guarded_scorer():
+    """The same index scored with the guarded protocol's reward (Υ + the repetition, length and fluency guards)."""
+    from cim.reward.scorer import Scorer
+
+    index_dir()
+    return Scorer.from_config(config("protocol=guarded"))
+
+
 def captions_for(rows, kinds=("right", "vague", "wrong")) -> list[dict]:
     """(caption, image_id) items of varied quality for the given world rows."""
     items = []

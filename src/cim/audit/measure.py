@@ -1,7 +1,8 @@
 """Pairs scored: how often the original beats its degraded copy, with 95% intervals from a bootstrap over
 captions.
 
-For one component (Υ, GRC or QIR) and one set of pairs (an axis, or one kind), each pair's difference is
+For one component (Υ, GRC or QIR; with guard terms also the composed reward, Υ alone and each guard:
+:func:`components`) and one set of pairs (an axis, or one kind), each pair's difference is
 ``Δ = value(original) − value(degraded)``; ``|Δ| <= tie_within`` is a tie. Then, pooled over the pairs:
 
 - ``rate``: the share of pairs the original wins, a tie counting half (the probability that the component
@@ -21,10 +22,30 @@ import numpy as np
 
 from cim.audit.settings import AXES, KINDS
 
-__all__ = ["COMPONENTS", "summarise", "state", "bootstrap_weights"]
+__all__ = ["COMPONENTS", "components", "value", "summarise", "state", "bootstrap_weights"]
 
-COMPONENTS = ("score", "grc", "qir")
+COMPONENTS = ("score", "grc", "qir")     # without guards: the reward (score, which is Υ) and its two terms
 _CHUNK_CELLS = 20_000_000         # resample weights held at once (replicates x captions)
+
+
+def components(guards: Sequence[str] = ()) -> tuple[str, ...]:
+    """The components audited for a reward with these guard terms (``reward.guards``, in order): without
+    guards :data:`COMPONENTS`; with them the composed reward ``score``, the paper's Υ ``upsilon``, ``grc``,
+    ``qir`` and each guard's unweighted value ``guard_<name>`` (:data:`cim.reward.guards.TERM_PREFIX`)."""
+    if not guards:
+        return COMPONENTS
+    from cim.reward.guards import TERM_PREFIX
+
+    return ("score", "upsilon", "grc", "qir", *(TERM_PREFIX + str(g) for g in guards))
+
+
+def value(result: dict, comp: str) -> float:
+    """A scored result's value of one component (a guard's from the result's ``guards``)."""
+    if comp in result:
+        return result[comp]
+    from cim.reward.guards import TERM_PREFIX
+
+    return result["guards"][comp[len(TERM_PREFIX):]]
 
 
 def state(cell: dict) -> str:
@@ -56,7 +77,8 @@ def summarise(pair_caption: np.ndarray, pair_kind: Sequence[str], deltas: dict[s
     """``{component: {"detail": cell + {"kinds": {kind: cell}}, "precision": ..., "hacks": {kind: cell}}}``.
 
     ``pair_caption``: each pair's caption number (0..n_captions-1); ``pair_kind``: its kind; ``deltas``:
-    per component, each pair's Δ (original − degraded). Axes or kinds with no pair are left out.
+    per component (in the report's order, :func:`components`), each pair's Δ (original − degraded). Axes
+    or kinds with no pair are left out. Every component is measured on the same bootstrap resamples.
     """
     pair_caption = np.asarray(pair_caption, dtype=np.int64)
     pair_kind = np.asarray(pair_kind, dtype=object)
@@ -68,7 +90,7 @@ def summarise(pair_caption: np.ndarray, pair_kind: Sequence[str], deltas: dict[s
         groups += [(axis, k, pair_kind == k) for k in present]
     # per caption sums for every (component, group): score (win 1, tie 1/2), ties, wins, Δ, count
     cells = []
-    for comp in COMPONENTS:
+    for comp in deltas:
         d = np.asarray(deltas[comp], dtype=np.float64)
         tie = np.abs(d) <= tie_within
         win = (d > tie_within)
@@ -88,7 +110,7 @@ def summarise(pair_caption: np.ndarray, pair_kind: Sequence[str], deltas: dict[s
             with np.errstate(invalid="ignore", divide="ignore"):
                 reps.append((w @ s_mat) / (w @ n_mat))
     reps = np.concatenate(reps, axis=0) if reps else np.zeros((0, len(cells)))
-    out: dict = {comp: {} for comp in COMPONENTS}
+    out: dict = {comp: {} for comp in deltas}
     for j, (comp, axis, kind, sums) in enumerate(cells):
         n = sums["n"].sum()
         if n == 0:

@@ -10,13 +10,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from cim.audit.measure import COMPONENTS, state
+from cim.audit.measure import components as components_of, state
 from cim.audit.settings import AXES
 from cim.io import atomic_write_json, atomic_write_text
 
 __all__ = ["NAMES", "verdicts", "warnings", "markdown", "plot", "write", "log_audit", "JSON_KEYS"]
 
 NAMES = {"score": "Υ", "grc": "GRC", "qir": "QIR"}
+# with guard terms (reward.guards) the score is the composed reward, Υ is audited beside it as `upsilon`
+GUARDED_NAMES = {"score": "composed", "upsilon": "Υ (paper)"}
 JSON_KEYS = ("components", "n", "settings")
 # what each reward.mode needs of its components (the paper's split: GRC detail richness, QIR precision; a
 # single-component reward needs that component to carry both)
@@ -26,10 +28,28 @@ _STATE_WORDS = {"chance": "at chance", "reverses": "reversed (it prefers the deg
 MIN_PAIRS = 100
 
 
-def _name(comp: str, mode: str) -> str:
-    if comp == "score" and mode in ("grc", "qir"):
-        return f"Υ (= {NAMES[mode]}, reward.mode={mode})"
-    return NAMES[comp]
+def _short(comp: str, guarded: bool = False) -> str:
+    """A component's short label: ``Υ``, ``GRC``, ``QIR``; with guards ``composed``, ``Υ (paper)`` and
+    ``guard <name>``."""
+    if guarded and comp in GUARDED_NAMES:
+        return GUARDED_NAMES[comp]
+    if comp in NAMES:
+        return NAMES[comp]
+    from cim.reward.guards import TERM_PREFIX
+
+    return "guard " + comp[len(TERM_PREFIX):] if comp.startswith(TERM_PREFIX) else comp
+
+
+def _name(comp: str, mode: str, guarded: bool = False) -> str:
+    """The label of a verdict or a plot panel: the short one, and what Υ is when reward.mode keeps one term."""
+    if mode in ("grc", "qir") and comp == ("upsilon" if guarded else "score"):
+        return f"Υ ({'paper, ' if guarded else ''}= {NAMES[mode]}, reward.mode={mode})"
+    return _short(comp, guarded)
+
+
+def _columns(settings: dict) -> tuple[str, ...]:
+    """The report's components, in order, for the reward of ``settings`` (guards from ``reward.guards``)."""
+    return components_of(list((settings.get("reward") or {}).get("guards") or ()))
 
 
 def _num(cell: dict) -> str:
@@ -41,7 +61,7 @@ def _list(words: list[str], joiner: str = "and") -> str:
     return words[0] if len(words) == 1 else f" {joiner} ".join([", ".join(words[:-1]), words[-1]])
 
 
-def verdict(comp: str, data: dict, mode: str) -> str:
+def verdict(comp: str, data: dict, mode: str, guarded: bool = False) -> str:
     """``GRC: orders detail, not precision (detail 0.87 [0.85, 0.89], precision 0.50 [0.48, 0.52])``, then the
     hacks whose copy the component scores *above* the original, and those it does not tell from it (a
     policy is not pushed away from them)."""
@@ -60,7 +80,7 @@ def verdict(comp: str, data: dict, mode: str) -> str:
                      f"at chance on {chance[0]}")
     if reverses:
         parts.append("reverses " + _list(reverses))
-    line = f"{_name(comp, mode)}: {', '.join(parts) or 'no pairs'}"
+    line = f"{_name(comp, mode, guarded)}: {', '.join(parts) or 'no pairs'}"
     if axes:
         line += " (" + ", ".join(f"{a} {_num(data[a])}" for a in axes) + ")"
     fooled = [k for k, cell in data.get("hacks", {}).items() if state(cell) == "reverses"]
@@ -68,17 +88,20 @@ def verdict(comp: str, data: dict, mode: str) -> str:
         line += f"; scores these hacks above the caption: {', '.join(fooled)}"
     blind = [k for k, cell in data.get("hacks", {}).items() if state(cell) == "chance"]
     if blind:
-        line += f"; at chance on the hacks {', '.join(blind)} (writing them costs no {NAMES[comp]})"
+        line += f"; at chance on the hacks {', '.join(blind)} (writing them costs no {_short(comp, guarded)})"
     return line
 
 
 def verdicts(components: dict, mode: str) -> dict[str, str]:
-    return {comp: verdict(comp, components[comp], mode) for comp in COMPONENTS if comp in components}
+    """One line per component, in the report's order (with guards, ``upsilon`` among them)."""
+    guarded = "upsilon" in components
+    return {comp: verdict(comp, data, mode, guarded) for comp, data in components.items()}
 
 
 def warnings(components: dict, settings: dict) -> list[str]:
     """What a user should know before training with this reward on this corpus."""
     mode = settings["reward"]["mode"]
+    guarded = bool(settings["reward"].get("guards"))
     out = []
     for comp, axes in RELIES.get(mode, {}).items():
         for axis in axes:
@@ -88,7 +111,7 @@ def warnings(components: dict, settings: dict) -> list[str]:
             st = state(cell)
             if st in _STATE_WORDS:
                 role = "" if comp == "score" else f" (the paper gives {NAMES[comp]} the {axis} role)"
-                out.append(f"reward.mode={mode} relies on {NAMES[comp]} for {axis}{role}, but it is "
+                out.append(f"reward.mode={mode} relies on {_short(comp, guarded)} for {axis}{role}, but it is "
                            f"{_STATE_WORDS[st]} on {axis} here: rate {_num(cell)}")
     score = components.get("score", {})
     for axis, harm in (("detail", "leaving that content out"), ("precision", "writing that false content")):
@@ -143,6 +166,22 @@ def _cell(components: dict, comp: str, axis: str, kind: Optional[str]) -> Option
     return data[axis] if kind is None else data[axis]["kinds"].get(kind)
 
 
+def _guard_lines(reward: dict) -> list[str]:
+    """With guard terms, what the composed reward, Υ (paper) and the guard columns are (else nothing)."""
+    guards = reward.get("guards") or {}
+    if not guards:
+        return []
+    terms = " + ".join(f"{g['weight']:g}·{name}" for name, g in guards.items())
+    gdpo = reward.get("aggregate", "sum") != "sum"
+    return [f"**composed** is the reward trained on, with the guard terms of reward.guards: composed = Υ + {terms} "
+            f"(reward.aggregate={reward.get('aggregate', 'sum')}"
+            + ("; training normalises each term within its group, the audit scores their weighted sum" if gdpo
+               else "") + "). **guard NAME** is one guard's value, "
+            "unweighted, in [-1, 0] (0: nothing wrong): its rate is how often the original's value is above its "
+            "copy's. A guard is there for the hacks; where it also orders detail or precision, the composed "
+            "reward's rates there differ from Υ's (docs/audit.md, docs/reward.md).", ""]
+
+
 def markdown(report: dict) -> str:
     comps, settings = report["components"], report["settings"]
     r, enc = settings["reward"], settings["encoders"]
@@ -152,9 +191,11 @@ def markdown(report: dict) -> str:
         f"{settings['corpus_rows']} rows with reward.mode={r['mode']}, K={r['top_k']}, β={r['beta']}, "
         f"exclude_source={r['exclude_source']}; text encoder {enc['text']}, image encoder {enc['image']}"
         f"{' (centred)' if enc.get('center_images') else ''}.", "",
-        "**Υ** is the reward, Υ = GRC + β·QIR over the K corpus images the caption retrieves: **GRC** (Gallery "
+        ("**Υ (paper)** is the paper's reward" if r.get("guards") else "**Υ** is the reward")
+        + ", Υ = GRC + β·QIR over the K corpus images the caption retrieves: **GRC** (Gallery "
         "Representation Consistency) is how alike those K images are; **QIR** (Query-gallery Image Relevance) "
         "how alike they are to the caption's own image, rank-weighted (docs/reward.md).", "",
+        *_guard_lines(r),
         "**rate**: how often the original scores above its copy (a tie counts half; 0.5 is chance), with a 95% "
         "interval from a bootstrap over captions; **margin**: the mean score difference original − copy; "
         "**ties**: the share of pairs scored equal. Detail pairs remove content (nothing false is added), "
@@ -163,11 +204,12 @@ def markdown(report: dict) -> str:
     lines += [f"- {v}" for v in report["verdicts"].values()]
     lines += ["", "## Warnings", ""]
     lines += [f"- {w}" for w in report["warnings"]] or ["- none"]
-    head = "| pairs | n |" + "".join(f" {NAMES[c]} rate [95% CI] | {NAMES[c]} margin | {NAMES[c]} ties |"
-                                      for c in COMPONENTS)
-    lines += ["", "## Rates", "", head, "|---|---|" + "---|---|---|" * len(COMPONENTS)]
+    columns, guarded = _columns(settings), bool(r.get("guards"))
+    head = "| pairs | n |" + "".join(f" {n} rate [95% CI] | {n} margin | {n} ties |"
+                                      for n in (_short(c, guarded) for c in columns))
+    lines += ["", "## Rates", "", head, "|---|---|" + "---|---|---|" * len(columns)]
     for label, axis, kind in _rows(comps):
-        cells = [_cell(comps, c, axis, kind) for c in COMPONENTS]
+        cells = [_cell(comps, c, axis, kind) for c in columns]
         n = next((c["pairs"] for c in cells if c), 0)
         row = f"| {label} | {n} |"
         for c in cells:
@@ -187,12 +229,23 @@ def plot(report: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    comps = report["components"]
+    comps, settings = report["components"], report["settings"]
+    columns, guarded = _columns(settings), bool(settings["reward"].get("guards"))
     rows = _rows(comps)
     colours = {"detail": "#1f77b4", "precision": "#d62728", "hacks": "#7f7f7f"}
-    fig, axes = plt.subplots(1, len(COMPONENTS), figsize=(4.2 * len(COMPONENTS), 0.32 * len(rows) + 1.6),
-                             sharey=True)
-    for ax, comp in zip(axes, COMPONENTS):
+    if len(columns) <= 3:           # (the reward without guards: one row of panels)
+        fig, axes = plt.subplots(1, len(columns), figsize=(4.2 * len(columns), 0.32 * len(rows) + 1.6),
+                                 sharey=True)
+        firsts = [axes[0]]
+    else:                           # with guards: rows of four panels, labels on each row's first
+        ncols = 4
+        nrows = -(-len(columns) // ncols)
+        fig, grid = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, nrows * (0.32 * len(rows) + 1.2) + 0.4),
+                                 sharey=True, squeeze=False)
+        axes, firsts = list(grid.reshape(-1)), list(grid[:, 0])
+        for ax in axes[len(columns):]:
+            ax.axis("off")
+    for ax, comp in zip(axes, columns):
         for y, (label, axis, kind) in enumerate(rows):
             cell = _cell(comps, comp, axis, kind)
             if cell is None or cell["ci95"][0] is None:
@@ -204,10 +257,11 @@ def plot(report: dict, path: Path) -> Path:
                         ecolor="black", capsize=2, lw=1)
         ax.axvline(0.5, color="black", ls="--", lw=0.8)
         ax.set_xlim(0, 1)
-        ax.set_title(_name(comp, report["settings"]["reward"]["mode"]))
+        ax.set_title(_name(comp, settings["reward"]["mode"], guarded))
         ax.set_xlabel("original beats copy (ties ½)")
         ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(range(len(rows)), [label.replace("**", "").strip() for label, _, _ in rows], fontsize=8)
+    for ax in firsts:
+        ax.set_yticks(range(len(rows)), [label.replace("**", "").strip() for label, _, _ in rows], fontsize=8)
     axes[0].invert_yaxis()
     fig.suptitle(f"CIM reward audit: {report['n']} captions, 95% bootstrap intervals", fontsize=10)
     fig.tight_layout()

@@ -20,7 +20,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from cim.audit.measure import COMPONENTS, summarise
+from cim.audit.measure import components as components_of, summarise, value
 from cim.audit.donors import DonorPool, SourceKey
 from cim.audit.perturb import Pair, caption_seed, make_pairs, parse
 from cim.audit.report import verdicts, warnings, write
@@ -242,7 +242,8 @@ def audit_settings(scorer, options: AuditConfig, source: str, counts: dict, n_pa
 def report_from(originals, pairs, first, rest, options: AuditConfig, settings: dict) -> tuple[dict, list[dict]]:
     """The report (``components``, ``n``, ``settings``, ``verdicts``, ``warnings``, ``examples``) and the
     rows of ``pairs.jsonl`` from scored pairs. Captions whose original failed to score are left out."""
-    pair_caption, pair_kind, deltas = [], [], {c: [] for c in COMPONENTS}
+    comps = components_of(list(settings["reward"].get("guards") or ()))
+    pair_caption, pair_kind, deltas = [], [], {c: [] for c in comps}
     rows, examples = [], {}
     failed = {"captions": 0, "pairs": 0}
     n = 0
@@ -251,19 +252,19 @@ def report_from(originals, pairs, first, rest, options: AuditConfig, settings: d
             failed["captions"] += 1
             continue
         rows.append({"id": o.key, "kind": "original", "text": o.text,
-                     **{c: round(r0[c], 6) for c in COMPONENTS}})
+                     **{c: round(value(r0, c), 6) for c in comps}})
         for p, r in zip(ps, rs):
             if r["error"] is not None:
                 failed["pairs"] += 1
                 continue
             pair_caption.append(n)
             pair_kind.append(p.kind)
-            d = {c: r0[c] - r[c] for c in COMPONENTS}
-            for c in COMPONENTS:
+            d = {c: value(r0, c) - value(r, c) for c in comps}
+            for c in comps:
                 deltas[c].append(d[c])
             rows.append({"id": o.key, "kind": p.kind, "axis": p.axis, "text": p.text, "donor": p.donor,
-                         **{c: round(r[c], 6) for c in COMPONENTS},
-                         **{f"delta_{c}": round(d[c], 6) for c in COMPONENTS}})
+                         **{c: round(value(r, c), 6) for c in comps},
+                         **{f"delta_{c}": round(d[c], 6) for c in comps}})
             examples.setdefault(p.kind, {"id": o.key, "original": o.text, "text": p.text})
         n += 1
     settings = dict(settings, failed=failed, pairs=len(pair_kind))
@@ -306,7 +307,9 @@ def run_audit(cfg, *, index_dir: str | Path | None = None, manifest: str | Path 
       ``tie_within``, ``spacy_model``, ``write_pairs``).
 
     The report: ``components`` (``score``/``grc``/``qir`` -> ``detail``/``precision`` (each with ``kinds``)
-    and ``hacks`` -> kind -> ``rate``, ``ci95``, ``margin``, ``ties``, ``wins``, ``pairs``, ``captions``),
+    and ``hacks`` -> kind -> ``rate``, ``ci95``, ``margin``, ``ties``, ``wins``, ``pairs``, ``captions``;
+    with guard terms, ``reward.guards``, the composed ``score``, ``upsilon`` (the paper's Υ), ``grc``,
+    ``qir`` and ``guard_<name>`` each, :func:`cim.audit.measure.components`),
     ``n`` (captions audited), ``settings``, ``verdicts`` (one line per component), ``warnings``,
     ``examples`` (one pair per kind), ``runtime`` (seconds, captions and texts per second) and ``files``.
     """

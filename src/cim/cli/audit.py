@@ -5,8 +5,8 @@ Without labels: every audited caption (a corpus text with its own image as the s
 that turn false at equal length (a colour, object or relation word swapped for one from other corpus
 captions; two colours exchanged), and hacked copies (repeated, keyword-stuffed, word salad, shuffled,
 praised, concatenated with another caption, a hallucinated object added). Both sides are scored with the
-configured reward (reward.*; the source image left out of retrieval as in training); for Υ, GRC and QIR the
-report gives how often the original wins (ties count half), a 95% bootstrap interval over captions, the mean
+configured reward (reward.*; the source image left out of retrieval as in training); for Υ, GRC and QIR (with
+guard terms, reward.guards or --protocol guarded: also the composed reward and each guard) the report gives how often the original wins (ties count half), a 95% bootstrap interval over captions, the mean
 margin and the share of ties, one verdict line per component, and warnings when a component the chosen
 reward.mode relies on is at chance on an axis, or when the reward prefers a hack. docs/audit.md.
 """

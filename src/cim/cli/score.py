@@ -1,6 +1,8 @@
 """`cim score --index DIR --captions FILE --out FILE`: a caption file in (:mod:`cim.captions`: caption +
 image_id or image, optional id label), jsonl out (one row per input line: the input row plus ``line`` and the
-reward's keys; docs/reward.md), then one line saying what the numbers mean. Exits 2 when no row scored."""
+reward's keys: score, upsilon (the paper's Υ), grc, qir, guards, ...; docs/reward.md), then one line saying what
+the numbers mean (score = Υ + guards with reward.guards, e.g. ``--protocol guarded``). Exits 2 when no row
+scored."""
 from __future__ import annotations
 
 import json
@@ -17,7 +19,7 @@ def add_arguments(parser) -> None:
              help="caption file: one {image_id | image, caption[, id]} per line (docs/captions.md)")
     add_out(parser, dest="output", required=True, metavar="FILE", help="jsonl written atomically, one row per input line: the "
                         "input row plus line, " + ", ".join(RESULT_KEYS))
-    add_shared(parser, "no-progress")
+    add_shared(parser, "protocol", "no-progress")
 
 
 def run(args) -> int:

@@ -3,9 +3,11 @@
 The range follows from the equations (:mod:`cim.reward.equations`): GRC is the length of a mean of unit
 vectors, so ``0 <= GRC <= 1``; QIR is a λ-weighted sum of K cosines, so ``|QIR| <= Σ_r λ(r)`` (1.9375 at K=5,
 λ(r) = 0.5^(r-1)); Υ = GRC + β·QIR therefore lies below ``1 + β·Σλ`` (2.94 at K=5, β=1), and in practice above
-0 (image embeddings of one corpus do not point away from each other). Reference points on the index at hand
-come from the verify stage (captions of known quality scored on the same index, encoders and reward
-settings): its ``settings.json`` must equal this scorer's, else none are shown.
+0 (image embeddings of one corpus do not point away from each other). With guard terms (``reward.guards``)
+the score is Υ plus each guard's weighted value in [-1, 0], so it reaches down to minus the sum of the weights.
+Reference points on the index at hand come from the verify stage (captions of known quality scored on the
+same index, encoders and reward settings): its ``settings.json`` must equal this scorer's, else none are
+shown.
 """
 from __future__ import annotations
 
@@ -45,9 +47,21 @@ def describe(cfg, scorer=None) -> str:
     """One line: the range, what to compare, and the reference points of this index when verify has them."""
     r = cfg.reward
     top = upper_bound(r.top_k, r.decay, r.beta, r.mode)
-    line = (f"score = GRC + β·QIR (reward.mode={r.mode}) lies in about 0..{top:.2f} here (GRC <= 1, QIR <= "
-            f"Σλ(r) at K={r.top_k}, β={r.beta:g}); higher = the caption retrieves images like its own; compare "
-            "captions of the same image on the same index only")
+    guards = list(r.guards or [])
+    if guards:                      # score = Υ + Σ weight·guard, each guard in [-1, 0]
+        from cim.reward.guards import guard_settings
+
+        weights = {g: guard_settings(r, g)["weight"] for g in guards}
+        terms = " + ".join(f"{w:g}·{g}" for g, w in weights.items())
+        line = (f"score = Υ + guards = Υ + {terms} (reward.guards; each guard in -1..0, 0: nothing wrong); "
+                f"Υ = GRC + β·QIR (reward.mode={r.mode}, in `upsilon`) lies in about 0..{top:.2f} here (GRC <= 1, "
+                f"QIR <= Σλ(r) at K={r.top_k}, β={r.beta:g}), so score lies in about {-sum(weights.values()):.2f}.."
+                f"{top:.2f}; higher = the caption retrieves images like its own and has none of what the guards "
+                "catch (each guard's value in `guards`); compare captions of the same image on the same index only")
+    else:
+        line = (f"score = GRC + β·QIR (reward.mode={r.mode}) lies in about 0..{top:.2f} here (GRC <= 1, QIR <= "
+                f"Σλ(r) at K={r.top_k}, β={r.beta:g}); higher = the caption retrieves images like its own; compare "
+                "captions of the same image on the same index only")
     points = reference_points(cfg, scorer) if scorer is not None else None
     if points:
         shown = ", ".join(f"{_LEVEL_WORDS.get(k, k)} {v:.2f}" for k, v in points.items())

@@ -43,7 +43,9 @@ def serve(cfg, *, host: str | None = None, port: int | None = None, index_dir: s
                             window_s=(s.batch_window_ms if batch_window_ms is None else batch_window_ms) / 1e3)
     info = service.info
     print(f"cim serve: http://{host}:{port}  corpus={info['corpus_size']} text={info['text_encoder']} "
-          f"index={info['index_checksum']} auth={'bearer' if token else 'none'}", file=sys.stderr, flush=True)
+          f"index={info['index_checksum']} auth={'bearer' if token else 'none'}"
+          + (f" guards={','.join(info['reward']['guards'])}" if info["reward"].get("guards") else ""),
+          file=sys.stderr, flush=True)
     app = build_app(service, token=token, max_request_bytes=int(s.max_request_mb * (1 << 20)),
                     max_request_items=s.max_request_items,
                     body_timeout_s=s.body_timeout_s if body_timeout_s is None else body_timeout_s)

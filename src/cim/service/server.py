@@ -8,13 +8,16 @@ FastAPI's schema machinery would be weight without benefit.
 
 API (JSON):
 - ``POST /score``   ``{"items": [{"caption": str, "image_id": str, "id"?: str}, ...]}``
-  -> ``{"results": [{<every key of cim.reward.schema.RewardResult>, "id"?}, ...]}`` in order.
+  -> ``{"results": [{<every key of cim.reward.schema.RewardResult>, "id"?}, ...]}`` in order: ``score``
+  (Υ plus the weighted guard terms when ``reward.guards`` names any), ``upsilon`` (the paper's Υ), ``grc``,
+  ``qir``, ``guards`` (each guard's value, ``{}`` without guards), ...
   A bad item gets an ``error`` and ``null`` scores; the rest are scored. Refused whole: a body that is not
   strict JSON (malformed, nested too deeply, ``NaN``/``Infinity`` or a number out of range) or not
   ``{"items": [...]}``, or an ``id`` that is not a string: 400; too many items or bytes: 413; a body slower
   than ``body_timeout_s``: 408; a missing or wrong bearer token: 401; a request whose items make the scorer
   raise (the other requests of its batch are scored): 422.
-- ``GET /health``   model names, corpus size, index checksum, reward settings, batching counters.
+- ``GET /health``   model names, corpus size, index checksum, reward settings (with ``guards``, name ->
+  settings, and ``aggregate`` when configured), batching counters.
 
 Concurrent requests are gathered by :class:`cim.service.batching.MicroBatcher` into one scorer call, run on
 one worker thread (the scorer owns one device; the event loop keeps accepting while it works). Requests
@@ -46,8 +49,11 @@ _DEFAULT = RewardServiceConfig()   # the keyword defaults here are train.service
 
 
 def _finite(value: Any) -> Any:
+    """A result's value as strict JSON can carry it: a non-finite float is ``None``, in a dict too (``guards``)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
     return value
 
 
@@ -218,6 +224,7 @@ def build_app(service: RewardService, token: Optional[str] = None,
         for raw_item, c in zip(items, cleaned):
             full = empty_result(c["_bad"]) if "_bad" in c else next(scored)
             r = {k: _finite(full.get(k)) for k in RESULT_KEYS}
+            r["guards"] = r["guards"] or {}         # (a scorer without guard terms may leave them out)
             if isinstance(raw_item, dict) and "id" in raw_item:
                 r["id"] = raw_item["id"]
             results.append(r)
