@@ -80,7 +80,7 @@ def test_the_plan_orders_steps_after_what_they_need_and_names_known_stages():
     compare = plan(cfg)[-2]
     assert compare.args == {"captions": {"sft": ["reports/captions/sft/captions.jsonl"],
                                          **{r: [f"reports/captions/{r}-s{s}/captions.jsonl" for s in (0, 1, 2)]
-                                            for r in ("cim", "cim-grc", "cim-qir")}},
+                                            for r in ("cim", "cim-grc", "cim-qir", "cim-guard", "cim-gdpo")}},
                             "benchmark": "world", "baseline": "sft", "out_dir": "reports/results", "n_boot": 1000}
 
 
@@ -153,3 +153,26 @@ def test_the_ablation_trains_the_plan_of_its_rows_in_its_own_folders(tmp_path):
     assert rows == {"grc": {"train.gt_object_recall": 2.0, "train.delta_gt_object_recall": 1.5},
                     "both": {"train.gt_object_recall": 1.0, "train.delta_gt_object_recall": 0.5}}
     assert "cim-grc, cim" in how
+
+
+def test_the_guarded_row_trains_with_the_guarded_protocol_and_records_it():
+    """params.yaml's cim-guard row is the guarded protocol (its params applied, its name in the run's tags and
+    name); cim-gdpo is the paper's reward with GDPO's aggregation, no guards."""
+    from cim.config import load_config
+    from cim.pipeline.plan import plan
+    from cim.pipeline.variants import run_name, variant_config
+    from cim.protocols import load_protocol, tags
+
+    cfg = load_config(REPO / "params.yaml")
+    guard = variant_config(cfg, "cim-guard", 2)
+    proto = load_protocol("guarded").params
+    assert list(guard.reward.guards) == proto["reward.guards"] and guard.reward.aggregate == proto["reward.aggregate"]
+    assert guard.train.local.grpo_seed == 2 and guard.reward.mode == cfg.reward.mode
+    assert tags(guard) == {"protocol": "guarded", "protocol.sha256": tags(guard)["protocol.sha256"],
+                           "protocol.deviations": "none"}
+    assert run_name(cfg, "train", "cim-guard", 2) == "train[protocol=guarded,seed=2]"
+    gdpo = variant_config(cfg, "cim-gdpo", 0)
+    assert gdpo.reward.aggregate == "gdpo" and not gdpo.reward.guards and tags(gdpo) == {"protocol": "none"}
+    assert [s.name for s in plan(cfg) if s.name.startswith("train@cim-g")] == [
+        "train@cim-grc-0", "train@cim-grc-1", "train@cim-grc-2", "train@cim-guard-0", "train@cim-guard-1",
+        "train@cim-guard-2", "train@cim-gdpo-0", "train@cim-gdpo-1", "train@cim-gdpo-2"]

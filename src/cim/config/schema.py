@@ -30,6 +30,12 @@ def paths(default_factory=dict) -> Any:
     return field(default_factory=default_factory, metadata={"path": True})
 
 
+def replaced(default_factory) -> Any:
+    """A mapping whose value in the params file replaces the default's whole (not merged into it: a name the
+    file leaves out is gone), e.g. ``pipeline.variants``. ``key.name=value`` overrides still add to it."""
+    return field(default_factory=default_factory, metadata={"replace": True})
+
+
 def named(default: Any, registry: str) -> Any:
     """A field naming entries of the registry ``cim.plugins.<registry>`` (a name, or a list of names)."""
     if isinstance(default, list):
@@ -398,7 +404,9 @@ class PipelineConfig:
     """The captioner comparison (stages sft, train@variant, caption@captioner, compare; docs/evaluation.md)."""
 
     sft: str = "sft"              # the row of the SFT start (no GRPO), shared by every variant
-    variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {
+    # row -> config overrides (``protocol: NAME`` applies that protocol's params); the paper's three rows. The
+    # params file's mapping replaces this one (params.yaml adds the project's guarded and GDPO rows)
+    variants: dict[str, dict[str, Any]] = replaced(lambda: {
         "cim": {"reward.mode": "both"}, "cim-grc": {"reward.mode": "grc"}, "cim-qir": {"reward.mode": "qir"}})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])   # GRPO seeds of every variant (one SFT start)
     baseline: str = "sft"         # deltas are taken against this row
