@@ -430,13 +430,14 @@ class ManifestConfig:
 @dataclass
 class AblateConfig:
     """`cim ablate AXIS` and the ablations flow (docs/ablations.md): each axis's variants when none are given,
-    and where the reports go. Not a parameter of any DVC stage."""
+    and where the reports go. A parameter of the one DVC stage `ablate-aggregate` only (ablate.aggregate, out_dir)."""
 
     components: list[str] = field(default_factory=lambda: ["grc", "qir", "both"])   # reward.mode values
     scale: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.3, 1.0])   # shares of the non-training rows
     text: list[str] = field(default_factory=lambda: ["minilm", "mpnet"])   # encoders: text presets (or models)
     image: list[str] = field(default_factory=lambda: ["lite0", "lite2"])   # encoders: image presets
     beta: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])   # reward.beta, mode both
+    aggregate: list[str] = field(default_factory=lambda: ["sum", "gdpo"])   # reward.aggregate: the pipeline's rows
     out_dir: str = path("reports/ablations")    # <axis>.json|md|png
     work_dir: str = path("data/ablations")      # per-variant reports and extra indexes, kept for resuming
 
