@@ -176,3 +176,27 @@ def test_the_guarded_row_trains_with_the_guarded_protocol_and_records_it():
     assert [s.name for s in plan(cfg) if s.name.startswith("train@cim-g")] == [
         "train@cim-grc-0", "train@cim-grc-1", "train@cim-grc-2", "train@cim-guard-0", "train@cim-guard-1",
         "train@cim-guard-2", "train@cim-gdpo-0", "train@cim-gdpo-1", "train@cim-gdpo-2"]
+
+
+def test_the_aggregate_ablation_stage_reads_the_table_and_the_curves_of_its_rows():
+    """dvc.yaml's ablate-aggregate: after compare and the trainings of the rows its variants map to (cim,
+    cim-gdpo), on what the measurement reads (cim.ablate.from_pipeline.inputs), writing its report."""
+    from cim.ablate.axes import variants
+    from cim.ablate.from_pipeline import inputs, pipeline_row
+    from cim.config import load_config
+    from cim.pipeline.plan import plan
+
+    cfg = load_config(REPO / "params.yaml")
+    found = variants(cfg, "aggregate")
+    rows = [pipeline_row(cfg, load_config(REPO / "params.yaml", list(v.overrides))) for v in found]
+    assert rows == ["cim", "cim-gdpo"]
+    st = _dvc_stages(REPO)["ablate-aggregate"]
+    assert st["cmd"] == f"cim ablate aggregate --out {cfg.ablate.out_dir}"
+    assert [d for d in st["deps"] if not d.startswith(("src/", "configs/", "params.yaml"))] == inputs(cfg, rows)
+    steps = {s.name: s for s in plan(cfg)}
+    assert any(_under(inputs(cfg, rows)[0], o) for o in steps["compare"].outs)
+    for row in rows:                    # each curve is a report folder of one of the row's trainings
+        assert {d.split("/")[-2] for d in inputs(cfg, [row])[1:]} == {
+            steps[f"train@{row}-{s}"].args["report_dir"].split("/")[-1] for s in cfg.pipeline.seeds}
+    assert sorted(st["outs"]) == sorted(f"{cfg.ablate.out_dir}/aggregate.{x}" for x in ("json", "md", "metrics.json",
+                                                                                          "png"))
