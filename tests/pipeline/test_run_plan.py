@@ -173,6 +173,15 @@ def test_the_guarded_row_trains_with_the_guarded_protocol_and_records_it():
     assert run_name(cfg, "train", "cim-guard", 2) == "train[protocol=guarded,seed=2]"
     gdpo = variant_config(cfg, "cim-gdpo", 0)
     assert gdpo.reward.aggregate == "gdpo" and not gdpo.reward.guards and tags(gdpo) == {"protocol": "none"}
+    from cim.stages.publish import _row_params          # what the compare run of each row says it is
+
+    table = {"benchmark": "world", "baseline": "sft", "n_boot": 10}
+    said = {r: _row_params(cfg, table, {"captioner": r, "n_seeds": 3}) for r in ("cim", "cim-guard", "cim-gdpo")}
+    assert said["cim-guard"]["protocol"] == "guarded"
+    assert said["cim-guard"]["reward.guards"] == "repetition,length,fluency"
+    assert said["cim-guard"]["reward.aggregate"] == "sum" and said["cim-gdpo"]["reward.aggregate"] == "gdpo"
+    assert said["cim-gdpo"]["protocol"] == "none" and "reward.guards" not in said["cim-gdpo"]
+    assert not {"reward.guards", "reward.aggregate"} & set(said["cim"])    # the paper's rows: as before
     assert [s.name for s in plan(cfg) if s.name.startswith("train@cim-g")] == [
         "train@cim-grc-0", "train@cim-grc-1", "train@cim-grc-2", "train@cim-guard-0", "train@cim-guard-1",
         "train@cim-guard-2", "train@cim-gdpo-0", "train@cim-gdpo-1", "train@cim-gdpo-2"]
@@ -180,9 +189,9 @@ def test_the_guarded_row_trains_with_the_guarded_protocol_and_records_it():
 
 def test_the_aggregate_ablation_stage_reads_the_table_and_the_curves_of_its_rows():
     """dvc.yaml's ablate-aggregate: after compare and the trainings of the rows its variants map to (cim,
-    cim-gdpo), on what the measurement reads (cim.ablate.from_pipeline.inputs), writing its report."""
+    cim-gdpo), on what the measurement reads (cim.stages.ablate.pipeline_inputs), writing its report."""
     from cim.ablate.axes import variants
-    from cim.ablate.from_pipeline import inputs, pipeline_row
+    from cim.stages.ablate import pipeline_inputs as inputs, pipeline_row
     from cim.config import load_config
     from cim.pipeline.plan import plan
 

@@ -1,9 +1,9 @@
 """An ablation measured on the rows the pipeline already trained (the ``aggregate`` axis): no training, no
-encoder, no index. Each variant is the ``pipeline.variants`` row that trains with the variant's reward
-(:func:`pipeline_row`: ``sum`` -> ``cim``, ``gdpo`` -> ``cim-gdpo``); its numbers are that row's of the
-captioners' table (``<pipeline.out_dir>/captioners.json``: the mean over seeds, the 95% interval and the paired
-delta against the table's baseline) and its reward curve the mean over seeds of the runs' ``curves.csv``
-(``<pipeline.report_dir>/<row>-s<seed>/``).
+encoder, no index. Each variant is the ``pipeline.variants`` row that trains with the variant's reward (the
+stage maps them: :func:`cim.stages.ablate.pipeline_row`, ``sum`` -> ``cim``, ``gdpo`` -> ``cim-gdpo``); its
+numbers are that row's of the captioners' table (``<pipeline.out_dir>/captioners.json``: the mean over seeds, the
+95% interval and the paired delta against the table's baseline) and its reward curve the mean over seeds of
+the runs' ``curves.csv`` (``<pipeline.report_dir>/<row>-s<seed>/``).
 
 The table's paired deltas are against its baseline (the SFT start) only; between two variants the report gives
 the difference of their means (``<column>.minus_<first variant>``) and says that it carries no interval.
@@ -16,50 +16,15 @@ import math
 from pathlib import Path
 from typing import Sequence
 
-from cim.config import to_dict
-from cim.errors import ConfigError, InputError
+from cim.errors import InputError
 
-__all__ = ["KEYS", "pipeline_row", "inputs", "rows", "markdown", "plot"]
+__all__ = ["KEYS", "rows", "markdown", "plot"]
 
 KEYS = ("capture", "repetition")     # the table's headline and the repetition rate: each with its intervals
 HOW = ("the pipeline's own trained rows, read from its table (captioners.json) and its runs' reward curves "
        "(curves.csv `reward`: the trainer's train/reward_mean per step): means over seeds ({seeds}) with 95% "
        "intervals; Δ {base}: the table's paired bootstrap delta against {base}; `minus_{first}`: the difference of "
        "two rows' means (the table pairs rows with {base} only: no interval)")
-
-
-def pipeline_row(cfg, vcfg, what: str = "") -> str:
-    """The ``pipeline.variants`` row of ``cfg`` (the base configuration) that trains with ``vcfg``'s reward
-    settings (a variant's: ``cfg`` with its overrides); ConfigError naming ``what``, the variant's overrides,
-    when none does. Each row is taken over ``cfg``, not ``vcfg``: a row that leaves the varied key alone trains
-    with the base's value of it."""
-    from cim.pipeline.variants import variant_config, variants
-
-    want = to_dict(vcfg.reward)
-    for name in variants(cfg):
-        if name != cfg.pipeline.sft and to_dict(variant_config(cfg, name).reward) == want:
-            return name
-    raise ConfigError(f"no pipeline.variants row trains with the reward of {what or 'this variant'} "
-                      f"(reward.mode={vcfg.reward.mode}, reward.beta={vcfg.reward.beta}, "
-                      f"reward.aggregate={vcfg.reward.aggregate}); add one to params.yaml's pipeline.variants")
-
-
-def _table_path(cfg) -> Path:
-    from cim.eval.results import COMPARISON_JSON
-
-    return Path(cfg.pipeline.out_dir) / COMPARISON_JSON
-
-
-def _curves(cfg, row: str) -> list[Path]:
-    from cim.pipeline.variants import runs
-
-    return [Path(cfg.pipeline.report_dir) / run / "curves.csv" for run in runs(cfg)[row]]
-
-
-def inputs(cfg, rows_: Sequence[str]) -> list[str]:
-    """What the measurement reads: the table, then each row's runs' curves (dvc.yaml's ``ablate-aggregate``
-    deps; tests/pipeline/test_run_plan.py checks them)."""
-    return [p.as_posix() for p in [_table_path(cfg), *(c for r in rows_ for c in _curves(cfg, r))]]
 
 
 def _read_curve(path: Path) -> dict[int, float]:
@@ -81,17 +46,17 @@ def _interval(row: dict, key: str) -> tuple[float, float]:
     return (float(ci[0]), float(ci[1])) if ci else (math.nan, math.nan)
 
 
-def rows(cfg, variants, cfgs) -> tuple[list[dict], str]:
-    """``(report rows, how)``: per variant its pipeline row's :data:`KEYS` (mean, interval, Δ vs the table's
-    baseline and its interval), the difference of means against the first variant, and its mean reward curve.
+def rows(variants, names: dict[str, str], curves: dict[str, list[Path]], table_path: Path,
+         seeds: Sequence) -> tuple[list[dict], str]:
+    """``(report rows, how)``: per variant (``names``: variant -> its pipeline row; ``curves``: row -> its runs'
+    curves.csv) the row's :data:`KEYS` in the table at ``table_path`` (mean, interval, Δ vs the table's baseline
+    and its interval), the difference of means against the first variant, and its mean reward curve.
     InputError when the table or a curve is missing or the table lacks a row."""
-    table_path = _table_path(cfg)
     if not table_path.is_file():
         raise InputError(f"{table_path} does not exist: run the comparison first (`dvc repro compare`, "
                          "`cim compare`)")
     table = json.loads(table_path.read_text(encoding="utf-8"))
     found = {r["captioner"]: r for r in table["rows"]}
-    names = {v.name: pipeline_row(cfg, vcfg, " ".join(v.overrides)) for v, vcfg in zip(variants, cfgs)}
     lacking = [r for r in names.values() if r not in found]
     if lacking:
         raise InputError(f"{table_path} has no row {', '.join(lacking)}: train, caption and compare it "
@@ -111,12 +76,11 @@ def rows(cfg, variants, cfgs) -> tuple[list[dict], str]:
             row[f"{k}.delta_{base}.ci95_low"], row[f"{k}.delta_{base}.ci95_high"] = _interval(r, f"delta_{k}_ci95")
         if v.name != first:
             row.update({f"{k}.minus_{first}": r[k] - found[names[first]][k] for k in keys})
-        curve = _mean_curve(_curves(cfg, names[v.name]))
+        curve = _mean_curve(curves[names[v.name]])
         row["reward.final"] = curve["reward"][-1] if curve["reward"] else math.nan
         row["curve"] = curve
         out.append(row)
-    how = HOW.format(seeds=", ".join(map(str, cfg.pipeline.seeds)), base=base,
-                     first=first)
+    how = HOW.format(seeds=", ".join(map(str, seeds)), base=base, first=first)
     return out, how
 
 

@@ -82,8 +82,8 @@ def _ratio(sums: np.ndarray) -> np.ndarray:
 
 def metric(name: str) -> Metric:
     """The registered metric ``name``: its compute function with what it was registered with
-    (``@METRICS.register(name, columns=[(key, header, x100[, summary[, lower_better]])], scope=..., order=..., requires=..., headline=...,
-    stats=...)``)."""
+    (``@METRICS.register(name, columns=[(key, header, x100[, summary[, lower_better]])], scope=..., order=...,
+    requires=..., headline=..., stats=...)``)."""
     info = METRICS.info(name)
     scope = info.get("scope", "method")
     if scope not in ("method", "benchmark"):

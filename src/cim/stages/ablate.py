@@ -34,7 +34,7 @@ from cim.config import load_config, to_dict
 from cim.errors import ConfigError
 from cim.io import atomic_write_json, read_jsonl
 
-__all__ = ["ablate", "quality_row", "training_rows", "TRAINING_KEYS"]
+__all__ = ["ablate", "quality_row", "training_rows", "pipeline_row", "pipeline_inputs", "TRAINING_KEYS"]
 
 # columns of the pipeline's table kept in the ablation's row (as train.<key> and train.delta_<key>)
 TRAINING_KEYS = ("gt_object_recall", "gt_attribute_recall", "gt_attribute_precision", "gt_relation_recall")
@@ -149,7 +149,10 @@ def _from_pipeline(cfg, axis: str, found, cfgs, out_dir: Path) -> dict:
     from cim.ablate.report import write_report
     from cim.tracking import client, parent_run, start_run
 
-    rows, how = from_pipeline.rows(cfg, found, cfgs)
+    names = {v.name: pipeline_row(cfg, vcfg, " ".join(v.overrides)) for v, vcfg in zip(found, cfgs)}
+    table, *_ = pipeline_inputs(cfg, [])
+    curves = {row: [Path(p) for p in pipeline_inputs(cfg, [row])[1:]] for row in names.values()}
+    rows, how = from_pipeline.rows(found, names, curves, Path(table), cfg.pipeline.seeds)
     report = {"axis": axis, "measurement": ["pipeline"], "how": how,
               "rows": [{k: _rounded(val) for k, val in r.items()} for r in rows]}
     with parent_run(cfg, "ablate", f"ablate[{axis}]", tags={"ablate.axis": axis}) as parent_id:
@@ -165,6 +168,34 @@ def _from_pipeline(cfg, axis: str, found, cfgs, out_dir: Path) -> dict:
             c.log_artifact(parent_id, str(path), artifact_path="ablation")
         c.set_tag(parent_id, "ablate.variants", str(len(rows)))
     return {**report, "run_id": parent_id}
+
+
+def pipeline_row(cfg, vcfg, what: str = "") -> str:
+    """The ``pipeline.variants`` row of ``cfg`` (the base configuration) that trains with ``vcfg``'s reward
+    settings (a variant's: ``cfg`` with its overrides); ConfigError naming ``what``, the variant's overrides,
+    when none does. Each row is taken over ``cfg``, not ``vcfg``: a row that leaves the varied key alone trains
+    with the base's value of it."""
+    from cim.pipeline.variants import variant_config, variants
+
+    want = to_dict(vcfg.reward)
+    for name in variants(cfg):
+        if name != cfg.pipeline.sft and to_dict(variant_config(cfg, name).reward) == want:
+            return name
+    raise ConfigError(f"no pipeline.variants row trains with the reward of {what or 'this variant'} "
+                      f"(reward.mode={vcfg.reward.mode}, reward.beta={vcfg.reward.beta}, "
+                      f"reward.aggregate={vcfg.reward.aggregate}); add one to params.yaml's pipeline.variants")
+
+
+def pipeline_inputs(cfg, rows: Sequence[str]) -> list[str]:
+    """What the ``pipeline`` measurement reads: the pipeline's table, then each of ``rows``' runs' curves.csv
+    (dvc.yaml's ``ablate-aggregate`` deps; tests/pipeline/test_run_plan.py checks them)."""
+    from cim.eval.results import COMPARISON_JSON
+    from cim.pipeline.variants import runs
+
+    table = Path(cfg.pipeline.out_dir) / COMPARISON_JSON
+    every = runs(cfg)
+    return [p.as_posix() for p in [table, *(Path(cfg.pipeline.report_dir) / run / "curves.csv"
+                                            for row in rows for run in every[row])]]
 
 
 def _rounded(value):
@@ -186,8 +217,6 @@ def training_rows(cfg, variants, cfgs, work: Path, runner: Runner,
     from cim.pipeline.plan import plan
 
     root = Path(work) / "train"
-    from cim.ablate.from_pipeline import pipeline_row
-
     rows = {v.name: pipeline_row(cfg, vcfg, " ".join(v.overrides)) for v, vcfg in zip(variants, cfgs)}
     wcfg = with_overrides(cfg, {"pipeline.checkpoint_dir": str(root / "checkpoints"),
                                 "pipeline.report_dir": str(root / "reports"),
