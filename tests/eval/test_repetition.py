@@ -84,5 +84,6 @@ def test_the_table_marks_the_column_lower_is_better(tables):
     md = (tmp / "with" / "captioners.md").read_text()
     assert "| Rep-3 ↓ |" in md and "- ↓: lower is better (Rep-3; a negative Δ is less of it)" in md
     assert "lower is better" not in (tmp / "without" / "captioners.md").read_text()
+    assert out["with"]["lower_is_better"] == ["repetition"] and "lower_is_better" not in out["without"]
     plot = json.loads((tmp / "with" / "plot.json").read_text())
     assert {p["metric"] for p in plot} == {"Rep-3 ↓", "words"}

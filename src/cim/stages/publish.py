@@ -113,7 +113,8 @@ def _log(cfg, table: dict, key: str, files: list) -> tuple[str, int]:
 
     bench = table["benchmark"]
     tags = {"benchmark": bench, "baseline": table["baseline"], RESULTS_TAG: key,
-            "captioners": ",".join(r["captioner"] for r in table["rows"])}
+            "captioners": ",".join(r["captioner"] for r in table["rows"]),
+            **({"lower_is_better": ",".join(table["lower_is_better"])} if table.get("lower_is_better") else {})}
     with start_run(cfg, "compare", run_name=f"compare[{bench}]", tags=tags, log_params=False) as run:
         for f in files:
             mlflow.log_artifact(str(f), artifact_path="results")
