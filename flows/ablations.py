@@ -6,6 +6,9 @@ variant, and writes reports/ablations/<axis>.json|md|png. Same keys as `cim abla
 
     python flows/ablations.py                                  # every axis, default variants
     python flows/ablations.py --axes beta --values 0.5,1,2 reward.top_k=3
+    python flows/ablations.py --axes aggregate                 # sum vs GDPO: the pipeline's trained rows
+
+The aggregate axis reads the pipeline's table and reward curves (run the pipeline first); it trains nothing.
 """
 from __future__ import annotations
 
@@ -45,7 +48,7 @@ def ablations(params: str = "params.yaml", overrides: list[str] | None = None,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--axes", help="comma-separated (default: components,scale,encoders,beta)")
+    ap.add_argument("--axes", help="comma-separated (default: components,scale,encoders,beta,aggregate)")
     ap.add_argument("--values", help="comma-separated variants of the one axis given (as cim ablate --values)")
     ap.add_argument("--train", action="store_true", help="components: also train a captioner per variant")
     ap.add_argument("overrides", nargs="*")

@@ -104,3 +104,29 @@ def test_import_and_load_stay_light():
 
     assert loaded_after("from cim.config import load_config; load_config(None, ['reward.mode=grc'])",
                         ("torch", "spacy", "transformers", "sentence_transformers", "nltk", "scipy")) == []
+
+
+def test_the_params_files_variants_replace_the_defaults(tmp_path):
+    """pipeline.variants is the params file's own mapping (a row it leaves out is gone); overrides still add."""
+    p = tmp_path / "params.yaml"
+    p.write_text("pipeline:\n  variants:\n    only: {reward.mode: grc}\n")
+    assert list(load_config(p).pipeline.variants) == ["only"]
+    assert list(load_config(p, ["pipeline.variants.more={reward.mode: qir}"]).pipeline.variants) == ["only", "more"]
+    assert list(load_config(None).pipeline.variants) == ["cim", "cim-grc", "cim-qir"]   # the schema's: the paper's
+    p.write_text("pipeline:\n  seeds: [1]\n")                                            # not given: the defaults
+    assert list(load_config(p).pipeline.variants) == ["cim", "cim-grc", "cim-qir"]
+
+
+def test_a_protocol_override_applies_the_protocols_params_under_the_others():
+    from cim.config import with_overrides
+
+    cfg = load_config(None)
+    guarded = with_overrides(cfg, {"protocol": "guarded", "reward.guard": {"length": {"weight": 0.5}}})
+    assert guarded.protocol == "guarded" and list(guarded.reward.guards) == ["repetition", "length", "fluency"]
+    assert guarded.reward.guard.length.weight == 0.5                     # the other overrides still win
+    assert list(with_overrides(cfg, ["protocol=guarded"]).reward.guards) == ["repetition", "length", "fluency"]
+    # the same protocol as the config's is not applied again (an override that won over it keeps winning)
+    mine = load_config(None, ["protocol=guarded", "reward.guards=[length]"])
+    assert list(with_overrides(mine, {"protocol": "guarded"}).reward.guards) == ["length"]
+    with pytest.raises(ConfigError, match="nope"):
+        with_overrides(cfg, {"protocol": "nope"})

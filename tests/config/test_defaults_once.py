@@ -224,6 +224,8 @@ def test_ablate_defaults_come_from_the_config():
     changed = load_config(None, ["ablate.beta=[0.5,2]", "ablate.scale=[0,1]"])
     assert [v.name for v in variants(changed, "beta")] == ["beta=0.5", "beta=2"]
     assert [v.corpus for v in variants(changed, "scale")] == [0.0, 1.0]
+    assert [v.name for v in variants(cfg, "aggregate")] == a.aggregate == list(choices("reward.aggregate"))
+    assert [v.name for v in variants(load_config(None, ["ablate.aggregate=[gdpo]"]), "aggregate")] == ["gdpo"]
     parser = argparse.ArgumentParser()
     cli.add_arguments(parser)
     assert all(a.default is None for a in parser._actions if a.dest in ("out", "work", "text", "image"))

@@ -56,6 +56,8 @@ def test_compare_runs_carry_params_and_grouped_metrics(store):
 
     from cim.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 
+    from cim.pipeline.variants import variant_config
+
     uri, exp_id, cfg = store
     c = MlflowClient(uri)
     assert c.get_experiment(exp_id).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
@@ -66,7 +68,8 @@ def test_compare_runs_carry_params_and_grouped_metrics(store):
         assert params["captioner"] == row["captioner"] and params["n_seeds"] == str(row["n_seeds"])
         assert params["benchmark"] == table["benchmark"] and params["protocol"]
         if row["captioner"] != table["baseline"]:
-            assert params["reward.mode"] == str(cfg.pipeline.variants[row["captioner"]]["reward.mode"])
+            assert params["reward.mode"] == str(variant_config(cfg, row["captioner"]).reward.mode)
+            assert params["protocol"] == (variant_config(cfg, row["captioner"]).protocol or "none")
             assert params["seeds"] == ",".join(map(str, cfg.pipeline.seeds))
         top = sorted(k for k in metrics if "/" not in k)
         assert top == sorted(HEADLINE)              # the headline, nothing else unprefixed

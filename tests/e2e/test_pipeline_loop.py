@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from support.tiny import PAPER_ROWS, params_with_rows
+
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["world.n_corpus=120", "world.n_train=12", "world.n_bench=10", "world.image_size=64",
         "encoders.image.image_size=64", "index.shard_size=50", "train.val_size=2",
@@ -19,7 +21,7 @@ TINY = ["world.n_corpus=120", "world.n_train=12", "world.n_bench=10", "world.ima
         "train.local.d_model=32", "train.local.n_layers=1", "train.local.n_heads=2",
         "train.local.max_new_tokens=12", "train.local.save_every=1", "train.local.eval_every=2",
         "pipeline.seeds=[0,1]", "pipeline.n_boot=200"]
-ROWS = ["sft", "cim", "cim-grc", "cim-qir"]
+ROWS = ["sft", *PAPER_ROWS]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,7 @@ def loop(tmp_path_factory):
     from cim.pipeline.plan import captions_map, plan
 
     work = tmp_path_factory.mktemp("loop")
-    shutil.copy(REPO / "params.yaml", work / "params.yaml")
+    params_with_rows(REPO / "params.yaml", work / "params.yaml", PAPER_ROWS)   # the guard/gdpo rows: same loop
     shutil.copytree(REPO / "configs", work / "configs")
     old_cwd, saved = Path.cwd(), {k: os.environ.get(k) for k in ("CIM_PIPELINE_ID", "MLFLOW_TRACKING_URI")}
     os.chdir(work)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from support.tiny import TINY
+from support.tiny import TINY, params_with_rows
 
 REPO = Path(__file__).resolve().parents[2]
 SRC = REPO / "src"
@@ -28,6 +28,9 @@ SRC = REPO / "src"
 # their hack probe also imports cim.audit and cim.eval.parsers, from GRPO step 5 on)
 NO_OUTPUT_EFFECT = {"cim/cli/__init__.py", "cim/tracking.py", "cim/errors.py", "cim/registry.py",
                     "cim/stages/publish.py", "cim/quiet.py", "cim/train/sentinels.py"}
+# the GRPO rows the stages run for: one of each kind of training (the paper's reward, its guards, GDPO's
+# aggregation); cim-grc / cim-qir differ from cim in a value only. cim and cim-gdpo feed ablate-aggregate.
+STAGE_ROWS = ("cim", "cim-guard", "cim-gdpo")
 RECORDER = textwrap.dedent("""
     # run `cim <argv>` and write the source files of every cim module it imported (relative to src/)
     import atexit, json, sys
@@ -85,7 +88,7 @@ def test_covered_matches_files_and_folders():
 def imported_by_stage(tmp_path_factory):
     """stage -> the repository paths of the cim modules its command imported when run for real."""
     work = tmp_path_factory.mktemp("pipeline")
-    shutil.copy(REPO / "params.yaml", work / "params.yaml")
+    params_with_rows(REPO / "params.yaml", work / "params.yaml", STAGE_ROWS)
     shutil.copytree(REPO / "configs", work / "configs")
     recorder = work / "recorder.py"
     recorder.write_text(RECORDER)
@@ -93,8 +96,8 @@ def imported_by_stage(tmp_path_factory):
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     found = {}
     for name, stage in _stages().items():          # dvc.yaml lists the stages in a runnable order
-        if "@" in name and not name.endswith("-0"):
-            continue                               # one run per matrix stage (the same code; TINY has seed 0)
+        if "@" in name and (not name.endswith("-0") or name.split("@")[1].rsplit("-", 1)[0] not in STAGE_ROWS):
+            continue                               # one run per matrix stage and kind of row (TINY has seed 0)
         argv = shlex.split(stage["cmd"])
         assert argv[0] == "cim", stage["cmd"]
         record = work / f"{name}.json"

@@ -80,7 +80,7 @@ def test_the_plan_orders_steps_after_what_they_need_and_names_known_stages():
     compare = plan(cfg)[-2]
     assert compare.args == {"captions": {"sft": ["reports/captions/sft/captions.jsonl"],
                                          **{r: [f"reports/captions/{r}-s{s}/captions.jsonl" for s in (0, 1, 2)]
-                                            for r in ("cim", "cim-grc", "cim-qir")}},
+                                            for r in ("cim", "cim-grc", "cim-qir", "cim-guard", "cim-gdpo")}},
                             "benchmark": "world", "baseline": "sft", "out_dir": "reports/results", "n_boot": 1000}
 
 
@@ -153,3 +153,59 @@ def test_the_ablation_trains_the_plan_of_its_rows_in_its_own_folders(tmp_path):
     assert rows == {"grc": {"train.gt_object_recall": 2.0, "train.delta_gt_object_recall": 1.5},
                     "both": {"train.gt_object_recall": 1.0, "train.delta_gt_object_recall": 0.5}}
     assert "cim-grc, cim" in how
+
+
+def test_the_guarded_row_trains_with_the_guarded_protocol_and_records_it():
+    """params.yaml's cim-guard row is the guarded protocol (its params applied, its name in the run's tags and
+    name); cim-gdpo is the paper's reward with GDPO's aggregation, no guards."""
+    from cim.config import load_config
+    from cim.pipeline.plan import plan
+    from cim.pipeline.variants import run_name, variant_config
+    from cim.protocols import load_protocol, tags
+
+    cfg = load_config(REPO / "params.yaml")
+    guard = variant_config(cfg, "cim-guard", 2)
+    proto = load_protocol("guarded").params
+    assert list(guard.reward.guards) == proto["reward.guards"] and guard.reward.aggregate == proto["reward.aggregate"]
+    assert guard.train.local.grpo_seed == 2 and guard.reward.mode == cfg.reward.mode
+    assert tags(guard) == {"protocol": "guarded", "protocol.sha256": tags(guard)["protocol.sha256"],
+                           "protocol.deviations": "none"}
+    assert run_name(cfg, "train", "cim-guard", 2) == "train[protocol=guarded,seed=2]"
+    gdpo = variant_config(cfg, "cim-gdpo", 0)
+    assert gdpo.reward.aggregate == "gdpo" and not gdpo.reward.guards and tags(gdpo) == {"protocol": "none"}
+    from cim.stages.publish import _row_params          # what the compare run of each row says it is
+
+    table = {"benchmark": "world", "baseline": "sft", "n_boot": 10}
+    said = {r: _row_params(cfg, table, {"captioner": r, "n_seeds": 3}) for r in ("cim", "cim-guard", "cim-gdpo")}
+    assert said["cim-guard"]["protocol"] == "guarded"
+    assert said["cim-guard"]["reward.guards"] == "repetition,length,fluency"
+    assert said["cim-guard"]["reward.aggregate"] == "sum" and said["cim-gdpo"]["reward.aggregate"] == "gdpo"
+    assert said["cim-gdpo"]["protocol"] == "none" and "reward.guards" not in said["cim-gdpo"]
+    assert not {"reward.guards", "reward.aggregate"} & set(said["cim"])    # the paper's rows: as before
+    assert [s.name for s in plan(cfg) if s.name.startswith("train@cim-g")] == [
+        "train@cim-grc-0", "train@cim-grc-1", "train@cim-grc-2", "train@cim-guard-0", "train@cim-guard-1",
+        "train@cim-guard-2", "train@cim-gdpo-0", "train@cim-gdpo-1", "train@cim-gdpo-2"]
+
+
+def test_the_aggregate_ablation_stage_reads_the_table_and_the_curves_of_its_rows():
+    """dvc.yaml's ablate-aggregate: after compare and the trainings of the rows its variants map to (cim,
+    cim-gdpo), on what the measurement reads (cim.stages.ablate.pipeline_inputs), writing its report."""
+    from cim.ablate.axes import variants
+    from cim.stages.ablate import pipeline_inputs as inputs, pipeline_row
+    from cim.config import load_config
+    from cim.pipeline.plan import plan
+
+    cfg = load_config(REPO / "params.yaml")
+    found = variants(cfg, "aggregate")
+    rows = [pipeline_row(cfg, load_config(REPO / "params.yaml", list(v.overrides))) for v in found]
+    assert rows == ["cim", "cim-gdpo"]
+    st = _dvc_stages(REPO)["ablate-aggregate"]
+    assert st["cmd"] == f"cim ablate aggregate --out {cfg.ablate.out_dir}"
+    assert [d for d in st["deps"] if not d.startswith(("src/", "configs/", "params.yaml"))] == inputs(cfg, rows)
+    steps = {s.name: s for s in plan(cfg)}
+    assert any(_under(inputs(cfg, rows)[0], o) for o in steps["compare"].outs)
+    for row in rows:                    # each curve is a report folder of one of the row's trainings
+        assert {d.split("/")[-2] for d in inputs(cfg, [row])[1:]} == {
+            steps[f"train@{row}-{s}"].args["report_dir"].split("/")[-1] for s in cfg.pipeline.seeds}
+    assert sorted(st["outs"]) == sorted(f"{cfg.ablate.out_dir}/aggregate.{x}" for x in ("json", "md", "metrics.json",
+                                                                                          "png"))

@@ -11,6 +11,9 @@ from another or from the base's own choice of that key.
 - ``encoders`` (Table 4): text encoder x image encoder, by preset name (:data:`TEXT_PRESETS`,
   :data:`IMAGE_PRESETS`; a text name that is no preset is a sentence-transformers model name or folder).
 - ``beta``: ``reward.beta`` with ``reward.mode=both``.
+- ``aggregate``: ``reward.aggregate`` = sum, gdpo (one scalar, or GDPO's per-term normalisation). The reward's
+  value is the same either way, so its quality order is too: this axis is measured on the pipeline's trained
+  rows alone (:data:`FROM_PIPELINE`, :mod:`cim.ablate.from_pipeline`).
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from typing import Callable, Sequence
 
 from cim.errors import ConfigError
 
-__all__ = ["Variant", "AXES", "TEXT_PRESETS", "IMAGE_PRESETS", "defaults", "variants"]
+__all__ = ["Variant", "AXES", "FROM_PIPELINE", "TEXT_PRESETS", "IMAGE_PRESETS", "defaults", "variants"]
 
 
 @dataclass(frozen=True)
@@ -105,8 +108,19 @@ def encoders(cfg, values: Sequence[str]) -> list[Variant]:
     return out
 
 
+def aggregate(cfg, values: Sequence[str]) -> list[Variant]:
+    from cim.config import choices
+
+    bad = [v for v in values if v not in choices("reward.aggregate")]
+    if bad:
+        raise ConfigError(f"aggregate: {', '.join(bad)} is not one of {', '.join(choices('reward.aggregate'))}")
+    return [Variant(v, (f"reward.aggregate={v}",)) for v in values]
+
+
 AXES: dict[str, Callable[[object, Sequence[str]], list[Variant]]] = {
-    "components": components, "scale": scale, "encoders": encoders, "beta": beta}
+    "components": components, "scale": scale, "encoders": encoders, "beta": beta, "aggregate": aggregate}
+# axes measured on the rows the pipeline trained (its table and curves), not on the reward's quality order
+FROM_PIPELINE = frozenset({"aggregate"})
 
 
 def variants(cfg, axis: str, values: Sequence[str] | None = None) -> list[Variant]:

@@ -20,6 +20,7 @@ MEASUREMENTS = {
     "training": "captioners trained with each variant's reward (the pipeline's way: one SFT start, GRPO from it "
                 "per variant), captioning held-out images, scored against the world's ground-truth scene graphs "
                 "(train.gt_*; train.delta_*: the change against the SFT start)",
+    "pipeline": "the captioners the pipeline trained with each variant's reward (its table and reward curves)",
 }
 
 
@@ -115,11 +116,16 @@ def dvc_metrics(report: dict) -> dict[str, dict[str, float]]:
 
 
 def write_report(report: dict, variants: Sequence, out_dir: Path) -> list[Path]:
-    """``<axis>.json``, ``<axis>.md``, ``<axis>.png`` and ``<axis>.metrics.json`` in ``out_dir``; their paths."""
+    """``<axis>.json``, ``<axis>.md``, ``<axis>.png`` and ``<axis>.metrics.json`` in ``out_dir``; their paths. A
+    report of the pipeline's rows (measurement ``pipeline``) has its own table and figure
+    (:mod:`cim.ablate.from_pipeline`: the reward curves)."""
+    from cim.ablate import from_pipeline
+
+    own = from_pipeline if report["measurement"] == ["pipeline"] else None
     axis = report["axis"]
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / f"{axis}.json", report, indent=2)
     atomic_write_json(out_dir / f"{axis}.metrics.json", dvc_metrics(report), indent=1)
-    atomic_write_text(out_dir / f"{axis}.md", markdown(report, variants))
+    atomic_write_text(out_dir / f"{axis}.md", (own.markdown if own else markdown)(report, variants))
     return [out_dir / f"{axis}.json", out_dir / f"{axis}.metrics.json", out_dir / f"{axis}.md",
-            plot(report, out_dir / f"{axis}.png")]
+            (own.plot if own else plot)(report, out_dir / f"{axis}.png")]

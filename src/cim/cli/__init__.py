@@ -39,7 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("cim.cli.serve", "run the reward service (HTTP, dynamic batching)"),
     "prepare-train": ("cim.cli.prepare_train", "write verl's multimodal parquet from a training manifest"),
     "train": ("cim.cli.train", "GRPO with the CIM reward: --backend verl (GPU) or local (CPU)"),
-    "ablate": ("cim.cli.ablate", "the paper's ablations of the reward: components, scale, encoders, beta"),
+    "ablate": ("cim.cli.ablate", "the paper's ablations of the reward: components, scale, encoders, beta; aggregate"),
     "caption": ("cim.cli.caption", "caption a benchmark with a trained, released or any registered captioner "
                 "(captions.jsonl)"),
     "compare": ("cim.cli.compare", "the captioners' table (CAPTURE, F1s, Relations QA, BLEU/METEOR, CIM, ground-truth "

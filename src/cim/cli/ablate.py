@@ -1,5 +1,5 @@
-"""`cim ablate AXIS`: run one of the paper's ablations (components, scale, encoders, beta) on the reward
-(the stage: :func:`cim.stages.ablate.ablate`).
+"""`cim ablate AXIS`: run one of the paper's ablations (components, scale, encoders, beta) on the reward, or the
+aggregate ablation (sum vs GDPO) read from the pipeline's trained rows (the stage: :func:`cim.stages.ablate.ablate`).
 
 Every variant is a child MLflow run of one parent run; the report is ``<out>/<axis>.json`` (rows: variant
 and numbers), ``<axis>.md`` and ``<axis>.png``. Trailing ``key=value`` overrides set the base configuration
@@ -14,10 +14,12 @@ from cim.cli import add_flag, add_out, add_shared
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("axis", choices=list(AXES), help="components | scale | encoders | beta")
+    parser.add_argument("axis", choices=list(AXES), help=" | ".join(AXES) + " (aggregate: read from the "
+                        "pipeline's table and reward curves of the rows trained with each variant's reward)")
     parser.add_argument("--values", help="comma-separated variants: components: modes (default "
                         "ablate.components); beta: values (default ablate.beta); scale: shares of the corpus rows "
-                        "besides the training images' (default ablate.scale)")
+                        "besides the training images' (default ablate.scale); aggregate: sum, gdpo (default "
+                        "ablate.aggregate)")
     parser.add_argument("--text", help=f"encoders: text encoders, presets {', '.join(TEXT_PRESETS)} or a "
                         "sentence-transformers model (default ablate.text)")
     parser.add_argument("--image", help=f"encoders: image encoders, presets {', '.join(IMAGE_PRESETS)} (default "
@@ -49,7 +51,8 @@ def run(args) -> int:
                     captions=args.captions, train=run_steps if args.train else None,
                     progress=not args.no_progress)
     print(json.dumps({"axis": report["axis"], "measurement": report["measurement"], "mlflow_parent_run": report["run_id"],
-                      "rows": [{k: v for k, v in r.items() if k in ("variant", "corpus_rows", "score.rho",
-                                                                    "grc.rho", "qir.rho")} for r in report["rows"]]},
+                      "rows": [{k: v for k, v in r.items() if k in ("variant", "corpus_rows", "score.rho", "grc.rho",
+                                                                    "qir.rho", "row", "capture", "repetition")}
+                               for r in report["rows"]]},
                      indent=1))
     return 0

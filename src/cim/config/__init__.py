@@ -109,7 +109,7 @@ def load_config(path: str | Path | None = "params.yaml", overrides: Sequence[str
     cfg = OmegaConf.structured(Config)
     try:
         if path is not None:
-            cfg = OmegaConf.merge(cfg, _read_params_file(Path(path)))
+            cfg = _replacing(cfg, _read_params_file(Path(path)))
         for item in overrides:
             if "=" not in item:
                 raise ConfigError(f"override {item!r} is not of the form key=value")
@@ -124,8 +124,25 @@ def load_config(path: str | Path | None = "params.yaml", overrides: Sequence[str
     return cfg  # type: ignore[return-value]
 
 
+def _replacing(cfg: DictConfig, layer: DictConfig) -> DictConfig:
+    """``layer`` merged over ``cfg``, except that a mapping the schema marks ``replace`` (:func:`~cim.config.
+    schema.replaced`: ``pipeline.variants``) is the layer's own when the layer gives one."""
+    out = OmegaConf.merge(cfg, layer)
+    for key, f in _fields():
+        if f.metadata.get("replace") and OmegaConf.select(layer, key) is not None:
+            OmegaConf.update(out, key, OmegaConf.select(layer, key), merge=False)
+    return out
+
+
 def with_overrides(cfg: Config, overrides: dict[str, Any] | Sequence[str]) -> Config:
-    """A copy of ``cfg`` with ``{key: value}`` or ``["key=value"]`` applied, checked like :func:`load_config`."""
+    """A copy of ``cfg`` with ``{key: value}`` or ``["key=value"]`` applied, checked like :func:`load_config`.
+    An override ``protocol`` naming another protocol than ``cfg``'s applies that protocol's params first (under
+    the other overrides, as in :func:`load_config`; over ``cfg``, so keys it does not set keep ``cfg``'s values)."""
+    items = overrides.items() if isinstance(overrides, dict) else \
+        [tuple(i.split("=", 1)) for i in overrides if "=" in i]
+    named_ = [str(v).strip() for k, v in items if str(k).strip() == "protocol"]
+    if named_ and named_[-1] != (cfg.protocol or ""):
+        cfg = _with_protocol(OmegaConf.merge(cfg, {"protocol": named_[-1]}), ())
     try:
         if isinstance(overrides, dict):
             out = OmegaConf.merge(cfg, {})

@@ -30,6 +30,12 @@ def paths(default_factory=dict) -> Any:
     return field(default_factory=default_factory, metadata={"path": True})
 
 
+def replaced(default_factory) -> Any:
+    """A mapping whose value in the params file replaces the default's whole (not merged into it: a name the
+    file leaves out is gone), e.g. ``pipeline.variants``. ``key.name=value`` overrides still add to it."""
+    return field(default_factory=default_factory, metadata={"replace": True})
+
+
 def named(default: Any, registry: str) -> Any:
     """A field naming entries of the registry ``cim.plugins.<registry>`` (a name, or a list of names)."""
     if isinstance(default, list):
@@ -398,7 +404,9 @@ class PipelineConfig:
     """The captioner comparison (stages sft, train@variant, caption@captioner, compare; docs/evaluation.md)."""
 
     sft: str = "sft"              # the row of the SFT start (no GRPO), shared by every variant
-    variants: dict[str, dict[str, Any]] = field(default_factory=lambda: {
+    # row -> config overrides (``protocol: NAME`` applies that protocol's params); the paper's three rows. The
+    # params file's mapping replaces this one (params.yaml adds the project's guarded and GDPO rows)
+    variants: dict[str, dict[str, Any]] = replaced(lambda: {
         "cim": {"reward.mode": "both"}, "cim-grc": {"reward.mode": "grc"}, "cim-qir": {"reward.mode": "qir"}})
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])   # GRPO seeds of every variant (one SFT start)
     baseline: str = "sft"         # deltas are taken against this row
@@ -422,13 +430,14 @@ class ManifestConfig:
 @dataclass
 class AblateConfig:
     """`cim ablate AXIS` and the ablations flow (docs/ablations.md): each axis's variants when none are given,
-    and where the reports go. Not a parameter of any DVC stage."""
+    and where the reports go. A parameter of the one DVC stage `ablate-aggregate` only (ablate.aggregate, out_dir)."""
 
     components: list[str] = field(default_factory=lambda: ["grc", "qir", "both"])   # reward.mode values
     scale: list[float] = field(default_factory=lambda: [0.0, 0.1, 0.3, 1.0])   # shares of the non-training rows
     text: list[str] = field(default_factory=lambda: ["minilm", "mpnet"])   # encoders: text presets (or models)
     image: list[str] = field(default_factory=lambda: ["lite0", "lite2"])   # encoders: image presets
     beta: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])   # reward.beta, mode both
+    aggregate: list[str] = field(default_factory=lambda: ["sum", "gdpo"])   # reward.aggregate: the pipeline's rows
     out_dir: str = path("reports/ablations")    # <axis>.json|md|png
     work_dir: str = path("data/ablations")      # per-variant reports and extra indexes, kept for resuming
 

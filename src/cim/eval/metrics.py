@@ -28,7 +28,7 @@ import numpy as np
 from cim.io import write_json
 from cim.plugins import METRICS
 
-__all__ = ["Column", "Metric", "METRICS", "metric", "table_columns", "finite"]
+__all__ = ["Column", "Metric", "METRICS", "metric", "table_columns", "label", "finite"]
 
 
 class Column(NamedTuple):
@@ -36,6 +36,13 @@ class Column(NamedTuple):
     header: str           # the table's column header
     percent: bool         # shown x100 (fractions) rather than raw
     summary: bool = True  # also in the compact table (the captioners' comparison, the README)
+    lower_better: bool = False   # a smaller value is the better one (repetition): tables mark it (:func:`label`)
+
+
+def label(column: Column) -> str:
+    """The column's header as tables and plots show it: ``Rep-3 ↓`` for a lower-is-better column (its deltas
+    keep their sign: a negative delta is less of it)."""
+    return column.header + (" ↓" if column.lower_better else "")
 
 
 @dataclass(frozen=True)
@@ -75,8 +82,8 @@ def _ratio(sums: np.ndarray) -> np.ndarray:
 
 def metric(name: str) -> Metric:
     """The registered metric ``name``: its compute function with what it was registered with
-    (``@METRICS.register(name, columns=[(key, header, x100)], scope=..., order=..., requires=..., headline=...,
-    stats=...)``)."""
+    (``@METRICS.register(name, columns=[(key, header, x100[, summary[, lower_better]])], scope=..., order=...,
+    requires=..., headline=..., stats=...)``)."""
     info = METRICS.info(name)
     scope = info.get("scope", "method")
     if scope not in ("method", "benchmark"):
@@ -247,6 +254,22 @@ def caption_words(ev, bench, refs, captions, res) -> None:
         res.items[i]["caption_words"] = n
     res.metrics["caption_words"] = float(np.mean(list(words.values()))) if words else float("nan")
     res.counts["caption_words"] = {"scored": len(words)}
+
+
+@METRICS.register("repetition", columns=[("repetition", "Rep-3", True, True, True)], order=75)
+def repetition(ev, bench, refs, captions, res) -> None:
+    """The share of a caption's word trigrams that repeat an earlier trigram of the same caption
+    (:func:`cim.reward.text.repeated_ngram_rate`: the measure the repetition guard penalises and the sentinels
+    watch), mean over the captioned samples. Lower is better (0: no caption repeats itself)."""
+    from cim.reward.text import repeated_ngram_rate
+
+    for i, c in captions.items():
+        res.items[i]["repetition"] = repeated_ngram_rate(c or "", 3)
+    res.metrics["repetition"] = float(np.mean([res.items[i]["repetition"] for i in captions])) if captions \
+        else float("nan")
+    res.counts["repetition"] = {"scored": len(captions)}
+    res.protocol["repetition"] = {"metric": "share of repeated word trigrams per caption, mean over captions "
+                                            "(lower is better)", "definition": "cim.reward.text.repeated_ngram_rate"}
 
 
 # ----------------------------------------------------------------------------------- benchmark experiments

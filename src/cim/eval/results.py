@@ -18,7 +18,7 @@ import math
 from pathlib import Path
 from typing import Optional, Sequence
 
-from cim.eval.metrics import finite, metric, table_columns
+from cim.eval.metrics import finite, label, metric, table_columns
 
 METRICS_FILE = "metrics.json"    # <eval.out_dir>/metrics.json: the headline numbers (DVC metrics)
 TABLE_FILE = "table.md"          # <eval.out_dir>/<benchmark>/table.md
@@ -98,7 +98,7 @@ def markdown_table(results: Sequence[dict], baseline: str = "", columns=None,
         rows += refs_by_bench.get(bench, [])
         out.append(f"### {bench}" + (f" (deltas vs {base['method']})" if base else ""))
         out.append("")
-        out.append("| Method | " + " | ".join(c.header for c in present) + " |")
+        out.append("| Method | " + " | ".join(label(c) for c in present) + " |")
         out.append("|---|" + "---|" * len(present))
         for r in rows:
             is_base = base is not None and r.get("method") == base_method
@@ -217,7 +217,7 @@ def comparison_markdown(table: dict, summary_only: bool = True) -> str:
                 + " | ".join(cell(r, c) for c in cols) + " |"
                 for r in table["rows"] if not (skip_base and r["captioner"] == base)]
 
-    head = ["| Captioner | seeds | " + " | ".join(c.header for c in cols) + " |", "|---|---|" + "---|" * len(cols)]
+    head = ["| Captioner | seeds | " + " | ".join(label(c) for c in cols) + " |", "|---|---|" + "---|" * len(cols)]
     out = [f"### {table['benchmark']}: mean over seeds ± half the 95% interval ({table['samples']} images)", "",
            *head, *rows(mean, False), "",
            f"### Δ vs {base} (paired bootstrap over images and seeds, 95% interval; * = excludes 0)", "",
@@ -229,7 +229,11 @@ def comparison_markdown(table: dict, summary_only: bool = True) -> str:
     out += [f"- ○ baseline row; {seeds}intervals: {table['n_boot']} bootstrap "
             "draws of the images (paired across rows) and of each row's seeds",
             "- percentages except CIM Υ and words; GT columns: recall against the benchmark's ground-truth scene "
-            "graphs (no parser), the others the parser/judge-based metrics of `cim evaluate`", ""]
+            "graphs (no parser), the others the parser/judge-based metrics of `cim evaluate`"]
+    lower = [c for c in cols if c.lower_better]
+    if lower:                         # deltas keep their sign: say which way is better where it is down
+        out += [f"- ↓: lower is better ({', '.join(c.header for c in lower)}; a negative Δ is less of it)"]
+    out += [""]
     return "\n".join(out)
 
 
@@ -254,7 +258,7 @@ def comparison_plot(table: dict, path: Path) -> Path:
         err = np.array([[v - ci[0] * 100 for v, ci in zip(values, cis)], [ci[1] * 100 - v for v, ci in zip(values, cis)]])
         ax.bar(x + i * width - 0.4 + width / 2, values, width, yerr=np.clip(err, 0, None), capsize=2,
                label=f"{r['captioner']} ({r['n_seeds']} seed{'s' if r['n_seeds'] > 1 else ''})")
-    ax.set_xticks(x, [c.header for c in cols])
+    ax.set_xticks(x, [label(c) for c in cols])
     ax.set_ylabel("score (x100), mean over seeds; bars: 95% interval")
     ax.set_title(f"captioners on {table['benchmark']} (baseline {table['baseline']})")
     ax.legend(fontsize=8)
@@ -294,7 +298,7 @@ def comparison_plot_data(table: dict) -> list[dict]:
     for c in cols:
         for r in table["rows"]:
             ci = r.get(f"{c.key}_ci95") or [r[c.key]] * 2
-            out.append({"captioner": r["captioner"], "metric": c.header, "value": r[c.key] * _pct(c),
+            out.append({"captioner": r["captioner"], "metric": label(c), "value": r[c.key] * _pct(c),
                         "low": ci[0] * _pct(c), "high": ci[1] * _pct(c)})
     return out
 

@@ -11,7 +11,8 @@ table ``{"benchmark", "baseline", "n_boot", "level", "columns", "rows"}``; a row
 
 for every column of the registered method metrics the evaluation produced (:func:`cim.eval.metrics.
 table_columns`) and defined on every run (a metric undefined on a run -- no object named, say -- is left out
-of every row); every row has the same keys (0 deltas on the baseline itself). Files and figures:
+of every row); every row has the same keys (0 deltas on the baseline itself). ``lower_is_better`` (only when
+there are such columns): the columns whose metric declares a smaller value better (``Column.lower_better``). Files and figures:
 :mod:`cim.eval.results` (``write_comparison``).
 """
 from __future__ import annotations
@@ -59,5 +60,9 @@ def comparison(results: Mapping[str, Sequence], benchmark: str, baseline: str, m
                 interval(boot[name][key] - boot[baseline][key])
         row["per_seed"] = per_seed
         rows.append(row)
-    return {"benchmark": benchmark, "baseline": baseline, "samples": len(ids), "n_boot": n_boot, "level": LEVEL,
-            "columns": keys, "rows": rows}
+    table = {"benchmark": benchmark, "baseline": baseline, "samples": len(ids), "n_boot": n_boot, "level": LEVEL,
+             "columns": keys, "rows": rows}
+    lower = [c.key for c in table_columns() if c.key in keys and c.lower_better]
+    if lower:                 # the columns where less is better (repetition); deltas keep their sign
+        table["lower_is_better"] = lower
+    return table

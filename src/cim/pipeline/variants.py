@@ -1,7 +1,9 @@
 """The captioners of the comparison and their runs: the SFT start (``pipeline.sft``, no GRPO, one run) and
-the GRPO variants (``pipeline.variants``: name -> config overrides, e.g. ``cim-grc: {reward.mode: grc}``),
-each trained from that one SFT start with every seed of ``pipeline.seeds`` (``train.local.grpo_seed``: the
-paper compares from a fixed base, so seeds vary GRPO, not the start).
+the GRPO variants (``pipeline.variants``: name -> config overrides, e.g. ``cim-grc: {reward.mode: grc}``; an
+override ``protocol: guarded`` applies that protocol's params, :func:`cim.config.with_overrides`, and the row's
+runs record it like any protocol run), each trained from that one SFT start with every seed of
+``pipeline.seeds`` (``train.local.grpo_seed``: the paper compares from a fixed base, so seeds vary GRPO, not
+the start).
 
 A run is named ``<variant>-s<seed>`` (``cim-grc-s1``; the SFT start: ``sft``) and lives in
 ``<pipeline.checkpoint_dir>/<run>``, ``<pipeline.report_dir>/<run>`` and ``<pipeline.captions_dir>/<run>/``.

@@ -12,6 +12,11 @@ variant and seed, captions of ``pipeline.benchmark``, the comparison -- with its
 table's ground-truth recall of the world's objects, attributes and relations and its change against the SFT
 start.
 
+Measurement ``pipeline`` (the ``aggregate`` axis, its only one: :data:`cim.ablate.axes.FROM_PIPELINE`): the
+rows the pipeline already trained, read from its table and its runs' reward curves (:mod:`cim.ablate.
+from_pipeline`; no training, no index): the aggregation does not change the reward's value, so the quality
+order has nothing to tell, and the pipeline trains these rows anyway.
+
 Resuming: each variant's verify report and a key (a hash of its reward settings, encoders, index and
 captions) are kept in ``<work>/<axis>/<variant>/``; a rerun reuses the reports whose key matches, so a killed
 ablation loses at most the variant it was in and writes the same report as an uninterrupted one.
@@ -23,13 +28,13 @@ import json
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from cim.ablate.axes import variants as axis_variants
+from cim.ablate.axes import FROM_PIPELINE, variants as axis_variants
 from cim.ablate.shared import Shared, fingerprint, slug
 from cim.config import load_config, to_dict
 from cim.errors import ConfigError
 from cim.io import atomic_write_json, read_jsonl
 
-__all__ = ["ablate", "quality_row", "training_rows", "TRAINING_KEYS"]
+__all__ = ["ablate", "quality_row", "training_rows", "pipeline_row", "pipeline_inputs", "TRAINING_KEYS"]
 
 # columns of the pipeline's table kept in the ablation's row (as train.<key> and train.delta_<key>)
 TRAINING_KEYS = ("gt_object_recall", "gt_attribute_recall", "gt_attribute_precision", "gt_relation_recall")
@@ -94,6 +99,10 @@ def ablate(params: str | None, overrides: Sequence[str], axis: str, values: Sequ
     out_dir, work_dir = out_dir or cfg.ablate.out_dir, work_dir or cfg.ablate.work_dir
     found = axis_variants(cfg, axis, values)
     cfgs = [load_config(params, [*overrides, *v.overrides]) for v in found]
+    if axis in FROM_PIPELINE:
+        if train is not None:
+            raise ConfigError(f"{axis} is measured on the pipeline's trained rows: it trains nothing itself")
+        return _from_pipeline(cfg, axis, found, cfgs, Path(out_dir))
     captions = Path(captions or Path(cfg.world.out_dir) / "bench_captions.jsonl")
     work = Path(work_dir) / axis
     shared = Shared(cfg, Path(work_dir), progress=progress)
@@ -131,16 +140,72 @@ def ablate(params: str | None, overrides: Sequence[str], axis: str, values: Sequ
     return {**report, "run_id": parent_id}
 
 
-def _pipeline_row(vcfg) -> str:
-    """The ``pipeline.variants`` row whose reward settings equal the variant's."""
+def _from_pipeline(cfg, axis: str, found, cfgs, out_dir: Path) -> dict:
+    """The ``pipeline`` measurement (the module doc): rows from the pipeline's table and curves, one MLflow
+    parent run with a child run per variant (its numbers), the report's files."""
+    import mlflow
+
+    from cim.ablate import from_pipeline
+    from cim.ablate.report import write_report
+    from cim.tracking import client, parent_run, start_run
+
+    names = {v.name: pipeline_row(cfg, vcfg, " ".join(v.overrides)) for v, vcfg in zip(found, cfgs)}
+    table, *_ = pipeline_inputs(cfg, [])
+    curves = {row: [Path(p) for p in pipeline_inputs(cfg, [row])[1:]] for row in names.values()}
+    rows, how = from_pipeline.rows(found, names, curves, Path(table), cfg.pipeline.seeds)
+    report = {"axis": axis, "measurement": ["pipeline"], "how": how,
+              "rows": [{k: _rounded(val) for k, val in r.items()} for r in rows]}
+    with parent_run(cfg, "ablate", f"ablate[{axis}]", tags={"ablate.axis": axis}) as parent_id:
+        for v, vcfg, row in zip(found, cfgs, report["rows"]):
+            with start_run(vcfg, "ablate-variant", run_name=f"{axis}[{v.name}]",
+                           tags={"ablate.axis": axis, "ablate.variant": v.name, "ablate.row": row["row"],
+                                 "ablate.overrides": " ".join(v.overrides)}):
+                mlflow.log_metrics({k: float(val) for k, val in row.items() if isinstance(val, (int, float))
+                                    and not isinstance(val, bool) and val == val})
+        c = client(cfg)
+        c.set_tag(parent_id, "ablate.training", how)
+        for path in write_report(report, found, out_dir):
+            c.log_artifact(parent_id, str(path), artifact_path="ablation")
+        c.set_tag(parent_id, "ablate.variants", str(len(rows)))
+    return {**report, "run_id": parent_id}
+
+
+def pipeline_row(cfg, vcfg, what: str = "") -> str:
+    """The ``pipeline.variants`` row of ``cfg`` (the base configuration) that trains with ``vcfg``'s reward
+    settings (a variant's: ``cfg`` with its overrides); ConfigError naming ``what``, the variant's overrides,
+    when none does. Each row is taken over ``cfg``, not ``vcfg``: a row that leaves the varied key alone trains
+    with the base's value of it."""
     from cim.pipeline.variants import variant_config, variants
 
     want = to_dict(vcfg.reward)
-    for name in variants(vcfg):
-        if name != vcfg.pipeline.sft and to_dict(variant_config(vcfg, name).reward) == want:
+    for name in variants(cfg):
+        if name != cfg.pipeline.sft and to_dict(variant_config(cfg, name).reward) == want:
             return name
-    raise ConfigError(f"no pipeline.variants row trains with reward.mode={vcfg.reward.mode} "
-                      f"reward.beta={vcfg.reward.beta}; add one to params.yaml's pipeline.variants")
+    raise ConfigError(f"no pipeline.variants row trains with the reward of {what or 'this variant'} "
+                      f"(reward.mode={vcfg.reward.mode}, reward.beta={vcfg.reward.beta}, "
+                      f"reward.aggregate={vcfg.reward.aggregate}); add one to params.yaml's pipeline.variants")
+
+
+def pipeline_inputs(cfg, rows: Sequence[str]) -> list[str]:
+    """What the ``pipeline`` measurement reads: the pipeline's table, then each of ``rows``' runs' curves.csv
+    (dvc.yaml's ``ablate-aggregate`` deps; tests/pipeline/test_run_plan.py checks them)."""
+    from cim.eval.results import COMPARISON_JSON
+    from cim.pipeline.variants import runs
+
+    table = Path(cfg.pipeline.out_dir) / COMPARISON_JSON
+    every = runs(cfg)
+    return [p.as_posix() for p in [table, *(Path(cfg.pipeline.report_dir) / run / "curves.csv"
+                                            for row in rows for run in every[row])]]
+
+
+def _rounded(value):
+    if isinstance(value, float):
+        return round(value, ROUND)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
 
 
 def training_rows(cfg, variants, cfgs, work: Path, runner: Runner,
@@ -152,7 +217,7 @@ def training_rows(cfg, variants, cfgs, work: Path, runner: Runner,
     from cim.pipeline.plan import plan
 
     root = Path(work) / "train"
-    rows = {v.name: _pipeline_row(vcfg) for v, vcfg in zip(variants, cfgs)}
+    rows = {v.name: pipeline_row(cfg, vcfg, " ".join(v.overrides)) for v, vcfg in zip(variants, cfgs)}
     wcfg = with_overrides(cfg, {"pipeline.checkpoint_dir": str(root / "checkpoints"),
                                 "pipeline.report_dir": str(root / "reports"),
                                 "pipeline.captions_dir": str(root / "captions"),

@@ -8,8 +8,8 @@ on every ``dvc repro`` (``always_changed``) and on every ``compare``: it reads t
 - one run ``compare[<benchmark>]`` (a child of the execution's parent run) tagged ``cim.results_sha256`` (the
   comparison file's content hash: the key that makes publishing idempotent), with the table's files;
 - one child run per captioner, ``compare[<benchmark>/<row>]``: params saying what the row is (``captioner``,
-  ``method``, ``seeds``, ``n_seeds``, ``protocol``, the ``reward.*`` and encoders it trained with, ``benchmark``,
-  ``baseline``); the headline metrics unprefixed (``capture``, ``cim``: :data:`cim.eval.results.HEADLINE`), the
+  ``method``, ``seeds``, ``n_seeds``, ``protocol`` (the row's own), the ``reward.*`` (guards and aggregate where
+  set) and encoders it trained with, ``benchmark``, ``baseline``); the headline metrics unprefixed (``capture``, ``cim``: :data:`cim.eval.results.HEADLINE`), the
   rest grouped by prefix, which MLflow's UI shows as sections: ``mean/<column>`` (the other columns' means over
   seeds), ``delta/<column>`` (against the baseline), ``ci95_low/`` / ``ci95_high/`` (the mean's 95% interval),
   ``delta_ci95_low/`` / ``delta_ci95_high/`` (the delta's). The same keys in every run (NaN where no draw
@@ -92,12 +92,17 @@ def _row_params(cfg, table: dict, row: dict) -> dict[str, str]:
         return out
     sft = name == cfg.pipeline.sft
     vcfg = variant_config(cfg, name)
+    out["protocol"] = str(vcfg.get("protocol") or "none")       # a variant may name its own (cim-guard: guarded)
     out.update({"method": "SFT" if sft else "SFT + GRPO", "runs": ",".join(runs(cfg)[name]),
                 "seeds": "-" if sft else ",".join(str(s) for s in cfg.pipeline.seeds),
                 "encoders.text": str(vcfg.encoders.text.model or vcfg.encoders.text.name),
                 "encoders.image": str(vcfg.encoders.image.model or vcfg.encoders.image.name)})
     if not sft:                         # the SFT start trains without the retrieval reward
         out.update({f"reward.{k}": str(vcfg.reward[k]) for k in ("mode", "beta", "top_k", "decay")})
+        if vcfg.reward.guards:          # the guard terms and how the terms are aggregated, where they differ
+            out["reward.guards"] = ",".join(vcfg.reward.guards)
+        if vcfg.reward.aggregate != "sum" or vcfg.reward.guards:
+            out["reward.aggregate"] = str(vcfg.reward.aggregate)
     return out
 
 
@@ -108,7 +113,8 @@ def _log(cfg, table: dict, key: str, files: list) -> tuple[str, int]:
 
     bench = table["benchmark"]
     tags = {"benchmark": bench, "baseline": table["baseline"], RESULTS_TAG: key,
-            "captioners": ",".join(r["captioner"] for r in table["rows"])}
+            "captioners": ",".join(r["captioner"] for r in table["rows"]),
+            **({"lower_is_better": ",".join(table["lower_is_better"])} if table.get("lower_is_better") else {})}
     with start_run(cfg, "compare", run_name=f"compare[{bench}]", tags=tags, log_params=False) as run:
         for f in files:
             mlflow.log_artifact(str(f), artifact_path="results")

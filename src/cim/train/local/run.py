@@ -80,8 +80,10 @@ def run_local(cfg, dry_run: bool = False, scorer=None, progress: bool = True, ru
     if stale:
         mark_killed(cfg, [r.info.run_id for r in stale],
                     "its process died; the training was restarted in a new run")
+    from cim.protocols import tags as protocol_tags
+
     tags = {"backend": "local", "reward.mode": cfg.reward.mode, RUN_KEY_TAG: key,
-            "train.out_dir": str(trainer.out.resolve())}
+            "train.out_dir": str(trainer.out.resolve()), **protocol_tags(cfg)}   # a variant's protocol too
     with start_run(cfg, "train", tags=tags, run_id=resume.info.run_id if resume else None,
                    log_params=resume is None, run_name=run_name) as run:
         import mlflow
