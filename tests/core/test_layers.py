@@ -19,8 +19,9 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 LAYERS = [
     {"cli", "flows", "plots_page"},         # entry points: parse arguments / orchestrate / the DVC plots page
     {"stages"},                             # one function per stage: determinism, MLflow run, outputs
-    {"pipeline", "ablate", "audit"},        # experiments over the parts: the comparison, ablations, audits
-    {"train"},                              # verl and the local CPU backend
+    {"pipeline", "ablate"},                 # experiments over the parts: the comparison, ablations
+    {"train"},                              # verl, TRL and the local CPU backend; the sentinels
+    {"audit"},                              # does the reward carry signal? (its hack transforms: the sentinels')
     {"eval", "service"},                    # benchmarks, metrics, captioners; the reward service
     {"reward"},                             # the equations, the item/result schema, the scorer
     {"index"},                              # shards, search, identity

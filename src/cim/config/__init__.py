@@ -16,6 +16,7 @@ Every stage reads its own section. Overrides use ``key=value`` (dotted paths), e
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -92,10 +93,27 @@ def _check_choices(cfg: DictConfig) -> None:
         raise ConfigError(f"reward.top_k must be >= 1, got {cfg.reward.top_k}")
     if not 0.0 < cfg.reward.decay <= 1.0:
         raise ConfigError(f"reward.decay must be in (0, 1], got {cfg.reward.decay}")
-    if cfg.reward.guards:                 # names and weights, before any model loads
-        from cim.reward.guards import check_guards
+    _check_guards(cfg)
 
-        check_guards(cfg.reward)
+
+def _check_guards(cfg: DictConfig) -> None:
+    """``reward.guards``: registered names (one line listing them), none twice, each weight a finite number
+    >= 0 (a guard's other settings are checked where it is built, :func:`cim.reward.guards.check_guards`,
+    still before any model loads)."""
+    names = list(cfg.reward.guards or [])
+    if not names:
+        return
+    if len(set(names)) != len(names):
+        raise ConfigError(f"reward.guards names a guard twice: {', '.join(names)}")
+    check_names(cfg, "reward.guards")
+    for name in names:
+        weight = (cfg.reward.guard.get(name) or {}).get("weight", 1.0)
+        try:
+            ok = math.isfinite(float(weight)) and float(weight) >= 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ConfigError(f"reward.guard.{name}.weight must be a finite number >= 0, got {weight}")
 
 
 def load_config(path: str | Path | None = "params.yaml", overrides: Sequence[str] = ()) -> Config:
