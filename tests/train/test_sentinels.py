@@ -18,7 +18,6 @@ from cim.reward.text import distinct_n, repeated_ngram_rate
 from cim.train.sentinels import Sentinels, Trip, merge, text_sums
 
 
-@GUARDS.register("echo")
 class Echo(Guard):
     """A guard that pays repetition (minus the share of words NOT repeating an earlier word): a reward that
     pushes the policy toward the hack the repeat-rate sentinel watches."""
@@ -27,6 +26,14 @@ class Echo(Guard):
 
     def __call__(self, caption: str) -> float:
         return repeated_ngram_rate(caption, 1) - 1.0
+
+
+@pytest.fixture
+def echo_guard():
+    """The ``echo`` guard registered for one test (the registry is process-wide: other modules must not see it)."""
+    GUARDS.register("echo")(Echo)
+    yield "echo"
+    GUARDS.unregister("echo")
 
 
 CAPTIONS = ["a red circle a red circle", "a blue square on grass", ""]
@@ -120,7 +127,7 @@ def _run_of(cfg, out):
     return run, client(cfg)
 
 
-def test_a_policy_pushed_into_repetition_trips_the_sentinel_and_stops_with_exit_code_3(tmp_path, capsys):
+def test_a_policy_pushed_into_repetition_trips_the_sentinel_and_stops_with_exit_code_3(tmp_path, capsys, echo_guard):
     """A reward that pays repeated words (the ``echo`` guard) drives the tiny policy's trigram repetition over
     the default 0.1; with ``on_trip: stop`` the run checkpoints the step it tripped at and exits 3."""
     from cim.cli import main

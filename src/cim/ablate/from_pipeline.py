@@ -119,6 +119,8 @@ def plot(report: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from cim.ablate.report import save_figure
+
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for r in report["rows"]:
         ax.plot(r["curve"]["step"], r["curve"]["reward"], label=f"{r['variant']} ({r['row']}, {r['n_seeds']} seeds)")
@@ -127,8 +129,4 @@ def plot(report: dict, path: Path) -> Path:
     ax.set_title(f"training reward per step: {report['axis']}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

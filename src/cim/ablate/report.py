@@ -10,7 +10,7 @@ from typing import Sequence
 
 from cim.io import atomic_write_json, atomic_write_text
 
-__all__ = ["write_report", "markdown", "plot", "dvc_metrics"]
+__all__ = ["write_report", "markdown", "plot", "dvc_metrics", "save_figure"]
 
 TERMS = {"score": "Υ", "grc": "GRC", "qir": "QIR"}
 MEASUREMENTS = {
@@ -101,6 +101,13 @@ def plot(report: dict, path: Path) -> Path:
         ax.set_title("trained captioner, held-out images (change against the SFT start)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def save_figure(fig, path: Path) -> Path:
+    """An ablation's figure as a PNG without a timestamp or software tag (the same bytes on every run)."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, metadata={"Software": None})
