@@ -16,6 +16,8 @@ REPO = Path(__file__).resolve().parents[2]
 def eval_cfg(tiny_cfg, tiny_world, tiny_index_dir, tmp_path_factory):
     cfg = copy.deepcopy(tiny_cfg)
     cfg.eval.out_dir = str(tmp_path_factory.mktemp("eval"))
+    # its own MLflow store: other modules on this worker log evaluate runs into the shared tiny store
+    cfg.tracking.uri = f"sqlite:///{tmp_path_factory.mktemp('eval-mlflow')}/mlflow.db"
     cfg.eval.data_dirs = {"world": str(tiny_world)}
     cfg.eval.metrics = ["capture", "fine_grained", "relations_qa", "cim", "verification", "parser_recall"]
     cfg.eval.baseline = "coarse-correct"
