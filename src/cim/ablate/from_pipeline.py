@@ -119,7 +119,7 @@ def plot(report: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cim.ablate.report import save_figure
+    from cim.ablate.figures import save_figure
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     for r in report["rows"]:

@@ -8,9 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from cim.ablate.figures import save_figure
 from cim.io import atomic_write_json, atomic_write_text
 
-__all__ = ["write_report", "markdown", "plot", "dvc_metrics", "save_figure"]
+__all__ = ["write_report", "markdown", "plot", "dvc_metrics"]
 
 TERMS = {"score": "Υ", "grc": "GRC", "qir": "QIR"}
 MEASUREMENTS = {
@@ -102,17 +103,6 @@ def plot(report: dict, path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     return save_figure(fig, path)
-
-
-def save_figure(fig, path: Path) -> Path:
-    """An ablation's figure as a PNG without a timestamp or software tag (the same bytes on every run)."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return path
 
 
 def dvc_metrics(report: dict) -> dict[str, dict[str, float]]:
